@@ -1,0 +1,362 @@
+"""One grid cell: train a model on a prepared dataset from one resolved config.
+
+The cell's config is the dict `resnet_bench.config.expand_grid` produces. The
+result is the record described in docs/ARCHITECTURE.md (metrics, per-epoch
+curves, provenance). Training-loop throughput (`train_img_per_s`) includes the
+on-device augmentation and the optimiser step; the clean model-only figures
+come from `resnet_bench.bench`, run separately so that timing is not distorted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from resnet_bench import config as cfg
+from resnet_bench.env import environment
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch; with `deterministic`, refuse nondeterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs this workspace setting to be deterministic (PyTorch "Reproducibility" notes).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+
+
+def lr_at(step: int, total_steps: int, recipe: dict) -> float:
+    """Learning rate at optimiser step `step` (0-based) of `total_steps`.
+
+    Warm-up (He et al. 2016, Sec. 4.1): `warmup_lr` for the first `warmup_iters`
+    steps, then the schedule: `step` divides by 1/gamma at each milestone
+    (fractions of training), `cosine` anneals to 0, `onecycle` rises linearly to
+    `lr` over the first 30% then anneals to 0 (Smith & Topin 2019 shape).
+    """
+    base = recipe["lr"]
+    if step < recipe.get("warmup_iters", 0):
+        return recipe["warmup_lr"]
+    frac = step / max(1, total_steps)
+    schedule = recipe["schedule"]
+    if schedule == "step":
+        passed = sum(frac >= m for m in recipe["milestones"])
+        return base * recipe["gamma"] ** passed
+    if schedule == "cosine":
+        return 0.5 * base * (1 + math.cos(math.pi * frac))
+    if schedule == "onecycle":
+        peak = 0.3
+        if frac < peak:
+            return base * (0.04 + 0.96 * frac / peak)
+        return 0.5 * base * (1 + math.cos(math.pi * (frac - peak) / (1 - peak)))
+    if schedule == "constant":
+        return base
+    raise cfg.ConfigError(f"unknown schedule {schedule!r}; valid: {', '.join(cfg.SCHEDULES)}")
+
+
+def build_cell_model(config: dict, num_classes: int, in_channels: int) -> torch.nn.Module:
+    from resnet_bench.models import build_model
+
+    arch = config["arch"]
+    options = {"stem": arch["stem"], "zero_init_residual": arch.get("zero_init_residual", False),
+               "unit": config["unit"]}
+    if arch.get("width"):
+        options["width"] = arch["width"]
+    return build_model(config["model"], num_classes=num_classes, in_channels=in_channels, **options)
+
+
+def _autocast(runtime: dict, device: torch.device):
+    amp = runtime.get("amp", "none")
+    if device.type != "cuda" or amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def evaluate(model, loader, runtime: dict, device, topk: int = 1) -> dict:
+    """Mean loss, top-1 and (topk > 1) top-k accuracy over a loader."""
+    model.eval()
+    loss_sum, correct, correct_k, n = 0.0, 0, 0, 0
+    for x, y in loader:
+        if runtime.get("channels_last"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(runtime, device):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        if topk > 1:
+            correct_k += (logits.topk(topk, dim=1).indices == y[:, None]).any(1).sum().item()
+        n += y.numel()
+    out = {"loss": loss_sum / max(1, n), "acc": correct / max(1, n)}
+    if topk > 1:
+        out[f"top{topk}_acc"] = correct_k / max(1, n)
+    return out
+
+
+def _loaders(config: dict, prepared_dir: Path, device: torch.device):
+    from resnet_bench.data import Augment, DeviceLoader, load_prepared
+
+    ds = load_prepared(Path(prepared_dir) / config["dataset"])
+    meta = ds.meta
+    recipe = config["recipe"]
+    common = {"mean": meta["mean"], "std": meta["std"], "device": device}
+
+    def make(x, y, *, train: bool):
+        return DeviceLoader(
+            torch.from_numpy(x), torch.from_numpy(y), batch_size=recipe["batch_size"],
+            shuffle=train, seed=config["seed"],
+            augment=Augment(**recipe["augment"]) if train else None,
+            drop_last=False, **common)
+
+    return (make(ds.train_x, ds.train_y, train=True), make(ds.val_x, ds.val_y, train=False),
+            make(ds.test_x, ds.test_y, train=False), meta)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def train_cell(config: dict, prepared_dir: str | Path, *, checkpoint_path: str | Path | None = None,
+               on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train and evaluate one cell; returns its result record (status ok or diverged).
+
+    Exceptions other than divergence propagate: the caller (the sweep) records them.
+    A checkpoint is written after every epoch; an existing checkpoint for the same
+    cell id is resumed, giving the same numbers as an uninterrupted run on CPU.
+    """
+    started, t0 = utcnow(), time.perf_counter()
+    runtime = config["runtime"]
+    device = torch.device(runtime["device"])
+    if device.type == "cpu" and runtime.get("threads"):
+        torch.set_num_threads(int(runtime["threads"]))
+    seed_everything(config["seed"], runtime.get("deterministic", True))
+    if device.type == "cuda" and not runtime.get("deterministic", True):
+        torch.backends.cudnn.benchmark = True
+
+    train_loader, val_loader, test_loader, meta = _loaders(config, Path(prepared_dir), device)
+    num_classes, in_channels = meta["num_classes"], meta["channels"]
+    model = build_cell_model(config, num_classes, in_channels).to(device)
+    if runtime.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    recipe = config["recipe"]
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                                nesterov=recipe["nesterov"], weight_decay=recipe["weight_decay"])
+    step_model = torch.compile(model) if runtime.get("compile") else model
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and runtime.get("amp") == "fp16")
+
+    epochs_total = recipe["epochs"]
+    total_steps = epochs_total * len(train_loader)
+    history: list[dict] = []
+    start_epoch = 1
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if ckpt and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if state.get("cell_id") == config["cell_id"]:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history = state["history"]
+            start_epoch = state["epoch"] + 1
+
+    status, error = "ok", None
+    for epoch in range(start_epoch, epochs_total + 1):
+        model.train()
+        train_loader.set_epoch(epoch)
+        step = (epoch - 1) * len(train_loader)
+        loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t_epoch = time.perf_counter()
+        for x, y in train_loader:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, recipe)
+            if runtime.get("channels_last"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(runtime, device):
+                logits = step_model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe["label_smoothing"])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            # Sums stay on the device: no host sync per step (one per epoch below).
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.numel()
+            step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_s = time.perf_counter() - t_epoch
+        train_loss = (loss_sum / max(1, seen)).item()
+        val = evaluate(model, val_loader, runtime, device)
+        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": (correct / max(1, seen)).item(),
+                  "val_loss": val["loss"], "val_acc": val["acc"],
+                  "lr": lr_at(step - 1, total_steps, recipe), "epoch_s": epoch_s,
+                  "train_img_per_s": seen / epoch_s}
+        history.append(record)
+        if on_epoch:
+            on_epoch(record)
+        if not math.isfinite(train_loss):
+            status, error = "diverged", f"train loss is {train_loss} at epoch {epoch}"
+            break
+        if ckpt:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            _save_checkpoint(ckpt, {"cell_id": config["cell_id"], "epoch": epoch, "model": model.state_dict(),
+                                    "optimizer": optimizer.state_dict(), "history": history})
+
+    metrics = summarize(history)
+    metrics["params"] = sum(p.numel() for p in model.parameters())
+    metrics["fwd_gflops"] = _fwd_gflops(model, (1, in_channels, meta["height"], meta["width"]))
+    if status == "ok":
+        test = evaluate(model, test_loader, runtime, device, topk=5 if num_classes >= 100 else 1)
+        metrics.update({"test_acc": test["acc"], "test_loss": test["loss"],
+                        "test_top5_acc": test.get("top5_acc")})
+    metrics["train_time_s"] = time.perf_counter() - t0
+    return {
+        "cell_id": config["cell_id"],
+        "status": status,
+        "error": error,
+        "config": config,
+        "metrics": metrics,
+        "epochs": history,
+        "dataset_meta": {k: meta.get(k) for k in ("name", "num_classes", "channels", "height", "width",
+                                                   "counts", "source_sha256", "split")},
+        "env": environment(device),
+        "started_at": started,
+        "finished_at": utcnow(),
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def summarize(history: list[dict]) -> dict:
+    """Final numbers from per-epoch records: best validation epoch, mean loop throughput."""
+    if not history:
+        return {"epochs_completed": 0}
+    best = max(history, key=lambda r: (r["val_acc"], -r["epoch"]))
+    return {
+        "epochs_completed": len(history),
+        "best_val_acc": best["val_acc"],
+        "best_val_epoch": best["epoch"],
+        "final_val_acc": history[-1]["val_acc"],
+        "final_train_loss": history[-1]["train_loss"],
+        "train_img_per_s": float(np.mean([r["train_img_per_s"] for r in history])),
+    }
+
+
+def _fwd_gflops(model, input_shape) -> float | None:
+    from resnet_bench.models import model_flops
+
+    was_training = model.training
+    model.eval()
+    try:
+        return model_flops(model, input_shape) / 1e9
+    finally:
+        model.train(was_training)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="resnet-bench train", description="Train one grid cell by hand.")
+    p.add_argument("--model", required=True, help="registered model name, e.g. resnet18_v2")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--prepared-dir", default="data/prepared")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--recipe", default="quick", choices=sorted(cfg.RECIPES))
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--schedule", choices=cfg.SCHEDULES)
+    p.add_argument("--unit", choices=cfg.UNITS)
+    p.add_argument("--stem", default="cifar", choices=["cifar", "imagenet"])
+    p.add_argument("--width", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", help="write the result record to this JSON file")
+    return p.parse_args(argv)
+
+
+def config_from_args(args) -> dict:
+    """A one-cell experiment from command-line flags, validated like a sweep's."""
+    from resnet_bench.models import available_models
+
+    try:
+        depth, version = args.model.removeprefix("resnet").split("_")
+    except ValueError:
+        raise cfg.ConfigError(f"unknown model {args.model!r}; valid: {', '.join(available_models())}")
+    recipe = {"name": args.recipe, "epochs": args.epochs, "batch_size": args.batch_size,
+              "lr": args.lr, "schedule": args.schedule}
+    exp = cfg.deep_merge(cfg.DEFAULT_EXPERIMENT, {
+        "grid": {"models": [args.model] if not args.unit else None,
+                 "depths": [int(depth)] if depth.isdigit() else [depth],
+                 "units": [args.unit] if args.unit else None,
+                 "datasets": [args.dataset], "seeds": [args.seed]},
+        "arch": {"stem": args.stem, "width": args.width},
+        "recipe": recipe,
+        "runtime": {"device": args.device, "amp": args.amp, "channels_last": args.channels_last,
+                    "compile": args.compile, "threads": args.threads},
+    })
+    exp["name"] = "manual"
+    datasets = sorted(p.name for p in Path(args.prepared_dir).glob("*") if (p / "meta.json").exists())
+    (cell,) = cfg.expand_grid(exp, valid_datasets=datasets or [args.dataset], valid_models=available_models())
+    return cell
+
+
+def main(argv=None) -> int:
+    from tqdm import tqdm
+
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except cfg.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    bar = tqdm(total=config["recipe"]["epochs"], desc=config["model"], unit="epoch", file=sys.stderr)
+
+    def on_epoch(r):
+        bar.update(1)
+        bar.set_postfix(loss=f"{r['train_loss']:.3f}", val_acc=f"{r['val_acc']:.3f}",
+                        img_s=f"{r['train_img_per_s']:.0f}")
+
+    record = train_cell(config, args.prepared_dir, on_epoch=on_epoch)
+    bar.close()
+    text = json.dumps(record, indent=2, default=str)
+    if args.out:
+        Path(args.out).write_text(text)
+    m = record["metrics"]
+    print(f"{config['model']} on {config['dataset']} (seed {config['seed']}): status={record['status']} "
+          f"test_acc={m.get('test_acc')} best_val_acc={m.get('best_val_acc')} "
+          f"(epoch {m.get('best_val_epoch')}) train_img_per_s={m.get('train_img_per_s', 0):.1f} "
+          f"params={m['params']:,}")
+    return 0 if record["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
