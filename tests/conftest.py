@@ -1,0 +1,72 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tests are small: one thread keeps them deterministic and leaves a core for Ray workers.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+# A grid cell small enough for a test: 4 base channels, 1 epoch, no bench.
+TINY_EXPERIMENT = {
+    "description": "tiny test grid",
+    "grid": {"versions": ["v1", "v2"], "depths": [18], "datasets": ["digits"], "seeds": [0]},
+    "arch": {"stem": "cifar", "width": 4},
+    "recipe": {"name": "quick", "epochs": 1, "batch_size": 128},
+    "bench": {"enabled": False, "batch_size": 16, "warmup": 1, "repeats": 2},
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+}
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO
+
+
+def venv_env() -> dict:
+    """Environment whose `python` and `dvc` are this interpreter's."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def make_project(root: Path, experiment: dict | None = None, *, git: bool = False) -> Path:
+    """A copy of the project (code, dvc.yaml, params) with a tiny experiment active."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "resnet_bench", root / "resnet_bench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "experiments", root / "experiments")
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    (root / "experiments" / "tiny.yaml").write_text(yaml.safe_dump(experiment or TINY_EXPERIMENT))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["sweep"]["experiment"] = "tiny"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if git:
+        env = venv_env()
+        run = lambda *cmd: subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
+        run("git", "init", "-q")
+        run("git", "config", "user.email", "test@resnet-bench.invalid")
+        run("git", "config", "user.name", "test")
+        run("dvc", "init", "-q")
+        run("dvc", "config", "core.analytics", "false")
+        run("git", "add", "-A")
+        run("git", "commit", "-qm", "tiny project")
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared_digits(tmp_path_factory) -> Path:
+    """data/prepared/digits made once per test session by the real prepare entry point."""
+    from resnet_bench import data
+
+    out = tmp_path_factory.mktemp("prepared")
+    assert data.main(["--name", "digits", "--out", str(out / "digits")]) == 0
+    return out

@@ -1,0 +1,110 @@
+"""One grid cell: schedules, determinism, resume, divergence, the CLI."""
+
+import json
+import math
+
+import pytest
+
+from resnet_bench import config as cfg
+from resnet_bench import train
+from resnet_bench.models import available_models
+
+
+def tiny_cell(**recipe) -> dict:
+    exp = cfg.deep_merge(cfg.DEFAULT_EXPERIMENT, {
+        "grid": {"versions": ["v2"], "depths": [18], "datasets": ["digits"], "seeds": [3]},
+        "arch": {"stem": "cifar", "width": 4},
+        "recipe": {"name": "quick", "epochs": 2, "batch_size": 128, **recipe},
+    })
+    exp["name"] = "t"
+    (cell,) = cfg.expand_grid(exp, valid_datasets=["digits"], valid_models=available_models())
+    return cell
+
+
+def strip_timing(record: dict) -> dict:
+    """The numbers that must repeat exactly; wall-clock fields never do."""
+    timing = {"epoch_s", "train_img_per_s", "train_time_s"}
+    return {
+        "metrics": {k: v for k, v in record["metrics"].items() if k not in timing},
+        "epochs": [{k: v for k, v in e.items() if k not in timing} for e in record["epochs"]],
+    }
+
+
+def test_he2016_step_schedule_with_warmup():
+    r = cfg.resolve_recipe({"name": "he2016_cifar"})
+    total = 64_000  # He et al. 2016: 64k iterations, lr /10 at 32k and 48k
+    assert train.lr_at(0, total, r) == 0.01 and train.lr_at(399, total, r) == 0.01
+    assert train.lr_at(400, total, r) == 0.1
+    assert train.lr_at(31_999, total, r) == pytest.approx(0.1)
+    assert train.lr_at(32_000, total, r) == pytest.approx(0.01)
+    assert train.lr_at(48_000, total, r) == pytest.approx(0.001)
+
+
+def test_cosine_and_onecycle_shapes():
+    cos = cfg.resolve_recipe({"name": "quick", "schedule": "cosine", "lr": 1.0})
+    assert train.lr_at(0, 100, cos) == pytest.approx(1.0)
+    assert train.lr_at(50, 100, cos) == pytest.approx(0.5)
+    assert train.lr_at(100, 100, cos) == pytest.approx(0.0, abs=1e-12)
+    one = cfg.resolve_recipe({"name": "quick", "schedule": "onecycle", "lr": 1.0})
+    lrs = [train.lr_at(s, 100, one) for s in range(100)]
+    assert max(lrs) == pytest.approx(1.0) and lrs.index(max(lrs)) == 30
+    assert lrs[0] < 0.1 and lrs[-1] < 0.01
+
+
+def test_same_config_and_seed_gives_identical_numbers(prepared_digits):
+    a = train.train_cell(tiny_cell(), prepared_digits)
+    b = train.train_cell(tiny_cell(), prepared_digits)
+    assert a["status"] == "ok"
+    assert strip_timing(a) == strip_timing(b)
+    m = a["metrics"]
+    assert m["epochs_completed"] == 2 and 1 <= m["best_val_epoch"] <= 2
+    assert 0.1 < m["test_acc"] <= 1.0 and m["params"] > 0 and m["fwd_gflops"] > 0
+    assert a["env"]["hardware"]["torch_threads"] == 1 and a["env"]["versions"]["torch"]
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(prepared_digits, tmp_path):
+    full = train.train_cell(tiny_cell(epochs=3), prepared_digits)
+    ckpt = tmp_path / "cell.pt"
+    # An interrupted run: the same cell stopped after epoch 1 (its checkpoint is what a kill leaves).
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(rec):
+        seen.append(rec["epoch"])
+        if rec["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train.train_cell(tiny_cell(epochs=3), prepared_digits, checkpoint_path=ckpt, on_epoch=stop_after_one)
+    resumed_epochs = []
+    resumed = train.train_cell(tiny_cell(epochs=3), prepared_digits, checkpoint_path=ckpt,
+                               on_epoch=lambda r: resumed_epochs.append(r["epoch"]))
+    assert resumed_epochs == [2, 3]  # epoch 1 came from the checkpoint
+    assert strip_timing(resumed) == strip_timing(full)
+
+
+def test_nan_loss_marks_the_cell_diverged(prepared_digits):
+    cell = tiny_cell(epochs=3)
+    cell["recipe"]["lr"] = math.inf  # the first step makes every weight non-finite
+    record = train.train_cell(cell, prepared_digits)
+    assert record["status"] == "diverged"
+    assert "train loss is nan" in record["error"] and record["metrics"]["epochs_completed"] == 1
+    assert "test_acc" not in record["metrics"]
+
+
+def test_train_cli_prints_and_writes_the_result(prepared_digits, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = train.main(["--model", "resnet18_v2", "--dataset", "digits", "--epochs", "1", "--width", "4",
+                     "--prepared-dir", str(prepared_digits), "--out", str(out)])
+    assert rc == 0
+    assert "test_acc=" in capsys.readouterr().out
+    assert json.loads(out.read_text())["config"]["model"] == "resnet18_v2"
+
+
+def test_train_cli_rejects_unknown_model(prepared_digits, capsys):
+    rc = train.main(["--model", "resnet19_v2", "--prepared-dir", str(prepared_digits)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "resnet19_v2" in err and "resnet18_v2" in err
