@@ -173,20 +173,33 @@ def measure_memory(model: nn.Module, *, batch_size: int, img_size: int, in_chann
     return out
 
 
-def count_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """FLOPs (2 x MACs, torch.utils.flop_counter) of one forward and one forward+backward."""
+def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs (2 x MACs, torch.utils.flop_counter) of one eval-mode forward."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fwd:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
+    model.train(was)
+    return counter.get_total_flops()
+
+
+def train_step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """FLOPs of one training forward + backward (the optimiser step's elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was = model.training
     model.train()
-    with FlopCounterMode(display=False) as step:
+    with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(x), y).backward()
     model.zero_grad(set_to_none=True)
     model.train(was)
-    return {"fwd_flops": fwd.get_total_flops(), "train_step_flops": step.get_total_flops()}
+    return counter.get_total_flops()
+
+
+def count_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    return {"fwd_flops": forward_flops(model, x), "train_step_flops": train_step_flops(model, x, y)}
 
 
 def benchmark_model(model_fn: Callable[[], nn.Module], *, batch_size: int, img_size: int, in_channels: int = 3,
@@ -219,11 +232,9 @@ def _benchmark_once(model_fn, batch, img, in_ch, ncls, device, amp, channels_las
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
-    # FLOPs on a batch of 1 (forward per image) and the requested batch (train step).
-    x1, y1 = _inputs(1, in_ch, img, ncls, device, channels_last)
-    fwd = count_flops(model, x1, y1)["fwd_flops"]
-    xb, yb = _inputs(batch, in_ch, img, ncls, device, channels_last)
-    step_flops = count_flops(model, xb, yb)["train_step_flops"]
+    # Forward FLOPs on one image (eval mode); train-step FLOPs at the requested batch.
+    fwd = forward_flops(model, _inputs(1, in_ch, img, ncls, device, channels_last)[0])
+    step_flops = train_step_flops(model, *_inputs(batch, in_ch, img, ncls, device, channels_last))
     mem = measure_memory(model, batch_size=batch, img_size=img, in_channels=in_ch, num_classes=ncls,
                          device=device, amp=amp, channels_last=channels_last)
     run_model = torch.compile(model) if compile_ else model

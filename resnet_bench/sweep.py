@@ -209,6 +209,9 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
         kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
             [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}}
     ray.init(**kwargs)
+    # Tune's result-grid summary warns that per-trial result files are absent: they are
+    # disabled on purpose (records are written by our callback), so keep that quiet.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def check_resources(resources: dict) -> None:
