@@ -134,6 +134,8 @@ class _AllowListUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
+        # Python 3 pickles of protocol <= 2 spell bytes as _codecs.encode(str, 'latin1'): a pure function.
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module, name):
@@ -143,6 +145,10 @@ class _AllowListUnpickler(pickle.Unpickler):
             return np.ndarray
         if name == "dtype":
             return np.dtype
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
         from numpy._core import multiarray  # numpy >= 2; the old path is an alias of it
 
         return getattr(multiarray, name)
