@@ -135,3 +135,11 @@ def test_plan_splits_done_and_pending(tmp_path):
     assert [c["cell_id"] for c in done] == ["a", "c"]
     assert [c["cell_id"] for c in pending] == ["b", "d"]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_gpu_trial_on_a_cluster_without_gpus_fails_up_front(tmp_path, prepared_digits):
+    exp = {**TINY_EXPERIMENT, "resources": {"cpus_per_trial": 1, "gpus_per_trial": 1}}
+    project = make_project(tmp_path / "p", exp)
+    rc, log = run_sweep(project, prepared_digits)
+    assert rc == 2 and "gpus_per_trial=1" in log and "0 GPU" in log, log
+    assert not (project / "results" / "cells").exists()
