@@ -491,26 +491,37 @@ class Augment:
         return cls(**d) if d else None
 
 
-def random_crop_flip(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `crop_pad`, crop back to H x W at a random offset per image, flip half.
+def crop_windows(padded: torch.Tensor, index: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Images `index` of a zero-padded stack, each cropped at its own random offset: one gather.
 
-    x: B x C x H x W (any dtype). One gather for the whole batch: rows/cols index
-    tensors of shape B x H and B x W built from per-image offsets.
+    padded: N x C x (H+2p) x (W+2p). `unfold` views it as N x C x (2p+1) x (2p+1) x H x W
+    (every window, no copy); indexing (image, dy, dx) per row copies out B x C x H x W.
     """
-    b, _, h, w = x.shape
+    _, _, hp, wp = padded.shape
+    h, w = hp - 2 * pad, wp - 2 * pad
+    b = len(index)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(padded.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(padded.device)
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)
+    return windows[index, :, dy, dx]
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the batch left-right (x: B x C x H x W)."""
+    m = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
+    x = x.clone()
+    x[m] = x[m].flip(3)
+    return x
+
+
+def random_crop_flip(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
+    """Zero-pad by `crop_pad` and crop back to H x W at a random offset per image, then flip half."""
     if aug.crop_pad:
         p = aug.crop_pad
-        x = torch.nn.functional.pad(x, (p, p, p, p))  # zeros, as in the paper
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=gen, device=gen.device).to(x.device)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=gen, device=gen.device).to(x.device)
-        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # B x 1 x H x 1
-        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # B x 1 x 1 x W
-        batch = torch.arange(b, device=x.device)[:, None, None, None]
-        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        x = x[batch, chans, rows, cols]
+        padded = torch.nn.functional.pad(x, (p, p, p, p))  # zeros, as in the paper
+        x = crop_windows(padded, torch.arange(len(x), device=x.device), p, gen)
     if aug.flip:
-        flip = torch.rand(b, generator=gen, device=gen.device).to(x.device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        x = random_flip(x, gen)
     return x
 
 
@@ -525,10 +536,13 @@ class DeviceLoader:
         if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
             raise ValueError(f"expected uint8 N x C x H x W images, got {x_uint8.dtype} {tuple(x_uint8.shape)}")
         self.device = torch.device(device)
-        self.x = x_uint8.to(self.device)
+        self.augment = augment if augment and (augment.crop_pad or augment.flip) else None
+        self.pad = self.augment.crop_pad if self.augment else 0
+        # Zero-padded once for the whole split (uint8, on the device), not once per batch.
+        p = self.pad
+        self.x = torch.nn.functional.pad(x_uint8.to(self.device), (p, p, p, p)) if p else x_uint8.to(self.device)
         self.y = y.to(self.device, torch.int64)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.augment = augment if augment and (augment.crop_pad or augment.flip) else None
         # Normalise as (x/255 - mean)/std = x * scale + shift, per channel: shape 1 x C x 1 x 1.
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -555,12 +569,15 @@ class DeviceLoader:
         order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else None
         for i in range(len(self)):
             sl = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
-            idx = order[sl] if order is not None else None
-            x = self.x[idx] if idx is not None else self.x[sl]
-            y = self.y[idx] if idx is not None else self.y[sl]
-            if self.augment:
-                x = random_crop_flip(x, self.augment, gen)
-            yield x.float() * self.scale + self.shift, y
+            idx = order[sl] if order is not None else torch.arange(sl.start, sl.stop, device=self.device)
+            if self.pad:
+                x = crop_windows(self.x, idx, self.pad, gen)
+            else:
+                x = self.x[idx]
+            if self.augment and self.augment.flip:
+                x = random_flip(x, gen)
+            # In place on the fresh float copy: one allocation per batch.
+            yield x.float().mul_(self.scale).add_(self.shift), self.y[idx]
 
 
 # ---- entry point ----------------------------------------------------------------------------------
