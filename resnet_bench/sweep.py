@@ -235,7 +235,7 @@ def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(configs)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, num_samples=1,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, num_samples=1, reuse_actors=True,
                                     trial_name_creator=lambda t: t.config["trial"]["cell"]["cell_id"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["cell"]["cell_id"]),
         run_config=tune.RunConfig(name=name, storage_path=str(storage_path.resolve()), verbose=0,
