@@ -248,6 +248,10 @@ def train_cell(config: dict, prepared_dir: str | Path, *, checkpoint_path: str |
         "dataset_meta": {k: meta.get(k) for k in ("name", "num_classes", "channels", "height", "width",
                                                    "counts", "source_sha256", "split")},
         "env": environment(device),
+        # What the backends actually ran with (the config says what was asked for).
+        "runtime_effective": {"torch_threads": torch.get_num_threads(),
+                              "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                              "cudnn_benchmark": torch.backends.cudnn.benchmark},
         "started_at": started,
         "finished_at": utcnow(),
         "wall_s": time.perf_counter() - t0,
@@ -305,19 +309,19 @@ def parse_args(argv):
 
 def config_from_args(args) -> dict:
     """A one-cell experiment from command-line flags, validated like a sweep's."""
-    from resnet_bench.models import available_models
+    from resnet_bench.models import available_models, parse_model_name
 
-    try:
-        depth, version = args.model.removeprefix("resnet").split("_")
-    except ValueError:
-        raise cfg.ConfigError(f"unknown model {args.model!r}; valid: {', '.join(available_models())}")
+    valid = available_models()
+    if args.model not in valid:
+        raise cfg.ConfigError(f"unknown model {args.model!r}; valid: {', '.join(valid)}")
+    depth = parse_model_name(args.model).depth
     recipe = {"name": args.recipe, "epochs": args.epochs, "batch_size": args.batch_size,
               "lr": args.lr, "schedule": args.schedule}
+    # --unit picks the residual unit at the model's depth (the unit decides the trunk).
+    grid = ({"units": [args.unit], "depths": [depth], "versions": None} if args.unit
+            else {"models": [args.model]})
     exp = cfg.deep_merge(cfg.DEFAULT_EXPERIMENT, {
-        "grid": {"models": [args.model] if not args.unit else None,
-                 "depths": [int(depth)] if depth.isdigit() else [depth],
-                 "units": [args.unit] if args.unit else None,
-                 "datasets": [args.dataset], "seeds": [args.seed]},
+        "grid": {**grid, "datasets": [args.dataset], "seeds": [args.seed]},
         "arch": {"stem": args.stem, "width": args.width},
         "recipe": recipe,
         "runtime": {"device": args.device, "amp": args.amp, "channels_last": args.channels_last,
@@ -325,7 +329,9 @@ def config_from_args(args) -> dict:
     })
     exp["name"] = "manual"
     datasets = sorted(p.name for p in Path(args.prepared_dir).glob("*") if (p / "meta.json").exists())
-    (cell,) = cfg.expand_grid(exp, valid_datasets=datasets or [args.dataset], valid_models=available_models())
+    # By hand, `auto` means this machine's GPU when it has one (a sweep decides by trial resources).
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    (cell,) = cfg.expand_grid(exp, valid_datasets=datasets or [args.dataset], valid_models=valid, device=device)
     return cell
 
 
