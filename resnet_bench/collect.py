@@ -1,244 +1,540 @@
 """The `collect` stage: every cell result into tidy pandas tables.
 
-- `results/cells.{csv,parquet}`: one row per cell of the grid (config, final
-  metrics, status, environment). Failed and missing cells keep their row.
-- `results/epochs.{csv,parquet}`: one row per cell-epoch (learning curves;
-  the CSV is declared as `dvc plots`).
-- `results/metrics.json`: headline numbers for `dvc metrics show`.
+Reads `results/cells/<cell_id>.json` (the cell-result contract of
+docs/ARCHITECTURE.md) and, when given, the sweep's `expected_cells.json`, and
+writes under `--out`:
 
-Every column is listed in `CELL_COLUMNS` / `EPOCH_COLUMNS` with its unit;
-docs/results_schema.md is generated from them (`--schema-doc`).
+- `cells.csv`, `cells.parquet`: one row per cell (config, final metrics,
+  status and error, environment). Failed, diverged and missing cells keep
+  their row; nothing is dropped.
+- `epochs.csv`, `epochs.parquet`: one row per cell-epoch (learning curves of
+  every cell that recorded epochs, whatever its status).
+- `curves/<experiment>__<dataset>__<model>__<unit>.csv`: per model, the mean
+  over ok seeds of each epoch's numbers; one file per model so that
+  `dvc plots` draws one curve per file (x = epoch, y = val_acc).
+- `metrics.json`: headline numbers for `dvc metrics show`.
+
+Every column is declared once in `CELL_COLUMNS` / `EPOCH_COLUMNS` / `CURVE_COLUMNS`
+(name, dtype, unit, meaning): the tables' column order and dtypes and
+docs/results_schema.md (`python -m resnet_bench.collect --schema-doc`) all come
+from there, so the schema does not depend on which cells happened to finish.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-# (column, description with unit). Order here is column order in the tables.
-CELL_COLUMNS: list[tuple[str, str]] = [
-    ("cell_id", "stable id: first 12 hex of SHA-256 of the resolved config (experiment label excluded)"),
-    ("status", "ok | diverged (NaN/inf loss) | failed (error recorded) | missing (expected, no result file)"),
-    ("error", "error text of a failed or diverged cell, else empty"),
-    ("experiment", "experiment name (experiments/<name>.yaml)"),
-    ("dataset", "prepared dataset name"),
-    ("model", "registered model name, e.g. resnet50_v2"),
-    ("version", "v1 (post-activation, He et al. 2015) or v2 (full pre-activation, He et al. 2016)"),
-    ("unit", "residual unit (He et al. 2016 Fig. 4): original, bn_after_add, relu_before_add, "
-             "relu_only_preact, full_preact"),
-    ("depth", "number of weighted layers (18, 50, 110, ...)"),
-    ("seed", "training seed (Python, NumPy, torch)"),
-    ("stem", "imagenet (7x7/2 conv + max-pool) or cifar (3x3/1 conv)"),
-    ("width", "base channels; empty = the family's default (64 ImageNet, 16 CIFAR)"),
-    ("zero_init_residual", "last BN of each residual branch initialised to zero"),
-    ("recipe", "named training recipe (resnet_bench.config.RECIPES)"),
-    ("epochs", "epochs requested"),
-    ("batch_size", "training batch size, images"),
-    ("lr", "peak learning rate"),
-    ("weight_decay", "SGD weight decay"),
-    ("schedule", "learning-rate schedule: step | cosine | onecycle | constant"),
-    ("label_smoothing", "cross-entropy label smoothing"),
-    ("device", "cpu or cuda"),
-    ("amp", "autocast dtype on CUDA: none | bf16 | fp16 (CPU: none, float32)"),
-    ("channels_last", "NHWC memory format"),
-    ("compile", "torch.compile used"),
-    ("threads", "torch CPU threads (CPU runs)"),
-    ("test_acc", "test top-1 accuracy, fraction 0..1, final model"),
-    ("test_error_pct", "100 x (1 - test_acc), %"),
-    ("test_top5_acc", "test top-5 accuracy, fraction (datasets with 100+ classes)"),
-    ("test_loss", "test cross-entropy, nats"),
-    ("best_val_acc", "best validation top-1 accuracy over epochs, fraction"),
-    ("best_val_epoch", "epoch of best_val_acc (1-based)"),
-    ("final_val_acc", "validation top-1 accuracy after the last epoch, fraction"),
-    ("final_train_loss", "mean training loss of the last epoch, nats"),
-    ("epochs_completed", "epochs trained"),
-    ("train_time_s", "wall time of the cell (data load, training, evaluation), s"),
-    ("train_img_per_s", "training-loop throughput incl. on-device augmentation, mean over epochs, images/s "
-                        "(concurrent cells may share the device: use bench_train_img_per_s to compare)"),
-    ("params", "trainable parameters"),
-    ("fwd_gflops", "forward GFLOPs per image at the dataset's input size (FLOPs = 2 x MACs)"),
-    ("bench_train_img_per_s", "train-step throughput from the isolated bench pass, median, images/s"),
-    ("bench_infer_img_per_s", "inference throughput from the isolated bench pass, median, images/s"),
-    ("bench_batch_size", "batch the bench pass used (after any out-of-memory halving), images"),
-    ("peak_mem_bytes", "peak training memory, bytes: CUDA max_memory_allocated, on CPU saved activations + "
-                       "parameters + gradients + optimiser state"),
-    ("saved_activation_bytes", "bytes autograd saves for backward at the bench batch, each storage once"),
-    ("peak_rss_bytes", "peak resident set size of the bench process, bytes"),
-    ("git_commit", "commit of the code that produced the cell (-dirty: uncommitted changes)"),
-    ("torch_version", "torch version"),
-    ("cpu_model", "CPU model name"),
-    ("gpu_name", "GPU name, empty on CPU"),
-    ("torch_threads", "torch intra-op threads during training"),
-    ("started_at", "UTC start time, ISO-8601"),
-    ("finished_at", "UTC end time, ISO-8601"),
+STATUSES = ("ok", "diverged", "failed", "missing")
+RESULT_STATUSES = ("ok", "diverged", "failed")  # what a result file may say
+# He et al. 2016 Fig. 4 order (a)-(e); the same tuple as resnet_bench.models.UNITS
+# (kept here so that collect/report never import torch).
+UNIT_ORDER = ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")
+VERSION_UNIT = {"v1": "original", "v2": "full_preact"}
+CONFIG_KEYS = ("experiment", "model", "version", "unit", "depth", "dataset", "seed")
+
+# dtype names: "str" (text, null when absent), "int" (nullable Int64), "float" (float64,
+# NaN when absent), "bool" (nullable boolean).
+DTYPES = {"str": "str", "int": "Int64", "float": "float64", "bool": "boolean"}
+
+# (column, dtype, unit, meaning). The order here is the column order of the table.
+CELL_COLUMNS: list[tuple[str, str, str, str]] = [
+    # identity and outcome
+    ("cell_id", "str", "-", "stable id: first 12 hex digits of the SHA-256 of the resolved config "
+                            "(experiment label excluded); the result file is `results/cells/<cell_id>.json`"),
+    ("status", "str", "-", "`ok` | `diverged` (non-finite training loss; a result, not retried) | "
+                           "`failed` (exception, see `error`) | `missing` (in expected_cells.json, no result file)"),
+    ("error", "str", "-", "error text (type, message, traceback tail) of a failed or diverged cell; "
+                          "for a missing cell why it is missing; null for ok cells"),
+    ("in_grid", "bool", "-", "the cell is in expected_cells.json (the current grid); null when collect ran "
+                             "without it; false: a result left over from an earlier grid (kept, not dropped)"),
+    # config
+    ("experiment", "str", "-", "experiment name (`experiments/<name>.yaml`)"),
+    ("dataset", "str", "-", "prepared dataset name (`data/prepared/<name>`)"),
+    ("model", "str", "-", "registered model name, e.g. `resnet50_v2`"),
+    ("version", "str", "-", "`v1` (post-activation, He et al. 2015) or `v2` (full pre-activation, He et al. "
+                            "2016); ablation units (b)-(d) are labelled v1"),
+    ("unit", "str", "-", "residual unit of He et al. 2016 Fig. 4: `original` (a), `bn_after_add` (b), "
+                         "`relu_before_add` (c), `relu_only_preact` (d), `full_preact` (e)"),
+    ("depth", "int", "layers", "number of weighted layers (18, 50, 110, 164, ...)"),
+    ("seed", "int", "-", "training seed (Python, NumPy, torch)"),
+    ("stem", "str", "-", "`imagenet` (7x7/2 conv + max-pool) or `cifar` (3x3/1 conv)"),
+    ("width", "int", "channels", "base channels; null = the family's default (64 ImageNet, 16 CIFAR)"),
+    ("zero_init_residual", "bool", "-", "last BN of each residual branch initialised to zero"),
+    ("recipe", "str", "-", "named training recipe (`resnet_bench.config.RECIPES`)"),
+    ("optimizer", "str", "-", "optimiser (`sgd`)"),
+    ("epochs", "int", "epochs", "epochs requested"),
+    ("batch_size", "int", "images", "training batch size"),
+    ("lr", "float", "-", "peak learning rate"),
+    ("momentum", "float", "-", "SGD momentum"),
+    ("nesterov", "bool", "-", "Nesterov momentum"),
+    ("weight_decay", "float", "-", "L2 weight decay (SGD)"),
+    ("schedule", "str", "-", "learning-rate schedule: `step` | `cosine` | `onecycle` | `constant`"),
+    ("milestones", "str", "fraction of training", "step-schedule milestones as JSON, e.g. `[0.5, 0.75]`"),
+    ("gamma", "float", "-", "step-schedule decay factor"),
+    ("warmup_iters", "int", "iterations", "warm-up iterations at `warmup_lr`"),
+    ("warmup_lr", "float", "-", "warm-up learning rate"),
+    ("label_smoothing", "float", "-", "cross-entropy label smoothing"),
+    ("crop_pad", "int", "pixels", "zero padding before the random crop (0 = no crop augmentation)"),
+    ("flip", "bool", "-", "random horizontal flip"),
+    ("device", "str", "-", "`cpu` or `cuda`"),
+    ("amp", "str", "-", "autocast dtype: `none` | `bf16` | `fp16` (CPU runs: `none`, float32)"),
+    ("channels_last", "bool", "-", "NHWC memory format"),
+    ("compile", "bool", "-", "`torch.compile` used"),
+    ("threads", "int", "threads", "torch CPU threads requested by the config (CPU runs)"),
+    ("deterministic", "bool", "-", "deterministic algorithms requested (cuDNN benchmark off)"),
+    ("bench_enabled", "bool", "-", "the isolated bench pass was requested for this cell"),
+    # dataset (from the record's dataset_meta, when present)
+    ("num_classes", "int", "classes", "number of classes of the dataset"),
+    ("n_train", "int", "images", "training images (after the validation hold-out)"),
+    ("n_val", "int", "images", "validation images"),
+    ("n_test", "int", "images", "test images"),
+    # final metrics
+    ("test_acc", "float", "fraction 0..1", "test top-1 accuracy of the final model"),
+    ("test_error_pct", "float", "%", "test top-1 error, 100 x (1 - test_acc)"),
+    ("test_top5_acc", "float", "fraction 0..1", "test top-5 accuracy (null under 100 classes)"),
+    ("test_loss", "float", "nats", "test cross-entropy"),
+    ("best_val_acc", "float", "fraction 0..1", "best validation top-1 accuracy over epochs"),
+    ("best_val_epoch", "int", "epoch", "epoch of best_val_acc (1-based)"),
+    ("final_val_acc", "float", "fraction 0..1", "validation top-1 accuracy after the last epoch"),
+    ("final_train_loss", "float", "nats", "mean training loss of the last epoch"),
+    ("epochs_completed", "int", "epochs", "epochs trained"),
+    ("train_time_s", "float", "s", "wall time of training and evaluation"),
+    ("wall_s", "float", "s", "wall time of the whole cell (data loading included)"),
+    ("train_img_per_s", "float", "images/s", "training-loop throughput incl. on-device augmentation, mean over "
+                                             "epochs (concurrent cells may share the device: compare models "
+                                             "with bench_train_img_per_s)"),
+    ("params", "int", "parameters", "trainable parameters"),
+    ("fwd_gflops", "float", "GFLOP/image", "forward FLOPs per image at the dataset's input size, "
+                                           "FLOPs = 2 x multiply-accumulates"),
+    ("bench_train_img_per_s", "float", "images/s", "train-step throughput (forward + backward + SGD step) from "
+                                                   "the isolated bench pass, median over repeats"),
+    ("bench_train_img_per_s_iqr", "float", "images/s", "interquartile range of the bench train throughput"),
+    ("bench_infer_img_per_s", "float", "images/s", "inference throughput (eval mode) from the isolated bench "
+                                                   "pass, median over repeats"),
+    ("bench_infer_img_per_s_iqr", "float", "images/s", "interquartile range of the bench inference throughput"),
+    ("bench_batch_size", "int", "images", "batch the bench pass used (after any out-of-memory halving)"),
+    ("peak_mem_bytes", "int", "bytes", "peak training memory: CUDA max_memory_allocated; on CPU saved "
+                                       "activations + parameters + gradients + optimiser state"),
+    ("peak_mem_mib", "float", "MiB", "peak_mem_bytes / 2^20"),
+    ("peak_mem_source", "str", "-", "how peak_mem_bytes was measured (from the bench record)"),
+    ("saved_activation_bytes", "int", "bytes", "bytes autograd saves for backward at the bench batch"),
+    ("peak_rss_bytes", "int", "bytes", "peak resident set size of the bench process"),
+    ("bench_error", "str", "-", "error of the bench pass, null when it succeeded or did not run"),
+    # environment
+    ("git_commit", "str", "-", "commit of the code that produced the cell (`-dirty`: uncommitted changes; "
+                               "`unknown` outside git)"),
+    ("torch_version", "str", "-", "torch version"),
+    ("cuda_version", "str", "-", "CUDA version torch was built with; null on CPU-only machines"),
+    ("python_version", "str", "-", "Python version"),
+    ("platform", "str", "-", "operating system / kernel (`platform.platform()`)"),
+    ("cpu_model", "str", "-", "CPU model name"),
+    ("cpu_count", "int", "CPUs", "logical CPUs of the machine"),
+    ("gpu_name", "str", "-", "GPU name; null on CPU"),
+    ("gpu_count", "int", "GPUs", "GPUs visible to the process"),
+    ("torch_threads", "int", "threads", "torch intra-op threads while training"),
+    ("started_at", "str", "UTC, ISO-8601", "start time of the cell"),
+    ("finished_at", "str", "UTC, ISO-8601", "end time of the cell"),
 ]
-EPOCH_COLUMNS: list[tuple[str, str]] = [
-    ("cell_id", "the cell's id (join key to cells)"),
-    ("experiment", "experiment name"), ("dataset", "dataset name"), ("model", "model name"),
-    ("version", "v1 or v2"), ("unit", "residual unit"), ("depth", "depth"), ("seed", "seed"),
-    ("epoch", "epoch, 1-based"),
-    ("train_loss", "mean training cross-entropy over the epoch, nats"),
-    ("train_acc", "training top-1 accuracy over the epoch (augmented batches), fraction"),
-    ("val_loss", "validation cross-entropy after the epoch, nats"),
-    ("val_acc", "validation top-1 accuracy after the epoch, fraction"),
-    ("lr", "learning rate at the epoch's last step"),
-    ("epoch_s", "wall time of the epoch's training loop, s"),
-    ("train_img_per_s", "training-loop throughput of the epoch, images/s"),
+EPOCH_KEY_COLUMNS = ["cell_id", "status", "experiment", "dataset", "model", "version", "unit", "depth", "seed"]
+EPOCH_FIELDS: list[tuple[str, str, str, str]] = [
+    ("epoch", "int", "epoch", "epoch, 1-based"),
+    ("train_loss", "float", "nats", "mean training cross-entropy over the epoch (NaN/inf when diverged)"),
+    ("train_acc", "float", "fraction 0..1", "training top-1 accuracy over the epoch (augmented batches)"),
+    ("val_loss", "float", "nats", "validation cross-entropy after the epoch"),
+    ("val_acc", "float", "fraction 0..1", "validation top-1 accuracy after the epoch"),
+    ("lr", "float", "-", "learning rate at the epoch's last step"),
+    ("epoch_s", "float", "s", "wall time of the epoch's training loop"),
+    ("train_img_per_s", "float", "images/s", "training-loop throughput of the epoch"),
 ]
-NUMERIC_COLUMNS = ["lr", "weight_decay", "label_smoothing", "test_acc", "test_error_pct", "test_top5_acc",
-                   "test_loss", "best_val_acc", "best_val_epoch", "final_val_acc", "final_train_loss",
-                   "epochs_completed", "train_time_s", "train_img_per_s", "params", "fwd_gflops",
-                   "bench_train_img_per_s", "bench_infer_img_per_s", "bench_batch_size", "peak_mem_bytes",
-                   "saved_activation_bytes", "peak_rss_bytes", "torch_threads"]
-TEXT_COLUMNS = ["error", "git_commit", "torch_version", "cpu_model", "gpu_name", "started_at", "finished_at"]
-SORT_KEYS = ["experiment", "dataset", "version", "unit", "depth", "seed", "cell_id"]
+_SPEC = {c: (d, u, m) for c, d, u, m in CELL_COLUMNS}
+EPOCH_COLUMNS: list[tuple[str, str, str, str]] = [
+    (c, _SPEC[c][0], _SPEC[c][1], "the cell's " + c + (" (join key to cells)" if c == "cell_id" else ""))
+    for c in EPOCH_KEY_COLUMNS] + EPOCH_FIELDS
+CURVE_VALUES = ("train_loss", "train_acc", "val_loss", "val_acc")
+CURVE_COLUMNS: list[tuple[str, str, str, str]] = [
+    ("epoch", "int", "epoch", "epoch, 1-based"),
+    *[(c, "float", u, f"mean over the model's ok seeds of the epoch's {c}")
+      for c, _, u, _ in EPOCH_FIELDS if c in CURVE_VALUES],
+    ("n_seeds", "int", "seeds", "ok seeds averaged at this epoch"),
+]
+CELL_SORT = ["experiment", "dataset", "version", "unit", "depth", "seed", "cell_id"]
+EPOCH_SORT = [*CELL_SORT, "epoch"]
+
+# kept for callers that want the column groups by kind
+NUMERIC_COLUMNS = [c for c, d, _, _ in CELL_COLUMNS if d in ("int", "float")]
+TEXT_COLUMNS = [c for c, d, _, _ in CELL_COLUMNS if d == "str"]
 
 
 class CollectError(ValueError):
-    pass
+    """A result or expected-cells file that does not follow the contract."""
 
 
-def read_cells(cells_dir: Path) -> list[dict]:
-    """Every result file, sorted by name; a malformed one is an error naming it."""
-    out = []
-    for path in sorted(Path(cells_dir).glob("*.json")):
+# ---- reading and validating ------------------------------------------------------------------------
+
+
+def validate_config(config, where: str) -> None:
+    if not isinstance(config, dict):
+        raise CollectError(f"{where}: `config` must be an object, got {type(config).__name__}")
+    absent = [k for k in CONFIG_KEYS if k not in config]
+    if absent:
+        raise CollectError(f"{where}: `config` lacks {', '.join(absent)}")
+    for key in ("depth", "seed"):
+        if isinstance(config[key], bool) or not isinstance(config[key], int):
+            raise CollectError(f"{where}: config.{key} must be an integer, got {config[key]!r}")
+    for key in ("experiment", "model", "version", "unit", "dataset"):
+        if not isinstance(config[key], str):
+            raise CollectError(f"{where}: config.{key} must be a string, got {config[key]!r}")
+    if config["unit"] not in UNIT_ORDER:
+        raise CollectError(f"{where}: unknown unit {config['unit']!r}; valid: {', '.join(UNIT_ORDER)}")
+
+
+def validate_record(rec, path: Path) -> dict:
+    """The record if it follows the cell-result contract, else a CollectError naming the file and the fault."""
+    where = f"malformed cell result {path}"
+    if not isinstance(rec, dict):
+        raise CollectError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    absent = [k for k in ("cell_id", "status", "config") if k not in rec]
+    if absent:
+        raise CollectError(f"{where}: missing key(s) {', '.join(absent)}")
+    if rec["status"] not in RESULT_STATUSES:
+        raise CollectError(f"{where}: status {rec['status']!r} is not one of {', '.join(RESULT_STATUSES)}")
+    if rec["cell_id"] != path.stem:
+        raise CollectError(f"{where}: cell_id {rec['cell_id']!r} does not match the file name")
+    validate_config(rec["config"], where)
+    if not isinstance(rec.get("metrics") or {}, dict):
+        raise CollectError(f"{where}: `metrics` must be an object")
+    epochs = rec.get("epochs") or []
+    if not isinstance(epochs, list) or not all(isinstance(e, dict) and isinstance(e.get("epoch"), int)
+                                               for e in epochs):
+        raise CollectError(f"{where}: `epochs` must be a list of objects with an integer `epoch`")
+    return rec
+
+
+def read_cells(cells_dir: str | Path) -> list[dict]:
+    """Every `<cell_id>.json` under cells_dir, sorted by name.
+
+    A malformed file is a CollectError naming it (all malformed files are listed).
+    A missing folder reads as no cells (the sweep may not have finished one).
+    """
+    cells_dir = Path(cells_dir)
+    records, errors = [], []
+    for path in sorted(cells_dir.glob("*.json")) if cells_dir.is_dir() else []:
         try:
             rec = json.loads(path.read_text())
-            rec["config"], rec["cell_id"], rec["status"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise CollectError(f"malformed cell result {path}: {type(err).__name__}: {err}") from None
-        out.append(rec)
-    return out
+            records.append(validate_record(rec, path))
+        except json.JSONDecodeError as err:
+            errors.append(f"malformed cell result {path}: not valid JSON ({err})")
+        except CollectError as err:
+            errors.append(str(err))
+    if errors:
+        raise CollectError("\n".join(errors))
+    return records
 
 
-def cell_row(rec: dict) -> dict:
-    c, m = rec["config"], rec.get("metrics") or {}
-    r, rt = c.get("recipe", {}), c.get("runtime", {})
+def read_expected(path: str | Path) -> list[dict]:
+    """The sweep's list of `{cell_id, config}`; a malformed file is a CollectError naming it."""
+    path = Path(path)
+    try:
+        items = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CollectError(f"malformed expected-cells file {path}: not valid JSON ({err})") from None
+    if not isinstance(items, list):
+        raise CollectError(f"malformed expected-cells file {path}: expected a list of {{cell_id, config}}")
+    for i, item in enumerate(items):
+        where = f"malformed expected-cells file {path}, item {i}"
+        if not isinstance(item, dict) or not isinstance(item.get("cell_id"), str):
+            raise CollectError(f"{where}: expected an object with a string `cell_id`")
+        validate_config(item.get("config"), where)
+    return items
+
+
+# ---- rows ------------------------------------------------------------------------------------------------
+
+
+def _finite_or_none(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def cell_row(rec: dict, in_grid: bool | None = None) -> dict:
+    """One flat row of the cells table from a result record (or a missing cell's stand-in)."""
+    c = rec["config"]
+    arch, recipe, rt = c.get("arch") or {}, c.get("recipe") or {}, c.get("runtime") or {}
+    aug, bench_cfg = recipe.get("augment") or {}, c.get("bench") or {}
+    m, bench = rec.get("metrics") or {}, rec.get("bench") or {}
+    meta = rec.get("dataset_meta") or {}
+    counts = meta.get("counts") or {}
     env = rec.get("env") or {}
     hw, versions = env.get("hardware") or {}, env.get("versions") or {}
+    epochs = rec.get("epochs") or []
+    last = epochs[-1] if epochs else {}
     test_acc = m.get("test_acc")
-    row = {
-        "cell_id": rec["cell_id"], "status": rec["status"], "error": rec.get("error") or "",
+    peak = m.get("peak_mem_bytes")
+    milestones = recipe.get("milestones")
+    return {
+        "cell_id": rec["cell_id"], "status": rec["status"], "error": rec.get("error"), "in_grid": in_grid,
         **{k: c.get(k) for k in ("experiment", "dataset", "model", "version", "unit", "depth", "seed")},
-        **{k: c.get("arch", {}).get(k) for k in ("stem", "width", "zero_init_residual")},
-        "recipe": r.get("name"), **{k: r.get(k) for k in ("epochs", "batch_size", "lr", "weight_decay",
-                                                          "schedule", "label_smoothing")},
-        **{k: rt.get(k) for k in ("device", "amp", "channels_last", "compile", "threads")},
-        "test_acc": test_acc, "test_error_pct": None if test_acc is None else 100.0 * (1.0 - test_acc),
-        **{k: m.get(k) for k in ("test_top5_acc", "test_loss", "best_val_acc", "best_val_epoch", "final_val_acc",
-                                 "final_train_loss", "epochs_completed", "train_time_s", "train_img_per_s",
-                                 "params", "fwd_gflops", "bench_train_img_per_s", "bench_infer_img_per_s",
-                                 "bench_batch_size", "peak_mem_bytes", "saved_activation_bytes",
-                                 "peak_rss_bytes")},
+        **{k: arch.get(k) for k in ("stem", "width", "zero_init_residual")},
+        "recipe": recipe.get("name"),
+        **{k: recipe.get(k) for k in ("optimizer", "epochs", "batch_size", "lr", "momentum", "nesterov",
+                                      "weight_decay", "schedule")},
+        "milestones": None if milestones is None else json.dumps(milestones),
+        **{k: recipe.get(k) for k in ("gamma", "warmup_iters", "warmup_lr", "label_smoothing")},
+        "crop_pad": aug.get("crop_pad"), "flip": aug.get("flip"),
+        **{k: rt.get(k) for k in ("device", "amp", "channels_last", "compile", "threads", "deterministic")},
+        "bench_enabled": bench_cfg.get("enabled"),
+        "num_classes": meta.get("num_classes"),
+        "n_train": counts.get("train"), "n_val": counts.get("val"), "n_test": counts.get("test"),
+        "test_acc": test_acc,
+        "test_error_pct": None if test_acc is None else 100.0 * (1.0 - test_acc),
+        **{k: m.get(k) for k in ("test_top5_acc", "test_loss", "best_val_acc", "best_val_epoch")},
+        # Older records lack these two: the last epoch holds them.
+        "final_val_acc": m.get("final_val_acc", last.get("val_acc")),
+        "final_train_loss": m.get("final_train_loss", last.get("train_loss")),
+        "epochs_completed": m.get("epochs_completed", len(epochs) if rec["status"] != "missing" else None),
+        "train_time_s": m.get("train_time_s"), "wall_s": rec.get("wall_s"),
+        **{k: m.get(k) for k in ("train_img_per_s", "params", "fwd_gflops", "bench_train_img_per_s")},
+        "bench_train_img_per_s_iqr": bench.get("train_img_per_s_iqr"),
+        "bench_infer_img_per_s": m.get("bench_infer_img_per_s"),
+        "bench_infer_img_per_s_iqr": bench.get("infer_img_per_s_iqr"),
+        "bench_batch_size": m.get("bench_batch_size"),
+        "peak_mem_bytes": peak, "peak_mem_mib": None if peak is None else peak / 2**20,
+        "peak_mem_source": bench.get("peak_mem_source"),
+        "saved_activation_bytes": m.get("saved_activation_bytes"), "peak_rss_bytes": m.get("peak_rss_bytes"),
+        "bench_error": rec.get("bench_error"),
         "git_commit": env.get("git_commit"), "torch_version": versions.get("torch"),
-        "cpu_model": hw.get("cpu_model"), "gpu_name": hw.get("gpu_name"), "torch_threads": hw.get("torch_threads"),
+        "cuda_version": hw.get("cuda"), "python_version": hw.get("python"), "platform": hw.get("platform"),
+        "cpu_model": hw.get("cpu_model"), "cpu_count": hw.get("cpu_count"), "gpu_name": hw.get("gpu_name"),
+        "gpu_count": hw.get("gpu_count"), "torch_threads": hw.get("torch_threads"),
         "started_at": rec.get("started_at"), "finished_at": rec.get("finished_at"),
     }
-    return row
+
+
+def typed_frame(rows: list[dict], spec: list[tuple[str, str, str, str]]) -> pd.DataFrame:
+    """A DataFrame with exactly the spec's columns, in its order, with its dtypes (also when empty)."""
+    df = pd.DataFrame(rows, columns=[c for c, *_ in spec])
+    for col, dtype, *_ in spec:
+        s = df[col]
+        if dtype == "float":
+            df[col] = pd.to_numeric(s, errors="coerce").astype("float64")
+        elif dtype == "int":
+            df[col] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+                                for v in s], dtype="Int64")
+        elif dtype == "bool":
+            df[col] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)
+                                for v in s], dtype="boolean")
+        else:
+            df[col] = pd.Series([None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+                                 for v in s], dtype="str", index=df.index)
+    return df
+
+
+def sort_rows(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Deterministic order: units in He et al. Fig. 4 order (a)-(e), everything else ascending."""
+    key = lambda s: s.map({u: i for i, u in enumerate(UNIT_ORDER)}) if s.name == "unit" else s
+    return df.sort_values(keys, key=key, kind="mergesort", na_position="last").reset_index(drop=True)
 
 
 def cells_table(records: list[dict], expected: list[dict] | None = None) -> pd.DataFrame:
-    """One row per cell; expected cells without a result get status 'missing'."""
-    rows = [cell_row(r) for r in records]
+    """One row per cell; an expected cell without a result file gets a row with status `missing`."""
+    grid = None if expected is None else {e["cell_id"] for e in expected}
+    rows = [cell_row(r, None if grid is None else r["cell_id"] in grid) for r in records]
     have = {r["cell_id"] for r in records}
+    seen = set()
     for e in expected or []:
-        if e["cell_id"] not in have:
-            rows.append(cell_row({"cell_id": e["cell_id"], "status": "missing", "config": e["config"],
-                                  "error": "no result file (not run yet, or the sweep was interrupted)"}))
-    df = pd.DataFrame(rows, columns=[c for c, _ in CELL_COLUMNS])
-    # Fixed dtypes whatever the values: metrics float (NaN when absent), text "" when absent,
-    # so the table's schema does not depend on which cells happened to finish.
-    for col in NUMERIC_COLUMNS:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    for col in TEXT_COLUMNS:
-        df[col] = df[col].fillna("").astype(str)
-    return _sorted(df)
+        if e["cell_id"] in have or e["cell_id"] in seen:
+            continue
+        seen.add(e["cell_id"])
+        rows.append(cell_row({"cell_id": e["cell_id"], "status": "missing", "config": e["config"],
+                              "error": "no result file (not run yet, or the sweep was interrupted)"}, True))
+    return sort_rows(typed_frame(rows, CELL_COLUMNS), CELL_SORT)
 
 
 def epochs_table(records: list[dict]) -> pd.DataFrame:
+    """One row per recorded epoch of every cell (a failed cell keeps what it measured)."""
     rows = []
     for rec in records:
         c = rec["config"]
-        key = {k: c.get(k) for k in ("experiment", "dataset", "model", "version", "unit", "depth", "seed")}
+        key = {"cell_id": rec["cell_id"], "status": rec["status"], **{k: c.get(k) for k in EPOCH_KEY_COLUMNS[2:]}}
         for e in rec.get("epochs") or []:
-            rows.append({"cell_id": rec["cell_id"], **key, **{k: e.get(k) for k, _ in EPOCH_COLUMNS[8:]}})
-    df = pd.DataFrame(rows, columns=[c for c, _ in EPOCH_COLUMNS])
-    return _sorted(df, extra=["epoch"])
+            rows.append({**key, **{k: e.get(k) for k, *_ in EPOCH_FIELDS}})
+    return sort_rows(typed_frame(rows, EPOCH_COLUMNS), EPOCH_SORT)
 
 
-def _sorted(df: pd.DataFrame, extra=()) -> pd.DataFrame:
-    keys = [*SORT_KEYS, *extra]
-    return df.sort_values(keys, kind="mergesort", na_position="last").reset_index(drop=True)
+def series_name(experiment: str, dataset: str, model: str, unit: str) -> str:
+    """File-name-safe name of one model's curve: `<experiment>__<dataset>__<model>__<unit>`."""
+    return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in (experiment, dataset, model, unit))
+
+
+def curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per model, the mean over its ok seeds of each epoch's losses and accuracies (for `dvc plots`)."""
+    ok = epochs[epochs["status"] == "ok"]
+    out = {}
+    keys = ["experiment", "dataset", "model", "unit"]
+    for key, g in ok.groupby(keys, sort=True):
+        agg = g.groupby("epoch", sort=True).agg(**{c: (c, "mean") for c in CURVE_VALUES},
+                                                n_seeds=("seed", "nunique")).reset_index()
+        out[series_name(*key)] = typed_frame(agg.to_dict("records"), CURVE_COLUMNS)
+    return dict(sorted(out.items()))
+
+
+# ---- metrics.json ----------------------------------------------------------------------------------------
+
+
+def metric_key(dataset: str, model: str, version: str, unit: str) -> str:
+    """`<dataset>/<model>`, plus `/<unit>` for an ablation unit that is not its version's own."""
+    return f"{dataset}/{model}" if VERSION_UNIT.get(version) == unit else f"{dataset}/{model}/{unit}"
+
+
+def _r(v) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 6)
 
 
 def headline_metrics(cells: pd.DataFrame) -> dict:
-    """Counts by status, and per dataset/model the mean test accuracy over ok seeds."""
+    """Counts by status, and per dataset/model: test accuracy over ok seeds and counts by status.
+
+    Flat at the top (`cells`, `ok`, `diverged`, `failed`, `missing`) and one level
+    deeper per model (`models.<dataset>/<model>[/<unit>].<field>`), which is how
+    `dvc metrics show` flattens it.
+    """
     out = {"cells": int(len(cells))}
-    for status in ("ok", "diverged", "failed", "missing"):
+    for status in STATUSES:
         out[status] = int((cells["status"] == status).sum())
-    by = {}
     ok = cells[cells["status"] == "ok"]
-    for (ds, model, unit), g in ok.groupby(["dataset", "model", "unit"], sort=True):
-        key = f"{ds}/{model}" + ("" if unit in ("original", "full_preact") else f"/{unit}")
-        by[key] = {"test_acc_mean": round(float(g["test_acc"].mean()), 6), "n_seeds": int(len(g))}
-    out["test_acc"] = by
+    out["test_acc_mean"] = _r(ok["test_acc"].mean()) if len(ok) else None
+    models = {}
+    for (ds, model, version, unit), g in cells.groupby(["dataset", "model", "version", "unit"], sort=True):
+        acc = g.loc[g["status"] == "ok", "test_acc"].dropna()
+        models[metric_key(ds, model, version, unit)] = {
+            "test_acc_mean": _r(acc.mean()) if len(acc) else None,
+            "test_acc_std": _r(acc.std(ddof=1)) if len(acc) > 1 else None,
+            "n_ok": int((g["status"] == "ok").sum()),
+            "n_failed": int(g["status"].isin(["failed", "diverged"]).sum()),
+            "n_missing": int((g["status"] == "missing").sum()),
+        }
+    out["models"] = dict(sorted(models.items()))
     return out
 
 
-def write_tables(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> None:
+# ---- writing -----------------------------------------------------------------------------------------------
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read back cells/epochs/curves CSV or parquet with the documented dtypes (CSV == parquet)."""
+    path = Path(path)
+    name = path.stem
+    spec = {"cells": CELL_COLUMNS, "epochs": EPOCH_COLUMNS}.get(name, CURVE_COLUMNS)
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        dtypes = {c: DTYPES[d] for c, d, *_ in spec}
+        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=[""])
+    return typed_frame(df.astype(object).where(df.notna(), None).to_dict("records"), spec)
+
+
+def write_outputs(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
+    written = {}
     for name, df in (("cells", cells), ("epochs", epochs)):
-        df.to_csv(out / f"{name}.csv", index=False)
+        df.to_csv(out / f"{name}.csv", index=False, lineterminator="\n")
         df.to_parquet(out / f"{name}.parquet", index=False)
+        written[f"{name}.csv"], written[f"{name}.parquet"] = out / f"{name}.csv", out / f"{name}.parquet"
+    cdir = out / "curves"
+    cdir.mkdir(exist_ok=True)
+    for old in cdir.glob("*.csv"):  # a model no longer in the results leaves no stale curve
+        old.unlink()
+    for name, df in curves(epochs).items():
+        df.to_csv(cdir / f"{name}.csv", index=False, lineterminator="\n")
     (out / "metrics.json").write_text(json.dumps(headline_metrics(cells), indent=1, sort_keys=True) + "\n")
+    written["metrics.json"], written["curves"] = out / "metrics.json", cdir
+    return written
+
+
+def _table_doc(spec) -> list[str]:
+    lines = ["| column | type | unit | meaning |", "| --- | --- | --- | --- |"]
+    return lines + [f"| `{c}` | {d} | {u} | {m} |" for c, d, u, m in spec]
 
 
 def schema_doc() -> str:
-    lines = ["# Results schema", "",
-             "Generated from `resnet_bench/collect.py` (`python -m resnet_bench.collect --schema-doc`).", "",
-             "## results/cells.csv, results/cells.parquet (one row per cell)", "",
-             "| column | meaning (unit) |", "| --- | --- |"]
-    lines += [f"| `{c}` | {d} |" for c, d in CELL_COLUMNS]
-    lines += ["", "## results/epochs.csv, results/epochs.parquet (one row per cell-epoch)", "",
-              "| column | meaning (unit) |", "| --- | --- |"]
-    lines += [f"| `{c}` | {d} |" for c, d in EPOCH_COLUMNS]
-    lines += ["", "## results/metrics.json", "",
-              "`cells`, `ok`, `diverged`, `failed`, `missing`: counts of cells by status; "
-              "`test_acc.<dataset>/<model>[/<unit>]`: `test_acc_mean` (fraction, mean over ok seeds) "
-              "and `n_seeds`.", ""]
+    lines = [
+        "# Results schema", "",
+        "Generated from `resnet_bench/collect.py` by `python -m resnet_bench.collect --schema-doc > "
+        "docs/results_schema.md`; a test checks that the two agree and that every column of the tables is "
+        "listed here.", "",
+        "`resnet-bench collect --cells results/cells --out results [--expected results/expected_cells.json]` "
+        "reads the cell results (docs/ARCHITECTURE.md, *Cell result*) and writes the files below. Types: "
+        "`str` text, `int` integer (nullable), `float` (NaN when absent), `bool` (nullable); an empty CSV field "
+        "is a null. Accuracies are fractions in 0..1, errors are percent. "
+        "`resnet_bench.collect.read_table(path)` reads a CSV or parquet back with these types.", "",
+        "## results/cells.csv, results/cells.parquet", "",
+        "One row per cell: every result file, plus one row with status `missing` for each cell of "
+        "`expected_cells.json` that has no result file. Nothing is dropped: failed and diverged cells keep their "
+        "row with whatever they measured. Rows sorted by experiment, dataset, version, unit (He et al. Fig. 4 "
+        "order), depth, seed, cell_id.", "",
+        *_table_doc(CELL_COLUMNS), "",
+        "## results/epochs.csv, results/epochs.parquet", "",
+        "One row per recorded epoch of every cell, whatever its status (filter on `status == \"ok\"` for "
+        "clean curves). Sorted like the cells, then by epoch.", "",
+        *_table_doc(EPOCH_COLUMNS), "",
+        "## results/curves/<experiment>\\_\\_<dataset>\\_\\_<model>\\_\\_<unit>.csv", "",
+        "One file per model: the mean over its ok seeds at each epoch (for `dvc plots`: x = `epoch`, "
+        "y = `val_acc`; one curve per file).", "",
+        *_table_doc(CURVE_COLUMNS), "",
+        "## results/metrics.json", "",
+        "| key | type | unit | meaning |", "| --- | --- | --- | --- |",
+        "| `cells` | int | cells | cells in the table (results + missing) |",
+        *[f"| `{s}` | int | cells | cells with status `{s}` |" for s in STATUSES],
+        "| `test_acc_mean` | float | fraction 0..1 | mean test accuracy over all ok cells (null if none) |",
+        "| `models.<dataset>/<model>[/<unit>].test_acc_mean` | float | fraction 0..1 | mean test accuracy over "
+        "the model's ok seeds (null if none); `/<unit>` only for ablation units (b)-(d) |",
+        "| `models.<...>.test_acc_std` | float | fraction 0..1 | sample standard deviation over ok seeds "
+        "(null under 2 seeds) |",
+        "| `models.<...>.n_ok` | int | cells | ok seeds |",
+        "| `models.<...>.n_failed` | int | cells | failed or diverged seeds |",
+        "| `models.<...>.n_missing` | int | cells | expected seeds without a result file |",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="resnet-bench collect", description="Tables of all cells.")
+    p = argparse.ArgumentParser(prog="resnet-bench collect", description="Tidy tables of every cell result.")
     p.add_argument("--cells", default="results/cells", help="folder of <cell_id>.json results")
-    p.add_argument("--expected", help="expected_cells.json from the sweep: cells without a result show as missing")
-    p.add_argument("--out", default="results")
-    p.add_argument("--schema-doc", action="store_true", help="print the column documentation (markdown)")
+    p.add_argument("--expected", help="expected_cells.json from the sweep (optional): expected cells without a "
+                                      "result file become rows with status `missing`")
+    p.add_argument("--out", default="results", help="folder for the tables, curves/ and metrics.json")
+    p.add_argument("--schema-doc", action="store_true", help="print the column documentation (markdown) and exit")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.schema_doc:
-        print(schema_doc())
+        sys.stdout.write(schema_doc())
         return 0
     try:
-        records = read_cells(Path(args.cells))
+        records = read_cells(args.cells)
+        expected = None
+        if args.expected:
+            if Path(args.expected).exists():
+                expected = read_expected(args.expected)
+            else:
+                print(f"note: {args.expected} not found; cells not yet run cannot be listed as missing",
+                      file=sys.stderr)
     except CollectError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    expected = json.loads(Path(args.expected).read_text()) if args.expected and Path(args.expected).exists() \
-        else None
     cells, epochs = cells_table(records, expected), epochs_table(records)
-    write_tables(cells, epochs, Path(args.out))
-    counts = cells["status"].value_counts().reindex(["ok", "diverged", "failed", "missing"], fill_value=0)
-    print(f"collected {len(cells)} cells ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
-          f"{len(epochs)} epoch rows -> {args.out}")
+    write_outputs(cells, epochs, Path(args.out))
+    counts = ", ".join(f"{s} {int((cells['status'] == s).sum())}" for s in STATUSES)
+    print(f"collected {len(cells)} cells ({counts}), {len(epochs)} epoch rows -> {args.out}")
     return 0
 
 

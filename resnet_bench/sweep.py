@@ -316,6 +316,7 @@ def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_
                     "bench_batch_size": r.get("batch_size"),
                 })
                 rec["bench"] = r
+                rec.pop("bench_error", None)  # an earlier failed measurement is superseded
             else:
                 rec["bench_error"] = out["error"]
             atomic_write_json(path, rec)
