@@ -154,7 +154,7 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def _record_writer(cells_dir: Path, progress: Progress):
+def _record_writer(cells_dir: Path, checkpoint_dir: Path, progress: Progress):
     from ray import tune
 
     class WriteRecord(tune.Callback):
@@ -165,6 +165,10 @@ def _record_writer(cells_dir: Path, progress: Progress):
                 return
             record = json.loads(result["record_json"])
             atomic_write_json(cells_dir / f"{record['cell_id']}.json", record)
+            if record["status"] != "failed":
+                # Finished for good: its resume checkpoint is no longer needed (on a cluster it may
+                # live on the worker's node, hence missing_ok).
+                (checkpoint_dir / f"{record['cell_id']}.pt").unlink(missing_ok=True)
             m = record.get("metrics", {})
             detail = (f"test_acc={m['test_acc']:.4f}" if m.get("test_acc") is not None
                       else (record.get("error") or "").splitlines()[0][:200])
@@ -259,7 +263,7 @@ def run_train_phase(pending, *, paths, exp, cells_dir, storage_path, progress) -
     _run_tuner(_unwrap(train_trial), configs,
                resources={"cpu": res["cpus_per_trial"], "gpu": res.get("gpus_per_trial") or 0},
                max_concurrent=res.get("max_concurrent"), name="train", storage_path=storage_path,
-               callbacks=[_record_writer(cells_dir, progress)])
+               callbacks=[_record_writer(cells_dir, Path(paths["checkpoint_dir"]), progress)])
 
 
 def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_path) -> int:
