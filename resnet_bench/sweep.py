@@ -24,7 +24,6 @@ import time
 import traceback
 from pathlib import Path
 
-import yaml
 
 from resnet_bench import config as cfg
 

@@ -3,7 +3,6 @@
 import math
 
 import pandas as pd
-import pytest
 import torch
 import torch.nn as nn
 
