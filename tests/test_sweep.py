@@ -101,7 +101,8 @@ def test_failed_cells_are_recorded_do_not_stop_others_and_are_retried(tmp_path, 
     assert all(after[k] == v for k, v in ok_before.items())
 
 
-def test_killed_sweep_loses_no_finished_cell_and_rerun_finishes(tmp_path, prepared_digits):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_killed_sweep_loses_no_finished_cell_and_rerun_finishes(tmp_path, prepared_digits, sig):
     exp = {**TINY_EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "seeds": [0, 1, 2]},
            "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 1}}
     project = make_project(tmp_path / "p", exp)
@@ -113,8 +114,12 @@ def test_killed_sweep_loses_no_finished_cell_and_rerun_finishes(tmp_path, prepar
     deadline = time.time() + 300
     while time.time() < deadline and not list(cells.glob("*.json")):
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.killpg(proc.pid, sig)  # the whole process group, as Ctrl-C in a terminal does
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"sweep did not exit within 120 s of {sig.name}")
     survived = records(project)
     assert 1 <= len(survived) < 6, "kill should land mid-sweep"
     assert all(r["status"] == "ok" for r in survived.values())
