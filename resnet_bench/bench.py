@@ -12,7 +12,6 @@ images (never zeros) with a fixed seed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import resource
 import statistics
@@ -23,6 +22,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 
 from resnet_bench.env import environment
 
@@ -253,38 +253,90 @@ def _benchmark_once(model_fn, batch, img, in_ch, ncls, device, amp, channels_las
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="resnet-bench bench", description="Throughput, memory and FLOPs of models.")
+    from resnet_bench.cli import Parser
+    from resnet_bench.config import Bench
+
+    d = Bench()  # the one place bench defaults live (resnet_bench.config)
+    p = Parser(prog="resnet-bench bench", description="Throughput, memory and FLOPs of models.")
     p.add_argument("--models", required=True, help="comma-separated registered names, e.g. resnet18_v1,resnet18_v2")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--img", type=int, default=32)
-    p.add_argument("--stem", choices=["imagenet", "cifar"], help="default: the model family's own")
-    p.add_argument("--width", type=int)
+    p.add_argument("--batch", type=int, default=d.batch_size)
+    p.add_argument("--img", type=int, default=32, help="input height = width, pixels")
+    p.add_argument("--stem", help="imagenet or cifar (default: the model family's own)")
+    p.add_argument("--width", type=int, help="base channels (default: the family's)")
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    p.add_argument("--amp", default="none", help="none, bf16, fp16 (CUDA only)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--steps-per-repeat", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--repeats", type=int, default=d.repeats)
+    p.add_argument("--steps-per-repeat", type=int, default=d.steps_per_repeat)
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads); recorded")
     p.add_argument("--out", default="bench.csv", help="CSV written with one row per model")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    import pandas as pd
+class BenchInput(BaseModel):
+    """Input shape flags of `resnet-bench bench`."""
 
-    from resnet_bench.models import available_models, build_model
+    model_config = ConfigDict(extra="forbid", strict=True)
+    img: int = Field(ge=1, le=4096)
+    in_channels: int = Field(ge=1, le=64)
+    num_classes: int = Field(ge=1, le=1_000_000)
 
-    args = parse_args(argv)
+
+def check_args(args) -> list[str]:
+    """Every flag through the schema (resnet_bench.config); all problems, one line each."""
+    from resnet_bench import config as cfg
+    from resnet_bench.cli import check_output_path
+    from resnet_bench.models import available_models
+
+    problems: list[str] = []
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     valid = available_models()
     bad = [n for n in names if n not in valid]
-    if bad:  # before any work
-        print(f"error: unknown model(s) {', '.join(bad)}; valid: {', '.join(valid)}", file=sys.stderr)
+    if bad or not names:
+        problems.append(f"--models: unknown model(s) {', '.join(map(repr, bad)) or '(none given)'}; "
+                        f"valid: {', '.join(valid)}")
+    checks = [
+        (cfg.Bench, {"batch_size": args.batch, "warmup": args.warmup, "repeats": args.repeats,
+                     "steps_per_repeat": args.steps_per_repeat},
+         {"batch_size": "--batch", "warmup": "--warmup", "repeats": "--repeats",
+          "steps_per_repeat": "--steps-per-repeat"}),
+        (cfg.Arch, {"stem": args.stem, "width": args.width}, {"stem": "--stem", "width": "--width"}),
+        (cfg.Runtime, {"device": args.device, "amp": args.amp, "threads": args.threads},
+         {"device": "--device", "amp": "--amp", "threads": "--threads"}),
+        (BenchInput, {"img": args.img, "in_channels": args.in_channels, "num_classes": args.num_classes},
+         {"img": "--img", "in_channels": "--in-channels", "num_classes": "--num-classes"}),
+    ]
+    for model, values, flags in checks:
+        try:
+            cfg.validate_flags(model, values, flags)
+        except cfg.ConfigError as err:
+            problems += err.problems
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        problems.append(f"--device: {args.device!r} but this machine has no CUDA GPU; valid here: cpu")
+    if args.amp != "none" and not args.device.startswith("cuda"):
+        problems.append(f"--amp: {args.amp!r} needs --device cuda (CPU runs float32)")
+    try:
+        check_output_path(args.out)
+    except cfg.ConfigError as err:
+        problems += err.problems
+    return problems
+
+
+def main(argv=None) -> int:
+    import pandas as pd
+
+    from resnet_bench.models import build_model
+
+    args = parse_args(argv)
+    problems = check_args(args)
+    if problems:  # before any work
+        print("\n".join(f"error: {line}" for line in problems), file=sys.stderr)
         return 2
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
     if args.threads:
         torch.set_num_threads(args.threads)
     options = {k: v for k, v in (("stem", args.stem), ("width", args.width)) if v}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # subcommand -> (module, entry point, one-line help)
 COMMANDS = {
@@ -15,7 +17,65 @@ COMMANDS = {
     "sweep": ("resnet_bench.sweep", "main", "run the experiment's grid on Ray Tune"),
     "collect": ("resnet_bench.collect", "main", "tables of all cells"),
     "report": ("resnet_bench.report", "main", "figures and report.md from a results folder"),
+    "config": ("resnet_bench.cli", "config_main", "show the resolved experiment (with sources) or write the JSON Schema"),
 }
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error: PROG: MESSAGE (see PROG --help)`, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def check_output_path(path: str | Path, *, kind: str = "file") -> Path:
+    """Refuse an output path that is an existing directory (for a file) or a file (for a directory)."""
+    from resnet_bench.config import ConfigError
+
+    p = Path(path)
+    if kind == "file" and p.is_dir():
+        raise ConfigError(f"--out: {p} is a directory; give a file path")
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise ConfigError(f"--out: {p} is a file; give a directory")
+    return p
+
+
+def config_main(argv=None) -> int:
+    """`resnet-bench config show|schema`."""
+    import json
+
+    from resnet_bench import config as cfg
+
+    p = Parser(prog="resnet-bench config", description="The resolved experiment, or the JSON Schema.")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    show = sub.add_parser("show", help="the resolved experiment, each value with where it came from")
+    show.add_argument("--params", default="params.yaml")
+    show.add_argument("--experiments-dir", default="experiments")
+    show.add_argument("--experiment", help="override params.yaml sweep.experiment")
+    schema = sub.add_parser("schema", help="write the JSON Schema of experiment files (or params.yaml)")
+    schema.add_argument("--of", choices=["experiment", "params"], default="experiment")
+    schema.add_argument("--out", help="file to write (default: standard output)")
+    args = p.parse_args(argv)
+    try:
+        if args.action == "schema":
+            data = cfg.experiment_json_schema() if args.of == "experiment" else cfg.params_json_schema()
+            text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+            if args.out:
+                check_output_path(args.out).write_text(text)
+            else:
+                sys.stdout.write(text)
+            return 0
+        params = cfg.load_params(args.params)
+        if args.experiment:
+            params = params.model_copy(update={"sweep": params.sweep.model_copy(
+                update={"experiment": args.experiment})})
+        resolved = cfg.resolve_experiment(params, args.experiments_dir, params_label=args.params)
+    except cfg.ConfigError as err:
+        print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
+        return 2
+    print(f"# experiment {resolved.experiment.name!r}: value  # source")
+    print(resolved.show())
+    return 0
 
 
 def usage() -> str:

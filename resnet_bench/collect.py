@@ -1,12 +1,17 @@
 """The `collect` stage: every cell result into tidy pandas tables.
 
-Reads `results/cells/<cell_id>.json` (the cell-result contract of
-docs/ARCHITECTURE.md) and, when given, the sweep's `expected_cells.json`, and
-writes under `--out`:
+Reads an experiment's results folder, `results/<experiment>/`: its
+`cells/<cell_id>.json` (the cell-result contract of docs/ARCHITECTURE.md) and
+the sweep's `expected_cells.json` (the current grid, code and data), and
+writes there:
 
-- `cells.csv`, `cells.parquet`: one row per cell (config, final metrics,
-  status and error, environment). Failed, diverged and missing cells keep
-  their row; nothing is dropped.
+- `cells.csv`, `cells.parquet`: one row per cell of the current grid (config,
+  final metrics, status and error, provenance). Failed, diverged and missing
+  cells keep their row; nothing is dropped. An `ok` record whose headline
+  metric is NaN or null becomes `failed`, with an error naming the metric.
+- `excluded.csv`: result files on disk that are not cells of the current grid
+  and code (an earlier recipe, code or data version), with the reason; they
+  stay on disk and out of every table, mean and figure.
 - `epochs.csv`, `epochs.parquet`: one row per cell-epoch (learning curves of
   every cell that recorded epochs, whatever its status).
 - `curves/<experiment>__<dataset>__<model>__<unit>.csv`: per model, the mean
@@ -53,8 +58,6 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
                            "`failed` (exception, see `error`) | `missing` (in expected_cells.json, no result file)"),
     ("error", "str", "-", "error text (type, message, traceback tail) of a failed or diverged cell; "
                           "for a missing cell why it is missing; null for ok cells"),
-    ("in_grid", "bool", "-", "the cell is in expected_cells.json (the current grid); null when collect ran "
-                             "without it; false: a result left over from an earlier grid (kept, not dropped)"),
     # config
     ("experiment", "str", "-", "experiment name (`experiments/<name>.yaml`)"),
     ("dataset", "str", "-", "prepared dataset name (`data/prepared/<name>`)"),
@@ -129,8 +132,14 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("peak_rss_bytes", "int", "bytes", "peak resident set size of the bench process"),
     ("bench_error", "str", "-", "error of the bench pass, null when it succeeded or did not run"),
     # environment
-    ("git_commit", "str", "-", "commit of the code that produced the cell (`-dirty`: uncommitted changes; "
-                               "`unknown` outside git)"),
+    ("git_commit", "str", "-", "full commit of the code that produced the cell (null outside git)"),
+    ("git_dirty", "bool", "-", "tracked files differed from git_commit when the sweep started"),
+    ("code_fingerprint", "str", "-", "hash of the training code (resnet_bench.env.code_fingerprint); part of "
+                                     "the cell id"),
+    ("data_sha256", "str", "-", "content hash of the prepared dataset; part of the cell id"),
+    ("node_hostname", "str", "-", "host that trained the cell"),
+    ("aten_cpu_capability", "str", "-", "CPU kernel level torch dispatched to (e.g. AVX2, AVX512)"),
+    ("numeric_pinned", "bool", "-", "the numeric environment was pinned (deterministic CPU: AVX2 kernels)"),
     ("torch_version", "str", "-", "torch version"),
     ("cuda_version", "str", "-", "CUDA version torch was built with; null on CPU-only machines"),
     ("python_version", "str", "-", "Python version"),
@@ -151,6 +160,9 @@ EPOCH_FIELDS: list[tuple[str, str, str, str]] = [
     ("val_loss", "float", "nats", "validation cross-entropy after the epoch"),
     ("val_acc", "float", "fraction 0..1", "validation top-1 accuracy after the epoch"),
     ("lr", "float", "-", "learning rate at the epoch's last step"),
+    ("iteration", "int", "steps", "optimiser steps completed at the end of the epoch"),
+    ("test_loss", "float", "nats", "test cross-entropy after the epoch (for curves only; never used to select)"),
+    ("test_acc", "float", "fraction 0..1", "test top-1 accuracy after the epoch (for curves only)"),
     ("epoch_s", "float", "s", "wall time of the epoch's training loop"),
     ("train_img_per_s", "float", "images/s", "training-loop throughput of the epoch"),
 ]
@@ -263,7 +275,12 @@ def _finite_or_none(v):
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def cell_row(rec: dict, in_grid: bool | None = None) -> dict:
+def _legacy_commit(text):
+    """Records before provenance had `env.git_commit` ('<sha>[-dirty]' or 'unknown')."""
+    return None if not text or text == "unknown" else str(text).removesuffix("-dirty")
+
+
+def cell_row(rec: dict) -> dict:
     """One flat row of the cells table from a result record (or a missing cell's stand-in)."""
     c = rec["config"]
     arch, recipe, rt = c.get("arch") or {}, c.get("recipe") or {}, c.get("runtime") or {}
@@ -273,13 +290,15 @@ def cell_row(rec: dict, in_grid: bool | None = None) -> dict:
     counts = meta.get("counts") or {}
     env = rec.get("env") or {}
     hw, versions = env.get("hardware") or {}, env.get("versions") or {}
+    prov = rec.get("provenance") or {}
+    git, node, numeric = prov.get("git") or {}, prov.get("node") or {}, prov.get("numeric") or {}
     epochs = rec.get("epochs") or []
     last = epochs[-1] if epochs else {}
     test_acc = m.get("test_acc")
     peak = m.get("peak_mem_bytes")
     milestones = recipe.get("milestones")
     return {
-        "cell_id": rec["cell_id"], "status": rec["status"], "error": rec.get("error"), "in_grid": in_grid,
+        "cell_id": rec["cell_id"], "status": rec["status"], "error": rec.get("error"),
         **{k: c.get(k) for k in ("experiment", "dataset", "model", "version", "unit", "depth", "seed")},
         **{k: arch.get(k) for k in ("stem", "width", "zero_init_residual")},
         "recipe": recipe.get("name"),
@@ -309,7 +328,11 @@ def cell_row(rec: dict, in_grid: bool | None = None) -> dict:
         "peak_mem_source": bench.get("peak_mem_source"),
         "saved_activation_bytes": m.get("saved_activation_bytes"), "peak_rss_bytes": m.get("peak_rss_bytes"),
         "bench_error": rec.get("bench_error"),
-        "git_commit": env.get("git_commit"), "torch_version": versions.get("torch"),
+        "git_commit": git.get("commit") or _legacy_commit(env.get("git_commit")), "git_dirty": git.get("dirty"),
+        "code_fingerprint": c.get("code_fingerprint") or None, "data_sha256": (c.get("data") or {}).get("content_sha256"),
+        "node_hostname": node.get("hostname"), "aten_cpu_capability": numeric.get("aten_cpu_capability"),
+        "numeric_pinned": numeric.get("pinned"),
+        "torch_version": versions.get("torch"),
         "cuda_version": hw.get("cuda"), "python_version": hw.get("python"), "platform": hw.get("platform"),
         "cpu_model": hw.get("cpu_model"), "cpu_count": hw.get("cpu_count"), "gpu_name": hw.get("gpu_name"),
         "gpu_count": hw.get("gpu_count"), "torch_threads": hw.get("torch_threads"),
@@ -342,10 +365,68 @@ def sort_rows(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.sort_values(keys, key=key, kind="mergesort", na_position="last").reset_index(drop=True)
 
 
+# Metrics an `ok` record must hold as finite numbers; otherwise it is counted as failed.
+REQUIRED_OK_METRICS = ("test_acc", "test_loss", "best_val_acc", "final_train_loss")
+
+
+def check_ok_metrics(rec: dict) -> dict:
+    """An ok record with a NaN/null headline metric becomes failed, its error naming the metric."""
+    if rec["status"] != "ok":
+        return rec
+    m = rec.get("metrics") or {}
+    bad = [k for k in REQUIRED_OK_METRICS if _finite_or_none(m.get(k)) is None]
+    if not bad:
+        return rec
+    what = ", ".join(f"{k}={m.get(k)!r}" for k in bad)
+    return {**rec, "status": "failed", "error": f"status ok but metric(s) not finite: {what}"}
+
+
+# Config parts whose change makes an old result a different cell, in the order a reason names them.
+_IDENTITY_PARTS = ("code_fingerprint", "data", "recipe", "arch", "runtime", "bench")
+
+
+def exclusion_reason(config: dict, expected: list[dict]) -> str:
+    """Why a result on disk is not a cell of the current grid: what differs from its counterpart."""
+    key = lambda c: tuple(c.get(k) for k in ("model", "unit", "dataset", "seed"))
+    twins = [e["config"] for e in expected if key(e["config"]) == key(config)]
+    if not twins:
+        return "model/dataset/seed not in the current grid"
+    twin = twins[0]
+    diff = [p for p in _IDENTITY_PARTS if config.get(p) != twin.get(p)]
+    if not diff:
+        return "config differs from the current grid's (other keys)"
+    names = {"code_fingerprint": "training code changed", "data": "prepared data changed"}
+    return "; ".join(names.get(p, f"{p} differs") for p in diff)
+
+
+EXCLUDED_COLUMNS: list[tuple[str, str, str, str]] = [
+    ("cell_id", "str", "-", "id of the result file left out"),
+    *[(c, _SPEC[c][0], _SPEC[c][1], f"the cell's {c}")
+      for c in ("experiment", "dataset", "model", "version", "unit", "depth", "seed", "status")],
+    ("reason", "str", "-", "why it is not a cell of the current grid and code"),
+]
+
+
+def split_current(records: list[dict], expected: list[dict] | None) -> tuple[list[dict], pd.DataFrame]:
+    """(records of the current grid, table of the others with the reason each is left out)."""
+    if expected is None:
+        return records, typed_frame([], EXCLUDED_COLUMNS)
+    grid = {e["cell_id"] for e in expected}
+    current = [r for r in records if r["cell_id"] in grid]
+    rows = [{"cell_id": r["cell_id"], "status": r["status"],
+             **{k: r["config"].get(k) for k in ("experiment", "dataset", "model", "version", "unit", "depth", "seed")},
+             "reason": exclusion_reason(r["config"], expected)}
+            for r in records if r["cell_id"] not in grid]
+    return current, sort_rows(typed_frame(rows, EXCLUDED_COLUMNS), ["reason", *CELL_SORT])
+
+
 def cells_table(records: list[dict], expected: list[dict] | None = None) -> pd.DataFrame:
-    """One row per cell; an expected cell without a result file gets a row with status `missing`."""
-    grid = None if expected is None else {e["cell_id"] for e in expected}
-    rows = [cell_row(r, None if grid is None else r["cell_id"] in grid) for r in records]
+    """One row per cell; an expected cell without a result file gets a row with status `missing`.
+
+    `records` should be the current grid's (split_current); NaN/null metrics of an ok
+    record make it failed.
+    """
+    rows = [cell_row(check_ok_metrics(r)) for r in records]
     have = {r["cell_id"] for r in records}
     seen = set()
     for e in expected or []:
@@ -353,14 +434,14 @@ def cells_table(records: list[dict], expected: list[dict] | None = None) -> pd.D
             continue
         seen.add(e["cell_id"])
         rows.append(cell_row({"cell_id": e["cell_id"], "status": "missing", "config": e["config"],
-                              "error": "no result file (not run yet, or the sweep was interrupted)"}, True))
+                              "error": "no result file (not run yet, or the sweep was interrupted)"}))
     return sort_rows(typed_frame(rows, CELL_COLUMNS), CELL_SORT)
 
 
 def epochs_table(records: list[dict]) -> pd.DataFrame:
     """One row per recorded epoch of every cell (a failed cell keeps what it measured)."""
     rows = []
-    for rec in records:
+    for rec in map(check_ok_metrics, records):
         c = rec["config"]
         key = {"cell_id": rec["cell_id"], "status": rec["status"], **{k: c.get(k) for k in EPOCH_KEY_COLUMNS[2:]}}
         for e in rec.get("epochs") or []:
@@ -397,29 +478,60 @@ def _r(v) -> float | None:
     return None if v is None or not np.isfinite(v) else round(float(v), 6)
 
 
-def headline_metrics(cells: pd.DataFrame) -> dict:
-    """Counts by status, and per dataset/model: test accuracy over ok seeds and counts by status.
+def paired_v2_minus_v1(cells: pd.DataFrame) -> pd.DataFrame:
+    """v2 - v1 test accuracy (percentage points) per (dataset, depth, seed) where both are ok."""
+    ok = cells[(cells["status"] == "ok") & cells["unit"].isin(list(VERSION_UNIT.values()))]
+    wide = ok.pivot_table(index=["dataset", "depth", "seed"], columns="version", values="test_acc",
+                          aggfunc="first")
+    if not {"v1", "v2"} <= set(wide.columns):
+        return pd.DataFrame(columns=["dataset", "depth", "seed", "diff_pp"])
+    wide = wide.dropna(subset=["v1", "v2"])
+    return pd.DataFrame({"diff_pp": 100.0 * (wide["v2"] - wide["v1"])}).reset_index()
 
-    Flat at the top (`cells`, `ok`, `diverged`, `failed`, `missing`) and one level
-    deeper per model (`models.<dataset>/<model>[/<unit>].<field>`), which is how
-    `dvc metrics show` flattens it.
+
+def t_interval95(values) -> tuple[float | None, float | None]:
+    """Two-sided 95% Student-t interval of the mean; (None, None) under two values."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return None, None
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def headline_metrics(cells: pd.DataFrame, n_excluded: int = 0) -> dict:
+    """The numbers a reader of `dvc metrics show` / `dvc exp show` wants, compactly.
+
+    - counts by status (and cells excluded as not of the current grid/code);
+    - `test_acc.<dataset>.<version>.d<depth>`: mean test accuracy over ok seeds;
+    - `v2_minus_v1_pp.<dataset>`: mean paired difference over (depth, seed) pairs, in
+      percentage points, with its 95% t-interval and the number of pairs;
+    - `bench_train_img_per_s.<dataset>.<version>`: median isolated-bench training
+      throughput over the version's depths.
+    Ablation units other than (a)/(e) stay in cells.csv.
     """
-    out = {"cells": int(len(cells))}
+    out: dict = {"cells": int(len(cells)), "excluded": int(n_excluded)}
     for status in STATUSES:
         out[status] = int((cells["status"] == status).sum())
-    ok = cells[cells["status"] == "ok"]
-    out["test_acc_mean"] = _r(ok["test_acc"].mean()) if len(ok) else None
-    models = {}
-    for (ds, model, version, unit), g in cells.groupby(["dataset", "model", "version", "unit"], sort=True):
-        acc = g.loc[g["status"] == "ok", "test_acc"].dropna()
-        models[metric_key(ds, model, version, unit)] = {
-            "test_acc_mean": _r(acc.mean()) if len(acc) else None,
-            "test_acc_std": _r(acc.std(ddof=1)) if len(acc) > 1 else None,
-            "n_ok": int((g["status"] == "ok").sum()),
-            "n_failed": int(g["status"].isin(["failed", "diverged"]).sum()),
-            "n_missing": int((g["status"] == "missing").sum()),
-        }
-    out["models"] = dict(sorted(models.items()))
+    plain = cells[cells["unit"].isin(list(VERSION_UNIT.values()))]
+    ok = plain[plain["status"] == "ok"]
+    acc: dict = {}
+    for (ds, version, depth), g in ok.groupby(["dataset", "version", "depth"], sort=True):
+        acc.setdefault(ds, {}).setdefault(version, {})[f"d{int(depth)}"] = _r(g["test_acc"].mean())
+    out["test_acc"] = acc
+    pairs = paired_v2_minus_v1(cells)
+    diff = {}
+    for ds, g in pairs.groupby("dataset", sort=True):
+        lo, hi = t_interval95(g["diff_pp"])
+        diff[ds] = {"mean": _r(g["diff_pp"].mean()), "ci95_lo": _r(lo), "ci95_hi": _r(hi), "n_pairs": int(len(g))}
+    out["v2_minus_v1_pp"] = diff
+    thr: dict = {}
+    for (ds, version), g in ok.groupby(["dataset", "version"], sort=True):
+        v = g["bench_train_img_per_s"].dropna()
+        if len(v):
+            thr.setdefault(ds, {})[version] = _r(v.median())
+    out["bench_train_img_per_s"] = thr
     return out
 
 
@@ -439,9 +551,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return typed_frame(df.astype(object).where(df.notna(), None).to_dict("records"), spec)
 
 
-def write_outputs(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> dict[str, Path]:
+def write_outputs(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path,
+                  excluded: pd.DataFrame | None = None) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    written = {}
+    excluded = typed_frame([], EXCLUDED_COLUMNS) if excluded is None else excluded
+    excluded.to_csv(out / "excluded.csv", index=False, lineterminator="\n")
+    written = {"excluded.csv": out / "excluded.csv"}
     for name, df in (("cells", cells), ("epochs", epochs)):
         df.to_csv(out / f"{name}.csv", index=False, lineterminator="\n")
         df.to_parquet(out / f"{name}.parquet", index=False)
@@ -452,7 +567,8 @@ def write_outputs(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> dict[
         old.unlink()
     for name, df in curves(epochs).items():
         df.to_csv(cdir / f"{name}.csv", index=False, lineterminator="\n")
-    (out / "metrics.json").write_text(json.dumps(headline_metrics(cells), indent=1, sort_keys=True) + "\n")
+    (out / "metrics.json").write_text(json.dumps(headline_metrics(cells, len(excluded)), indent=1,
+                                                 sort_keys=True) + "\n")
     written["metrics.json"], written["curves"] = out / "metrics.json", cdir
     return written
 
@@ -473,32 +589,39 @@ def schema_doc() -> str:
         "`str` text, `int` integer (nullable), `float` (NaN when absent), `bool` (nullable); an empty CSV field "
         "is a null. Accuracies are fractions in 0..1, errors are percent. "
         "`resnet_bench.collect.read_table(path)` reads a CSV or parquet back with these types.", "",
-        "## results/cells.csv, results/cells.parquet", "",
-        "One row per cell: every result file, plus one row with status `missing` for each cell of "
-        "`expected_cells.json` that has no result file. Nothing is dropped: failed and diverged cells keep their "
-        "row with whatever they measured. Rows sorted by experiment, dataset, version, unit (He et al. Fig. 4 "
-        "order), depth, seed, cell_id.", "",
+        "Each experiment has its own folder, `results/<experiment>/`.", "",
+        "## results/<experiment>/cells.csv, cells.parquet", "",
+        "One row per cell of the current grid and code (`expected_cells.json`): its result, or a row with status "
+        "`missing` when it has no result file. Nothing is dropped: failed and diverged cells keep their "
+        "row with whatever they measured; an `ok` record with a NaN/null "
+        f"{'/'.join(REQUIRED_OK_METRICS)} is counted `failed`. Rows sorted by experiment, dataset, version, "
+        "unit (He et al. Fig. 4 order), depth, seed, cell_id.", "",
         *_table_doc(CELL_COLUMNS), "",
-        "## results/epochs.csv, results/epochs.parquet", "",
-        "One row per recorded epoch of every cell, whatever its status (filter on `status == \"ok\"` for "
-        "clean curves). Sorted like the cells, then by epoch.", "",
+        "## results/<experiment>/excluded.csv", "",
+        "Result files on disk that are not cells of the current grid and code (an earlier recipe, training code "
+        "or prepared data): kept on disk, out of every table, mean and figure; the report lists them.", "",
+        *_table_doc(EXCLUDED_COLUMNS), "",
+        "## results/<experiment>/epochs.csv, epochs.parquet", "",
+        "One row per recorded epoch of every current cell, whatever its status (filter on `status == \"ok\"` "
+        "for clean curves). Sorted like the cells, then by epoch.", "",
         *_table_doc(EPOCH_COLUMNS), "",
-        "## results/curves/<experiment>\\_\\_<dataset>\\_\\_<model>\\_\\_<unit>.csv", "",
-        "One file per model: the mean over its ok seeds at each epoch (for `dvc plots`: x = `epoch`, "
-        "y = `val_acc`; one curve per file).", "",
+        "## results/<experiment>/curves/<experiment>\\_\\_<dataset>\\_\\_<model>\\_\\_<unit>.csv", "",
+        "One file per model: the mean over its ok seeds at each epoch (for `dvc plots`).", "",
         *_table_doc(CURVE_COLUMNS), "",
-        "## results/metrics.json", "",
+        "## results/<experiment>/metrics.json", "",
         "| key | type | unit | meaning |", "| --- | --- | --- | --- |",
         "| `cells` | int | cells | cells in the table (results + missing) |",
+        "| `excluded` | int | cells | result files left out (excluded.csv) |",
         *[f"| `{s}` | int | cells | cells with status `{s}` |" for s in STATUSES],
-        "| `test_acc_mean` | float | fraction 0..1 | mean test accuracy over all ok cells (null if none) |",
-        "| `models.<dataset>/<model>[/<unit>].test_acc_mean` | float | fraction 0..1 | mean test accuracy over "
-        "the model's ok seeds (null if none); `/<unit>` only for ablation units (b)-(d) |",
-        "| `models.<...>.test_acc_std` | float | fraction 0..1 | sample standard deviation over ok seeds "
-        "(null under 2 seeds) |",
-        "| `models.<...>.n_ok` | int | cells | ok seeds |",
-        "| `models.<...>.n_failed` | int | cells | failed or diverged seeds |",
-        "| `models.<...>.n_missing` | int | cells | expected seeds without a result file |",
+        "| `test_acc.<dataset>.<version>.d<depth>` | float | fraction 0..1 | mean test accuracy over the ok seeds "
+        "(units (a)/(e) only) |",
+        "| `v2_minus_v1_pp.<dataset>.mean` | float | percentage points | mean of v2 - v1 test accuracy over "
+        "(depth, seed) pairs where both are ok |",
+        "| `v2_minus_v1_pp.<dataset>.ci95_lo`, `ci95_hi` | float | percentage points | 95% Student-t interval "
+        "of that mean (null under 2 pairs) |",
+        "| `v2_minus_v1_pp.<dataset>.n_pairs` | int | pairs | pairs averaged |",
+        "| `bench_train_img_per_s.<dataset>.<version>` | float | images/s | median over depths of the isolated "
+        "bench training throughput |",
         "",
     ]
     return "\n".join(lines)
@@ -506,10 +629,12 @@ def schema_doc() -> str:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="resnet-bench collect", description="Tidy tables of every cell result.")
-    p.add_argument("--cells", default="results/cells", help="folder of <cell_id>.json results")
-    p.add_argument("--expected", help="expected_cells.json from the sweep (optional): expected cells without a "
-                                      "result file become rows with status `missing`")
-    p.add_argument("--out", default="results", help="folder for the tables, curves/ and metrics.json")
+    p.add_argument("--results", help="the experiment's results folder (results/<experiment>): reads cells/ and "
+                                     "expected_cells.json there and writes the tables there")
+    p.add_argument("--cells", help="folder of <cell_id>.json results (default: RESULTS/cells)")
+    p.add_argument("--expected", help="expected_cells.json (default: RESULTS/expected_cells.json): cells of the "
+                                      "current grid; others are excluded, expected ones without a file are missing")
+    p.add_argument("--out", help="folder for the tables, curves/ and metrics.json (default: RESULTS)")
     p.add_argument("--schema-doc", action="store_true", help="print the column documentation (markdown) and exit")
     return p.parse_args(argv)
 
@@ -519,22 +644,33 @@ def main(argv=None) -> int:
     if args.schema_doc:
         sys.stdout.write(schema_doc())
         return 0
+    if not (args.results or (args.cells and args.out)):
+        print("error: resnet-bench collect: give --results DIR (or --cells and --out)", file=sys.stderr)
+        return 2
+    root = Path(args.results) if args.results else None
+    cells_dir = Path(args.cells) if args.cells else root / "cells"
+    expected_path = Path(args.expected) if args.expected else (root / "expected_cells.json" if root else None)
+    out = Path(args.out) if args.out else root
     try:
-        records = read_cells(args.cells)
+        records = read_cells(cells_dir)
         expected = None
-        if args.expected:
-            if Path(args.expected).exists():
-                expected = read_expected(args.expected)
+        if expected_path is not None:
+            if expected_path.exists():
+                expected = read_expected(expected_path)
             else:
-                print(f"note: {args.expected} not found; cells not yet run cannot be listed as missing",
-                      file=sys.stderr)
+                print(f"note: {expected_path} not found; every result file counts, and cells not yet run "
+                      "cannot be listed as missing", file=sys.stderr)
     except CollectError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    cells, epochs = cells_table(records, expected), epochs_table(records)
-    write_outputs(cells, epochs, Path(args.out))
+    current, excluded = split_current(records, expected)
+    cells, epochs = cells_table(current, expected), epochs_table(current)
+    write_outputs(cells, epochs, out, excluded)
     counts = ", ".join(f"{s} {int((cells['status'] == s).sum())}" for s in STATUSES)
-    print(f"collected {len(cells)} cells ({counts}), {len(epochs)} epoch rows -> {args.out}")
+    print(f"collected {len(cells)} cells ({counts}), {len(epochs)} epoch rows, {len(excluded)} excluded "
+          f"-> {out}")
+    for reason, n in excluded["reason"].value_counts(sort=False).sort_index().items():
+        print(f"  excluded {n}: {reason}")
     return 0
 
 

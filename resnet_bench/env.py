@@ -6,10 +6,14 @@ back to the code, the libraries and the machine that made it.
 
 from __future__ import annotations
 
+import ast
 import functools
+import hashlib
 import importlib.metadata
 import os
 import platform
+import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -85,3 +89,136 @@ def environment(device: str | torch.device | None = None, cwd=None) -> dict:
         "versions": package_versions(),
         "hardware": hardware(device),
     }
+
+
+# ---- code fingerprint -------------------------------------------------------------------------
+
+# Modules whose code decides a cell's numbers: the networks, the training/evaluation loop and
+# schedule, the loader and augmentation. (Recipe values are in the cell config itself.)
+FINGERPRINT_MODULES = ("models.py", "train.py", "data.py")
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def source_fingerprint(text: str) -> str:
+    """SHA-256 of a module's syntax tree without comments, docstrings or line numbers."""
+    tree = _strip_docstrings(ast.parse(text))
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+@functools.cache
+def code_fingerprint(package_dir: str | None = None) -> str:
+    """16 hex digits over FINGERPRINT_MODULES: a comment-only edit keeps it, a code edit changes it."""
+    root = Path(package_dir) if package_dir else Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in FINGERPRINT_MODULES:
+        h.update(name.encode() + b"\0" + source_fingerprint((root / name).read_text()).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+# ---- git provenance ---------------------------------------------------------------------------
+
+
+def git_info(cwd: str | os.PathLike | None = None) -> dict:
+    """Full HEAD commit, whether tracked files differ from it, and a hash of that diff."""
+    cwd = Path(cwd or os.getcwd())
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        diff = git("diff", "HEAD", "--no-ext-diff", "--binary")
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None, "diff_sha256": None}
+    return {"commit": commit, "dirty": bool(diff),
+            "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None}
+
+
+def node_info() -> dict:
+    """Where this process runs: hostname and, inside a Ray worker, the Ray node id and IP."""
+    info = {"hostname": socket.gethostname(), "node_id": None, "ip": None}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ctx = ray.get_runtime_context()
+            info["node_id"] = ctx.get_node_id()
+            info["ip"] = ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - provenance must never fail a cell
+        pass
+    return info
+
+
+# ---- numeric environment -------------------------------------------------------------------------
+
+# Deterministic CPU runs pin the kernels' instruction set to AVX2, which every current x86
+# server has (Intel since Haswell 2013, AMD since Excavator 2015), so that AVX-512 and AVX2
+# machines, Intel or AMD, run the same kernels and give the same bits. Each must be set
+# before torch loads: ATen reads ATEN_CPU_CAPABILITY once (aten/src/ATen/native/DispatchStub.cpp),
+# oneDNN reads ONEDNN_MAX_CPU_ISA at its first primitive, MKL reads MKL_CBWR
+# ("Conditional Numerical Reproducibility", Intel oneMKL developer guide) at initialisation.
+PINNED_NUMERIC_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+NUMERIC_ENV_VARS = (*PINNED_NUMERIC_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+
+
+def pinned_env(threads: int | None) -> dict[str, str]:
+    """Environment variables a deterministic CPU process must start with."""
+    env = dict(PINNED_NUMERIC_ENV)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(int(threads))
+    return env
+
+
+def _config_line(pattern: str) -> str | None:
+    m = re.search(pattern, torch.__config__.show())
+    return m.group(1).strip() if m else None
+
+
+def numeric_environment() -> dict:
+    """What decides floating-point results besides code and data: kernels, ISA, threads, flags."""
+    cuda = torch.cuda.is_available()
+    out = {
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_version": _config_line(r"MKL-DNN (v[0-9.]+)") or _config_line(r"oneDNN (v[0-9.]+)"),
+        "mkl_version": _config_line(r"Math Kernel Library Version ([^\n]+?) for"),
+        "env": {k: os.environ.get(k) for k in NUMERIC_ENV_VARS},
+        "pinned": all(os.environ.get(k) == v for k, v in PINNED_NUMERIC_ENV.items()),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cuda_runtime": torch.version.cuda if cuda else None,
+        "cudnn_version": torch.backends.cudnn.version() if cuda else None,
+        "cublas_version": None,
+        "gpu_name": torch.cuda.get_device_name(0) if cuda else None,
+        "gpu_compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))) if cuda else None,
+    }
+    if cuda:
+        out["cublas_version"] = _cublas_version()
+    return out
+
+
+def _cublas_version() -> str | None:
+    """cuBLAS's own version (cublasGetProperty) from the library this process loaded, if any."""
+    import ctypes
+
+    try:
+        path = next(line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+                    if "/libcublas.so" in line)
+        lib, value, parts = ctypes.CDLL(path), ctypes.c_int(), []
+        for prop in (0, 1, 2):  # MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL (library_types.h)
+            if lib.cublasGetProperty(prop, ctypes.byref(value)) != 0:
+                return None
+            parts.append(str(value.value))
+        return ".".join(parts)
+    except (OSError, StopIteration, AttributeError):
+        return None  # not loaded yet (no matmul ran) or not on Linux

@@ -43,31 +43,32 @@ def read_record(path: Path) -> dict | None:
         return None  # absent or unreadable: the cell is pending
 
 
-def plan(cells: list[dict], cells_dir: Path) -> tuple[list[dict], list[dict]]:
+def plan(cells: list[cfg.Cell], cells_dir: Path) -> tuple[list[cfg.Cell], list[cfg.Cell]]:
     """Split cells into (done, pending). Done: a result for the same id with status ok or diverged.
 
     Diverged is a result (the same seed diverges again); failed cells are retried.
     """
     done, pending = [], []
     for cell in cells:
-        rec = read_record(cells_dir / f"{cell['cell_id']}.json")
+        rec = read_record(cells_dir / f"{cell.cell_id}.json")
         (done if rec and rec.get("status") in ("ok", "diverged") else pending).append(cell)
     return done, pending
 
 
-def failure_record(config: dict, error: str, epochs=None) -> dict:
-    from resnet_bench.env import environment
+def failure_record(cell: cfg.Cell, error: str, epochs=None, provenance: dict | None = None) -> dict:
+    from resnet_bench.env import environment, node_info
     from resnet_bench.train import utcnow
 
-    return {"cell_id": config["cell_id"], "status": "failed", "error": error, "config": config,
-            "metrics": {}, "epochs": epochs or [], "env": environment(config["runtime"]["device"]),
+    return {"cell_id": cell.cell_id, "status": "failed", "error": error, "config": cell.to_dict(),
+            "metrics": {}, "epochs": epochs or [], "env": environment(cell.runtime.device),
+            "provenance": {**(provenance or {}), "node": node_info()},
             "started_at": None, "finished_at": utcnow(), "wall_s": None}
 
 
-def bench_key(config: dict, meta: dict) -> str:
+def bench_key(cell: cfg.Cell, meta: dict) -> str:
     """Cells that share architecture, input shape and bench settings share one measurement."""
-    payload = {k: config[k] for k in ("model", "unit", "arch", "bench")}
-    payload["runtime"] = {k: config["runtime"][k] for k in ("device", "amp", "channels_last", "compile")}
+    payload = cell.model_dump(mode="json", include={"model", "unit", "arch", "bench"})
+    payload["runtime"] = cell.runtime.model_dump(mode="json", include={"device", "amp", "channels_last", "compile"})
     payload["input"] = [meta["channels"], meta["height"], meta["width"], meta["num_classes"]]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -81,7 +82,8 @@ def train_trial(trial_config: dict) -> None:
 
     from resnet_bench.train import train_cell
 
-    config, paths = trial_config["cell"], trial_config["paths"]
+    cell = cfg.Cell.model_validate(trial_config["cell"])  # validated again on arrival
+    paths, provenance = trial_config["paths"], trial_config.get("provenance") or {}
     epochs: list[dict] = []
 
     def on_epoch(rec):
@@ -90,12 +92,12 @@ def train_trial(trial_config: dict) -> None:
                      "final": False})
 
     try:
-        record = train_cell(config, paths["prepared_dir"],
-                            checkpoint_path=Path(paths["checkpoint_dir"]) / f"{config['cell_id']}.pt",
-                            on_epoch=on_epoch)
+        record = train_cell(cell, paths["prepared_dir"],
+                            checkpoint_path=Path(paths["checkpoint_dir"]) / f"{cell.cell_id}.pt",
+                            on_epoch=on_epoch, provenance=provenance)
     except Exception as err:  # recorded, never swallowed: the record carries the traceback
         tb = traceback.format_exc(limit=-8)
-        record = failure_record(config, f"{type(err).__name__}: {err}\n{tb}", epochs)
+        record = failure_record(cell, f"{type(err).__name__}: {err}\n{tb}", epochs, provenance)
     tune.report({"final": True, "record_json": json.dumps(record, default=str)})
 
 
@@ -105,20 +107,19 @@ def bench_trial(trial_config: dict) -> None:
     from resnet_bench.bench import benchmark_model
     from resnet_bench.train import build_cell_model
 
-    config, meta = trial_config["cell"], trial_config["meta"]
-    b, rt = config["bench"], config["runtime"]
+    cell, meta = cfg.Cell.model_validate(trial_config["cell"]), trial_config["meta"]
+    b, rt = cell.bench, cell.runtime
     try:
-        if rt["device"] == "cpu" and rt.get("threads"):
+        if rt.device == "cpu" and rt.threads:
             import torch
 
-            torch.set_num_threads(int(rt["threads"]))
-        img = b.get("img_size") or meta["height"]
+            torch.set_num_threads(rt.threads)
         result = benchmark_model(
-            lambda: build_cell_model(config, meta["num_classes"], meta["channels"]),
-            batch_size=b["batch_size"], img_size=img, in_channels=meta["channels"],
-            num_classes=meta["num_classes"], device=rt["device"], amp=rt["amp"],
-            channels_last=rt["channels_last"], compile=rt["compile"],
-            warmup=b["warmup"], repeats=b["repeats"])
+            lambda: build_cell_model(cell, meta["num_classes"], meta["channels"]),
+            batch_size=b.batch_size, img_size=b.img_size or meta["height"], in_channels=meta["channels"],
+            num_classes=meta["num_classes"], device=rt.device, amp=rt.amp,
+            channels_last=rt.channels_last, compile=rt.compile,
+            warmup=b.warmup, repeats=b.repeats, steps_per_repeat=b.steps_per_repeat)
         out = {"status": "ok", "result": result}
     except Exception as err:
         out = {"status": "failed", "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-6)}"}
@@ -171,12 +172,12 @@ def _record_writer(cells_dir: Path, checkpoint_dir: Path, progress: Progress):
             m = record.get("metrics", {})
             detail = (f"test_acc={m['test_acc']:.4f}" if m.get("test_acc") is not None
                       else (record.get("error") or "").splitlines()[0][:200])
-            progress.update(_label(record["config"]), record["status"], detail)
+            progress.update(cfg.Cell.model_validate(record["config"]).label(), record["status"], detail)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             # The worker process died (killed, segfault, lost node): record it as failed.
-            config = trial.config["cell"]
-            path = cells_dir / f"{config['cell_id']}.json"
+            cell = cfg.Cell.model_validate(trial.config["trial"]["cell"])
+            path = cells_dir / f"{cell.cell_id}.json"
             rec = read_record(path)
             if rec and rec.get("status") in ("ok", "diverged"):
                 return
@@ -185,18 +186,13 @@ def _record_writer(cells_dir: Path, checkpoint_dir: Path, progress: Progress):
                 err = Path(err).read_text()[-2000:]
             except OSError:
                 pass
-            atomic_write_json(path, failure_record(config, f"TrialError: {err}"))
-            progress.update(_label(config), "failed", "trial process failed")
+            atomic_write_json(path, failure_record(cell, f"TrialError: {err}"))
+            progress.update(cell.label(), "failed", "trial process failed")
 
     return WriteRecord()
 
 
-def _label(c: dict) -> str:
-    unit = "" if c["unit"] in cfg.VERSION_UNIT.values() else f"[{c['unit']}]"
-    return f"{c['model']}{unit}/{c['dataset']}/seed{c['seed']}"
-
-
-def init_ray(address: str | None, quiet: bool = True) -> None:
+def init_ray(address: str | None, quiet: bool = True, env_vars: dict[str, str] | None = None) -> None:
     import logging
 
     import ray
@@ -205,25 +201,29 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     kwargs = {"log_to_driver": not quiet, "logging_level": logging.WARNING, "include_dashboard": False}
+    # Set in every worker before it starts, so before torch loads (numeric pins, see env.py).
+    worker_env = dict(env_vars or {})
     if address:
         kwargs = {"address": address, "log_to_driver": not quiet, "logging_level": logging.WARNING}
     else:
         # Ray workers must import this package from the same place as the driver.
-        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}}
+        worker_env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])
+    if worker_env:
+        kwargs["runtime_env"] = {"env_vars": worker_env}
     ray.init(**kwargs)
     # Tune's result-grid summary warns that per-trial result files are absent: they are
     # disabled on purpose (records are written by our callback), so keep that quiet.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
-def check_resources(resources: dict) -> None:
+def check_resources(resources: cfg.Resources) -> None:
     """A trial asking for more than the cluster has is an error up front, not a hang."""
     import ray
 
     have = ray.cluster_resources()
     for key, name in (("cpus_per_trial", "CPU"), ("gpus_per_trial", "GPU")):
-        want = resources.get(key) or 0
+        want = getattr(resources, key)
         if want > have.get(name, 0):
             raise cfg.ConfigError(
                 f"resources.{key}={want} but the Ray cluster has {have.get(name, 0)} {name}(s); "
@@ -255,34 +255,38 @@ def _unwrap(fn):
     return trial
 
 
-def run_train_phase(pending, *, paths, exp, cells_dir, storage_path, progress) -> None:
-    res = exp["resources"]
-    configs = [{"cell": c, "paths": paths} for c in pending]
+def run_train_phase(pending, *, paths, exp: cfg.Experiment, cells_dir, storage_path, progress,
+                    provenance: dict) -> None:
+    res = exp.resources
+    configs = [{"cell": c.to_dict(), "paths": paths, "provenance": provenance} for c in pending]
     # Tune reports per epoch + the final record; the callback persists it.
     _run_tuner(_unwrap(train_trial), configs,
-               resources={"cpu": res["cpus_per_trial"], "gpu": res.get("gpus_per_trial") or 0},
-               max_concurrent=res.get("max_concurrent"), name="train", storage_path=storage_path,
+               resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
+               max_concurrent=res.max_concurrent, name="train", storage_path=storage_path,
                callbacks=[_record_writer(cells_dir, Path(paths["checkpoint_dir"]), progress)])
 
 
-def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_path) -> int:
+def bench_groups(cells: list[cfg.Cell], cells_dir: Path, metas: dict[str, dict]) -> dict[str, list[cfg.Cell]]:
+    """Ok cells still lacking a bench measurement, grouped by what one measurement covers."""
+    groups: dict[str, list[cfg.Cell]] = {}
+    for cell in cells:
+        rec = read_record(cells_dir / f"{cell.cell_id}.json")
+        if not rec or rec["status"] != "ok" or not cell.bench.enabled:
+            continue
+        if rec["metrics"].get("bench_train_img_per_s") is not None:
+            continue
+        groups.setdefault(bench_key(cell, metas[cell.dataset]), []).append(cell)
+    return groups
+
+
+def run_bench_phase(groups: dict[str, list[cfg.Cell]], *, metas: dict[str, dict], cells_dir: Path,
+                    exp: cfg.Experiment, storage_path) -> int:
     """Bench every distinct architecture once, alone on its device; merge into cell records.
 
     Returns the number of measurements that failed.
     """
     from ray import tune
 
-    metas, groups = {}, {}
-    for cell in cells:
-        rec = read_record(cells_dir / f"{cell['cell_id']}.json")
-        if not rec or rec["status"] != "ok" or not cell["bench"].get("enabled"):
-            continue
-        if rec["metrics"].get("bench_train_img_per_s") is not None:
-            continue
-        ds = cell["dataset"]
-        if ds not in metas:
-            metas[ds] = json.loads((prepared_dir / ds / "meta.json").read_text())
-        groups.setdefault(bench_key(cell, metas[ds]), []).append(cell)
     if not groups:
         return 0
     results: dict[str, dict] = {}
@@ -292,12 +296,11 @@ def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_
             if result.get("final"):
                 results[trial.config["trial"]["key"]] = json.loads(result["bench_json"])
 
-    configs = [{"cell": g[0], "meta": metas[g[0]["dataset"]], "key": k} for k, g in groups.items()]
-    res = exp["resources"]
-    gpus = res.get("gpus_per_trial") or 0
+    configs = [{"cell": g[0].to_dict(), "meta": metas[g[0].dataset], "key": k} for k, g in groups.items()]
+    gpus = exp.resources.gpus_per_trial
     # A timing run holds a whole GPU, or, on CPU, runs alone (max_concurrent=1) so no
     # other trial shares the cores it is timed on.
-    resources = {"cpu": res["cpus_per_trial"], "gpu": 1 if gpus > 0 else 0}
+    resources = {"cpu": exp.resources.cpus_per_trial, "gpu": 1 if gpus > 0 else 0}
     print(f"[sweep] bench: {len(configs)} distinct architecture(s), one at a time", file=sys.stderr)
     _run_tuner(_unwrap(bench_trial), configs, resources=resources,
                max_concurrent=None if gpus > 0 else 1, name="bench",
@@ -306,7 +309,7 @@ def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_
     for key, group in groups.items():
         out = results.get(key, {"status": "failed", "error": "bench trial did not report"})
         for cell in group:
-            path = cells_dir / f"{cell['cell_id']}.json"
+            path = cells_dir / f"{cell.cell_id}.json"
             rec = read_record(path)
             if out["status"] == "ok":
                 r = out["result"]
@@ -327,98 +330,148 @@ def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_
     return failed
 
 
-def load_params(path: str | Path) -> dict:
-    return cfg.load_yaml(path)
-
-
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="resnet-bench sweep", description=__doc__.splitlines()[0])
+    from resnet_bench.cli import Parser
+
+    p = Parser(prog="resnet-bench sweep", description=__doc__.splitlines()[0])
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--experiments-dir", default="experiments")
     p.add_argument("--prepared-dir", default="data/prepared")
-    p.add_argument("--results-dir", default="results")
+    p.add_argument("--results-dir", help="this experiment's results folder (default: results/<experiment>)")
     p.add_argument("--storage-path", help="Ray Tune storage (shared path for multi-node runs)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else local)")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even if cells failed, so the report goes ahead with the gaps shown")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    p.add_argument("--dry-run", action="store_true", help="validate everything, print the plan and exit")
     return p.parse_args(argv)
+
+
+def check_prepared(params: cfg.Params, exp: cfg.Experiment, prepared_dir: Path) -> dict[str, cfg.DataIdentity]:
+    """Every dataset of the grid prepared, with the split params.yaml asks for; their identities."""
+    problems, data = [], {}
+    for ds in exp.grid.datasets:
+        path = prepared_dir / ds
+        if not (path / "meta.json").is_file():
+            problems.append(f"{path}: prepared dataset missing; run `dvc repro` (its prepare stage) first")
+            continue
+        try:
+            ident = cfg.data_identity(path)
+        except cfg.ConfigError as err:
+            problems += err.problems
+            continue
+        want = (params.prepare.val_fraction, params.prepare.split_seed)
+        if (ident.val_fraction, ident.split_seed) != want:
+            problems.append(f"{path}: prepared with val_fraction {ident.val_fraction}, split_seed "
+                            f"{ident.split_seed} but params.yaml prepare asks for {want[0]}, {want[1]}; "
+                            "rerun its prepare stage (`dvc repro`)")
+            continue
+        data[ds] = ident
+    if problems:
+        raise cfg.ConfigError(problems)
+    return data
+
+
+def check_local_gpus(exp: cfg.Experiment, address: str | None) -> None:
+    """Without a cluster, a GPU experiment needs this machine's GPUs: refuse before Ray starts."""
+    if address or exp.resources.gpus_per_trial <= 0:
+        return
+    import torch
+
+    have = torch.cuda.device_count()
+    if exp.resources.gpus_per_trial > have:
+        raise cfg.ConfigError(
+            f"resources.gpus_per_trial: {exp.resources.gpus_per_trial} but this machine has {have} GPU(s) and no "
+            "Ray cluster is given; set gpus_per_trial 0 (and device auto/cpu, amp none), or join a cluster "
+            "with RAY_ADDRESS / sweep.ray_address")
+
+
+def experiment_summary(exp: cfg.Experiment) -> dict:
+    """What results/<experiment>/experiment.json holds: the resolved experiment and the paper check."""
+    out = exp.model_dump(mode="json")
+    mismatch = cfg.paper_mismatches(exp)
+    out["paper_comparable"] = exp.paper is not None and not mismatch
+    out["paper_mismatch"] = [] if out["paper_comparable"] else mismatch
+    return out
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    params = load_params(args.params)
-    sweep = params.get("sweep") or {}
-    # Validate everything before Ray starts or anything trains.
-    try:
-        exp = cfg.load_experiment(sweep, args.experiments_dir)
-        from resnet_bench.models import available_models
+    from resnet_bench.env import code_fingerprint, git_info, pinned_env
 
-        cells = cfg.expand_grid(exp, valid_datasets=cfg.prepared_datasets(params),
-                                valid_models=available_models())
+    # Validate everything before Ray starts or anything trains: the whole grid at once.
+    try:
+        params = cfg.load_params(args.params)
+        resolved = cfg.resolve_experiment(params, args.experiments_dir, params_label=args.params)
+        exp = resolved.experiment
+        prepared_dir = Path(args.prepared_dir).resolve()
+        data = check_prepared(params, exp, prepared_dir)
+        cells = cfg.expand_grid(exp, data=data, code_fingerprint=code_fingerprint())
+        address = args.ray_address or params.sweep.ray_address or os.environ.get("RAY_ADDRESS")
+        check_local_gpus(exp, address)
     except cfg.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
         return 2
-    results_dir = Path(args.results_dir)
+    results_dir = Path(args.results_dir or Path("results") / exp.name)
     cells_dir = results_dir / "cells"
-    prepared_dir = Path(args.prepared_dir).resolve()
-    for ds in sorted({c["dataset"] for c in cells}):
-        if not (prepared_dir / ds / "meta.json").exists():
-            print(f"error: prepared dataset {prepared_dir / ds} is missing; run `dvc repro` "
-                  f"(prepare stages) first", file=sys.stderr)
-            return 2
-    atomic_write_json(results_dir / "expected_cells.json",
-                      [{"cell_id": c["cell_id"], "config": c} for c in cells])
+    metas = {ds: json.loads((prepared_dir / ds / "meta.json").read_text()) for ds in exp.grid.datasets}
     done, pending = plan(cells, cells_dir)
-    print(f"[sweep] experiment {exp['name']!r}: {len(cells)} cells, {len(done)} done, "
-          f"{len(pending)} to train", file=sys.stderr)
+    print(f"[sweep] experiment {exp.name!r}: {len(cells)} cells, {len(done)} done, "
+          f"{len(pending)} to train -> {results_dir}", file=sys.stderr)
     if args.dry_run:
         for c in pending:
-            print(f"{c['cell_id']}  {_label(c)}")
+            print(f"{c.cell_id}  {c.label()}")
         return 0
+    atomic_write_json(results_dir / "expected_cells.json", [{"cell_id": c.cell_id, "config": c.to_dict()}
+                                                             for c in cells])
+    atomic_write_json(results_dir / "experiment.json", experiment_summary(exp))
 
-    allow_failures = args.allow_failures or bool(sweep.get("allow_failures"))
-    address = args.ray_address or sweep.get("ray_address") or os.environ.get("RAY_ADDRESS")
-    storage_path = Path(args.storage_path or sweep.get("storage_path") or "scratch/ray_results")
+    allow_failures = args.allow_failures or params.sweep.allow_failures
+    storage_path = Path(args.storage_path or params.sweep.storage_path or "scratch/ray_results")
     paths = {"prepared_dir": str(prepared_dir),
              "checkpoint_dir": str((results_dir / "checkpoints").resolve())}
-    needs_bench = any(c["bench"].get("enabled") for c in cells)
-    if pending or needs_bench:
+    # Captured once by the driver (trials run outside the repository, maybe on other nodes).
+    provenance = {"git": git_info(), "code_fingerprint": code_fingerprint()}
+    groups = bench_groups(done, cells_dir, metas)
+    bench_failed = 0
+    if pending or groups:  # nothing to train or measure: Ray is not started
         import ray
 
-        init_ray(address)
+        worker_env = {}
+        if exp.resolved_device() == "cpu" and exp.runtime.deterministic:
+            threads = cells[0].runtime.threads
+            worker_env = pinned_env(threads)
+        init_ray(address, env_vars=worker_env)
         try:
             try:
-                check_resources(exp["resources"])
+                check_resources(exp.resources)
             except cfg.ConfigError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 2
             if pending:
-                res = exp["resources"]
+                res = exp.resources
                 total_cpus = ray.cluster_resources().get("CPU", 1)
-                concurrency = min(len(pending), int(total_cpus // max(res["cpus_per_trial"], 1e-9)) or 1,
-                                  res.get("max_concurrent") or len(pending))
+                concurrency = min(len(pending), int(total_cpus // max(res.cpus_per_trial, 1e-9)) or 1,
+                                  res.max_concurrent or len(pending))
                 progress = Progress(len(cells), len(done), concurrency)
                 run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir,
-                                storage_path=storage_path, progress=progress)
-            bench_failed = run_bench_phase(cells, prepared_dir=prepared_dir, cells_dir=cells_dir,
-                                           exp=exp, storage_path=storage_path)
+                                storage_path=storage_path, progress=progress, provenance=provenance)
+                groups = bench_groups(cells, cells_dir, metas)
+            bench_failed = run_bench_phase(groups, metas=metas, cells_dir=cells_dir, exp=exp,
+                                           storage_path=storage_path)
         finally:
             ray.shutdown()
-    else:
-        bench_failed = 0
 
-    records = [read_record(cells_dir / f"{c['cell_id']}.json") for c in cells]
+    records = [read_record(cells_dir / f"{c.cell_id}.json") for c in cells]
     failed = [(c, r) for c, r in zip(cells, records) if not r or r.get("status") == "failed"]
     diverged = [c for c, r in zip(cells, records) if r and r.get("status") == "diverged"]
     print(f"[sweep] finished: {len(cells) - len(failed) - len(diverged)} ok, {len(diverged)} diverged, "
           f"{len(failed)} failed, {bench_failed} bench measurement(s) failed", file=sys.stderr)
     for c, r in failed:
         reason = ((r or {}).get("error") or "no result written").strip().splitlines()
-        print(f"[sweep] FAILED {c['cell_id']} {_label(c)}: {reason[0] if reason else ''}", file=sys.stderr)
-    if failed and not allow_failures:
-        print("[sweep] rerun `dvc repro` to retry only the failed cells, or set sweep.allow_failures: "
-              "true to report with the gaps shown", file=sys.stderr)
+        print(f"[sweep] FAILED {c.cell_id} {c.label()}: {reason[0] if reason else ''}", file=sys.stderr)
+    if (failed or bench_failed) and not allow_failures:
+        print("[sweep] rerun `dvc repro` to retry only the failed cells (and measurements), or set "
+              "sweep.allow_failures: true to report with the gaps shown", file=sys.stderr)
         return 1
     return 0
 

@@ -1,7 +1,7 @@
 """One grid cell: train a model on a prepared dataset from one resolved config.
 
-The cell's config is the dict `resnet_bench.config.expand_grid` produces. The
-result is the record described in docs/ARCHITECTURE.md (metrics, per-epoch
+The cell is a `resnet_bench.config.Cell` (a dict is validated into one on
+arrival, as a Ray trial receives it). The result is the record described in docs/ARCHITECTURE.md (metrics, per-epoch
 curves, provenance). Training-loop throughput (`train_img_per_s`) includes the
 on-device augmentation and the optimiser step; the clean model-only figures
 come from `resnet_bench.bench`, run separately so that timing is not distorted.
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_bench import config as cfg
-from resnet_bench.env import environment
+from resnet_bench.env import environment, node_info, numeric_environment
 
 
 class Diverged(RuntimeError):
@@ -51,7 +51,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.use_deterministic_algorithms(False)
 
 
-def lr_at(step: int, total_steps: int, recipe: dict) -> float:
+def lr_at(step: int, total_steps: int, recipe: cfg.Recipe) -> float:
     """Learning rate at optimiser step `step` (0-based) of `total_steps`.
 
     Warm-up (He et al. 2016, Sec. 4.1): `warmup_lr` for the first `warmup_iters`
@@ -59,14 +59,14 @@ def lr_at(step: int, total_steps: int, recipe: dict) -> float:
     (fractions of training), `cosine` anneals to 0, `onecycle` rises linearly to
     `lr` over the first 30% then anneals to 0 (Smith & Topin 2019 shape).
     """
-    base = recipe["lr"]
-    if step < recipe.get("warmup_iters", 0):
-        return recipe["warmup_lr"]
+    base = recipe.lr
+    if step < recipe.warmup_iters:
+        return recipe.warmup_lr
     frac = step / max(1, total_steps)
-    schedule = recipe["schedule"]
+    schedule = recipe.schedule
     if schedule == "step":
-        passed = sum(frac >= m for m in recipe["milestones"])
-        return base * recipe["gamma"] ** passed
+        passed = sum(frac >= m for m in recipe.milestones)
+        return base * recipe.gamma ** passed
     if schedule == "cosine":
         return 0.5 * base * (1 + math.cos(math.pi * frac))
     if schedule == "onecycle":
@@ -74,36 +74,40 @@ def lr_at(step: int, total_steps: int, recipe: dict) -> float:
         if frac < peak:
             return base * (0.04 + 0.96 * frac / peak)
         return 0.5 * base * (1 + math.cos(math.pi * (frac - peak) / (1 - peak)))
-    if schedule == "constant":
-        return base
-    raise cfg.ConfigError(f"unknown schedule {schedule!r}; valid: {', '.join(cfg.SCHEDULES)}")
+    assert schedule == "constant", schedule  # the schema admits only cfg.SCHEDULES
+    return base
 
 
-def build_cell_model(config: dict, num_classes: int, in_channels: int) -> torch.nn.Module:
+def build_cell_model(cell: cfg.Cell, num_classes: int, in_channels: int) -> torch.nn.Module:
     from resnet_bench.models import build_model
 
-    arch = config["arch"]
-    options = {"stem": arch["stem"], "zero_init_residual": arch.get("zero_init_residual", False),
-               "unit": config["unit"]}
-    if arch.get("width"):
-        options["width"] = arch["width"]
-    return build_model(config["model"], num_classes=num_classes, in_channels=in_channels, **options)
+    options = {"stem": cell.arch.stem, "zero_init_residual": cell.arch.zero_init_residual, "unit": cell.unit}
+    if cell.arch.width is not None:
+        options["width"] = cell.arch.width
+    return build_model(cell.model, num_classes=num_classes, in_channels=in_channels, **options)
 
 
-def _autocast(runtime: dict, device: torch.device):
-    amp = runtime.get("amp", "none")
+def make_optimizer(params, recipe: cfg.Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser; the schema lists only what is built here (cfg.OPTIMIZERS)."""
+    assert recipe.optimizer == "sgd", recipe.optimizer
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                           weight_decay=recipe.weight_decay)
+
+
+def _autocast(runtime: cfg.Runtime, device: torch.device):
+    amp = runtime.amp
     if device.type != "cuda" or amp == "none":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 @torch.no_grad()
-def evaluate(model, loader, runtime: dict, device, topk: int = 1) -> dict:
+def evaluate(model, loader, runtime: cfg.Runtime, device, topk: int = 1) -> dict:
     """Mean loss, top-1 and (topk > 1) top-k accuracy over a loader."""
     model.eval()
     loss_sum, correct, correct_k, n = 0.0, 0, 0, 0
     for x, y in loader:
-        if runtime.get("channels_last"):
+        if runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(runtime, device):
             logits = model(x)
@@ -118,19 +122,19 @@ def evaluate(model, loader, runtime: dict, device, topk: int = 1) -> dict:
     return out
 
 
-def _loaders(config: dict, prepared_dir: Path, device: torch.device):
+def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device):
     from resnet_bench.data import Augment, DeviceLoader, load_prepared
 
-    ds = load_prepared(Path(prepared_dir) / config["dataset"])
+    ds = load_prepared(Path(prepared_dir) / cell.dataset)
     meta = ds.meta
-    recipe = config["recipe"]
+    recipe = cell.recipe
     common = {"mean": meta["mean"], "std": meta["std"], "device": device}
 
     def make(x, y, *, train: bool):
         return DeviceLoader(
-            torch.from_numpy(x), torch.from_numpy(y), batch_size=recipe["batch_size"],
-            shuffle=train, seed=config["seed"],
-            augment=Augment(**recipe["augment"]) if train else None,
+            torch.from_numpy(x), torch.from_numpy(y), batch_size=recipe.batch_size,
+            shuffle=train, seed=cell.seed,
+            augment=Augment(crop_pad=recipe.augment.crop_pad, flip=recipe.augment.flip) if train else None,
             drop_last=False, **common)
 
     return (make(ds.train_x, ds.train_y, train=True), make(ds.val_x, ds.val_y, train=False),
@@ -143,42 +147,45 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
-def train_cell(config: dict, prepared_dir: str | Path, *, checkpoint_path: str | Path | None = None,
-               on_epoch: Callable[[dict], None] | None = None) -> dict:
+def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_path: str | Path | None = None,
+               on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None) -> dict:
     """Train and evaluate one cell; returns its result record (status ok or diverged).
 
     Exceptions other than divergence propagate: the caller (the sweep) records them.
     A checkpoint is written after every epoch; an existing checkpoint for the same
     cell id is resumed, giving the same numbers as an uninterrupted run on CPU.
+    `provenance`: what the driver captured once (git commit, code fingerprint); the
+    record adds this process's node and numeric environment.
     """
+    cell = cell if isinstance(cell, cfg.Cell) else cfg.Cell.model_validate(cell)
     started, t0 = utcnow(), time.perf_counter()
-    runtime = config["runtime"]
-    device = torch.device(runtime["device"])
-    if device.type == "cpu" and runtime.get("threads"):
-        torch.set_num_threads(int(runtime["threads"]))
-    seed_everything(config["seed"], runtime.get("deterministic", True))
-    if device.type == "cuda" and not runtime.get("deterministic", True):
+    runtime, recipe = cell.runtime, cell.recipe
+    device = torch.device(runtime.device)
+    if device.type == "cpu" and runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    seed_everything(cell.seed, runtime.deterministic)
+    if device.type == "cuda" and not runtime.deterministic:
         torch.backends.cudnn.benchmark = True
 
-    train_loader, val_loader, test_loader, meta = _loaders(config, Path(prepared_dir), device)
+    train_loader, val_loader, test_loader, meta = _loaders(cell, Path(prepared_dir), device)
     num_classes, in_channels = meta["num_classes"], meta["channels"]
-    model = build_cell_model(config, num_classes, in_channels).to(device)
-    if runtime.get("channels_last"):
+    topk = 5 if num_classes >= 100 else 1
+    model = build_cell_model(cell, num_classes, in_channels).to(device)
+    if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    recipe = config["recipe"]
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
-                                nesterov=recipe["nesterov"], weight_decay=recipe["weight_decay"])
-    step_model = torch.compile(model) if runtime.get("compile") else model
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and runtime.get("amp") == "fp16")
+    optimizer = make_optimizer(model.parameters(), recipe)
+    step_model = torch.compile(model) if runtime.compile else model
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and runtime.amp == "fp16")
 
-    epochs_total = recipe["epochs"]
-    total_steps = epochs_total * len(train_loader)
+    epochs_total = recipe.epochs
+    steps_per_epoch = len(train_loader)
+    total_steps = epochs_total * steps_per_epoch
     history: list[dict] = []
     start_epoch = 1
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if ckpt and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        if state.get("cell_id") == config["cell_id"]:
+        if state.get("cell_id") == cell.cell_id:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             history = state["history"]
@@ -188,7 +195,7 @@ def train_cell(config: dict, prepared_dir: str | Path, *, checkpoint_path: str |
     for epoch in range(start_epoch, epochs_total + 1):
         model.train()
         train_loader.set_epoch(epoch)
-        step = (epoch - 1) * len(train_loader)
+        step = (epoch - 1) * steps_per_epoch
         loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -196,11 +203,11 @@ def train_cell(config: dict, prepared_dir: str | Path, *, checkpoint_path: str |
         for x, y in train_loader:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, recipe)
-            if runtime.get("channels_last"):
+            if runtime.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(runtime, device):
                 logits = step_model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe["label_smoothing"])
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -215,8 +222,12 @@ def train_cell(config: dict, prepared_dir: str | Path, *, checkpoint_path: str |
         epoch_s = time.perf_counter() - t_epoch
         train_loss = (loss_sum / max(1, seen)).item()
         val = evaluate(model, val_loader, runtime, device)
-        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": (correct / max(1, seen)).item(),
-                  "val_loss": val["loss"], "val_acc": val["acc"],
+        # The test curve is for plots only (He et al. 2016 Fig. 1/6 style); the model is
+        # chosen on validation, never on test.
+        test = evaluate(model, test_loader, runtime, device)
+        record = {"epoch": epoch, "iteration": step, "train_loss": train_loss,
+                  "train_acc": (correct / max(1, seen)).item(),
+                  "val_loss": val["loss"], "val_acc": val["acc"], "test_loss": test["loss"], "test_acc": test["acc"],
                   "lr": lr_at(step - 1, total_steps, recipe), "epoch_s": epoch_s,
                   "train_img_per_s": seen / epoch_s}
         history.append(record)
@@ -227,31 +238,28 @@ def train_cell(config: dict, prepared_dir: str | Path, *, checkpoint_path: str |
             break
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save_checkpoint(ckpt, {"cell_id": config["cell_id"], "epoch": epoch, "model": model.state_dict(),
+            _save_checkpoint(ckpt, {"cell_id": cell.cell_id, "epoch": epoch, "model": model.state_dict(),
                                     "optimizer": optimizer.state_dict(), "history": history})
 
     metrics = summarize(history)
     metrics["params"] = sum(p.numel() for p in model.parameters())
     metrics["fwd_gflops"] = _fwd_gflops(model, (1, in_channels, meta["height"], meta["width"]))
     if status == "ok":
-        test = evaluate(model, test_loader, runtime, device, topk=5 if num_classes >= 100 else 1)
+        test = evaluate(model, test_loader, runtime, device, topk=topk)
         metrics.update({"test_acc": test["acc"], "test_loss": test["loss"],
                         "test_top5_acc": test.get("top5_acc")})
     metrics["train_time_s"] = time.perf_counter() - t0
     return {
-        "cell_id": config["cell_id"],
+        "cell_id": cell.cell_id,
         "status": status,
         "error": error,
-        "config": config,
+        "config": cell.to_dict(),
         "metrics": metrics,
         "epochs": history,
         "dataset_meta": {k: meta.get(k) for k in ("name", "num_classes", "channels", "height", "width",
-                                                   "counts", "source_sha256", "split")},
+                                                   "counts", "source_sha256", "content_sha256", "split")},
         "env": environment(device),
-        # What the backends actually ran with (the config says what was asked for).
-        "runtime_effective": {"torch_threads": torch.get_num_threads(),
-                              "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-                              "cudnn_benchmark": torch.backends.cudnn.benchmark},
+        "provenance": {**(provenance or {}), "node": node_info(), "numeric": numeric_environment()},
         "started_at": started,
         "finished_at": utcnow(),
         "wall_s": time.perf_counter() - t0,
@@ -284,54 +292,86 @@ def _fwd_gflops(model, input_shape) -> float | None:
         model.train(was_training)
 
 
+# Flags that set a config value: flag -> key path. They default to None ("not given"),
+# so the recipe (and the schema's defaults) decide anything not on the command line.
+FLAG_KEYS = {
+    "recipe": "recipe.name", "epochs": "recipe.epochs", "batch_size": "recipe.batch_size", "lr": "recipe.lr",
+    "schedule": "recipe.schedule", "stem": "arch.stem", "width": "arch.width", "device": "runtime.device",
+    "amp": "runtime.amp", "channels_last": "runtime.channels_last", "compile": "runtime.compile",
+    "threads": "runtime.threads", "deterministic": "runtime.deterministic",
+}
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="resnet-bench train", description="Train one grid cell by hand.")
+    from resnet_bench.cli import Parser
+
+    p = Parser(prog="resnet-bench train", description="Train one grid cell by hand.")
     p.add_argument("--model", required=True, help="registered model name, e.g. resnet18_v2")
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--dataset", default="digits", help="a prepared dataset under --prepared-dir")
     p.add_argument("--prepared-dir", default="data/prepared")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--recipe", default="quick", choices=sorted(cfg.RECIPES))
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--schedule", choices=cfg.SCHEDULES)
-    p.add_argument("--unit", choices=cfg.UNITS)
-    p.add_argument("--stem", default="cifar", choices=["cifar", "imagenet"])
-    p.add_argument("--width", type=int)
+    p.add_argument("--recipe", help=f"named recipe ({', '.join(cfg.RECIPES)}; default {cfg.DEFAULT_RECIPE})")
+    p.add_argument("--epochs", type=int, help="default: the recipe's")
+    p.add_argument("--batch-size", type=int, help="default: the recipe's")
+    p.add_argument("--lr", type=float, help="default: the recipe's")
+    p.add_argument("--schedule", help=f"default: the recipe's ({', '.join(cfg.SCHEDULES)})")
+    p.add_argument("--unit", help=f"residual unit at the model's depth ({', '.join(cfg.UNITS)})")
+    p.add_argument("--stem", help="cifar or imagenet (default cifar)")
+    p.add_argument("--width", type=int, help="base channels (default: the family's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", help="auto (this machine's GPU if any), cpu, cuda, cuda:N")
+    p.add_argument("--amp", help="none, bf16, fp16 (CUDA only)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction)
     p.add_argument("--threads", type=int)
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction)
     p.add_argument("--out", help="write the result record to this JSON file")
     return p.parse_args(argv)
 
 
-def config_from_args(args) -> dict:
-    """A one-cell experiment from command-line flags, validated like a sweep's."""
+def _nested(path: str, value) -> dict:
+    out: dict = value
+    for part in reversed(path.split(".")):
+        out = {part: out}
+    return out
+
+
+def cell_from_args(args) -> cfg.Cell:
+    """A one-cell experiment from command-line flags, validated by the same schema as a sweep."""
+    from resnet_bench.env import code_fingerprint
     from resnet_bench.models import available_models, parse_model_name
 
     valid = available_models()
     if args.model not in valid:
-        raise cfg.ConfigError(f"unknown model {args.model!r}; valid: {', '.join(valid)}")
-    depth = parse_model_name(args.model).depth
-    recipe = {"name": args.recipe, "epochs": args.epochs, "batch_size": args.batch_size,
-              "lr": args.lr, "schedule": args.schedule}
-    # --unit picks the residual unit at the model's depth (the unit decides the trunk).
-    grid = ({"units": [args.unit], "depths": [depth], "versions": None} if args.unit
-            else {"models": [args.model]})
-    exp = cfg.deep_merge(cfg.DEFAULT_EXPERIMENT, {
-        "grid": {**grid, "datasets": [args.dataset], "seeds": [args.seed]},
-        "arch": {"stem": args.stem, "width": args.width},
-        "recipe": recipe,
-        "runtime": {"device": args.device, "amp": args.amp, "channels_last": args.channels_last,
-                    "compile": args.compile, "threads": args.threads},
-    })
-    exp["name"] = "manual"
-    datasets = sorted(p.name for p in Path(args.prepared_dir).glob("*") if (p / "meta.json").exists())
+        raise cfg.ConfigError(f"--model: unknown model {args.model!r}; valid: {', '.join(valid)}")
+    name = parse_model_name(args.model)
+    if args.unit is not None:
+        if args.unit not in cfg.UNITS:
+            raise cfg.ConfigError(f"--unit: {args.unit!r} is invalid; valid: {', '.join(cfg.UNITS)}")
+        if cfg.UNIT_VERSION[args.unit] != name.version:
+            raise cfg.ConfigError(f"--unit: {args.unit!r} is a {cfg.UNIT_VERSION[args.unit]} unit but --model "
+                                  f"{args.model} is {name.version}; pick a {cfg.UNIT_VERSION[args.unit]} model")
+        grid = {"units": [args.unit], "depths": [name.depth]}
+    else:
+        grid = {"models": [args.model]}
+    layers = [cfg.Layer("resnet-bench train", {"grid": {**grid, "datasets": [args.dataset], "seeds": [args.seed]}})]
+    for flag, path in FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            layers.append(cfg.Layer(f"--{flag.replace('_', '-')}", _nested(path, value)))
     # By hand, `auto` means this machine's GPU when it has one (a sweep decides by trial resources).
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    (cell,) = cfg.expand_grid(exp, valid_datasets=datasets or [args.dataset], valid_models=valid, device=device)
+    device = args.device or "auto"
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        layers.append(cfg.Layer("this machine's GPU", {"resources": {"gpus_per_trial": 1}}))
+        if not torch.cuda.is_available():
+            raise cfg.ConfigError(f"--device: {device!r} but this machine has no CUDA GPU; valid here: auto, cpu")
+    resolved = cfg.resolve_layers("manual", layers, cfg.Params(), check_datasets=False)
+    prepared = Path(args.prepared_dir)
+    available = sorted(p.name for p in prepared.glob("*") if (p / "meta.json").is_file())
+    if args.dataset not in available:
+        raise cfg.ConfigError(f"--dataset: {args.dataset!r} is not prepared under {prepared}; prepared: "
+                              f"{', '.join(available) or '(none: run `dvc repro` or `resnet-bench prepare`)'}")
+    (cell,) = cfg.expand_grid(resolved.experiment, data={args.dataset: cfg.data_identity(prepared / args.dataset)},
+                              code_fingerprint=code_fingerprint())
     return cell
 
 
@@ -340,24 +380,31 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     try:
-        config = config_from_args(args)
+        cell = cell_from_args(args)
     except cfg.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
         return 2
-    bar = tqdm(total=config["recipe"]["epochs"], desc=config["model"], unit="epoch", file=sys.stderr)
+    if args.out:
+        from resnet_bench.cli import check_output_path
+
+        check_output_path(args.out)
+    bar = tqdm(total=cell.recipe.epochs, desc=cell.model, unit="epoch", file=sys.stderr)
 
     def on_epoch(r):
         bar.update(1)
         bar.set_postfix(loss=f"{r['train_loss']:.3f}", val_acc=f"{r['val_acc']:.3f}",
                         img_s=f"{r['train_img_per_s']:.0f}")
 
-    record = train_cell(config, args.prepared_dir, on_epoch=on_epoch)
+    from resnet_bench.env import code_fingerprint, git_info
+
+    record = train_cell(cell, args.prepared_dir, on_epoch=on_epoch,
+                        provenance={"git": git_info(), "code_fingerprint": code_fingerprint()})
     bar.close()
     text = json.dumps(record, indent=2, default=str)
     if args.out:
         Path(args.out).write_text(text)
     m = record["metrics"]
-    print(f"{config['model']} on {config['dataset']} (seed {config['seed']}): status={record['status']} "
+    print(f"{cell.model} on {cell.dataset} (seed {cell.seed}): status={record['status']} "
           f"test_acc={m.get('test_acc')} best_val_acc={m.get('best_val_acc')} "
           f"(epoch {m.get('best_val_epoch')}) train_img_per_s={m.get('train_img_per_s', 0):.1f} "
           f"params={m['params']:,}")
