@@ -379,15 +379,15 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     args = parse_args(argv)
+    from resnet_bench.cli import check_output_path
+
     try:
         cell = cell_from_args(args)
+        if args.out:
+            check_output_path(args.out)
     except cfg.ConfigError as err:
         print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
         return 2
-    if args.out:
-        from resnet_bench.cli import check_output_path
-
-        check_output_path(args.out)
     bar = tqdm(total=cell.recipe.epochs, desc=cell.model, unit="epoch", file=sys.stderr)
 
     def on_epoch(r):
