@@ -266,6 +266,17 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     }
 
 
+def pin_numeric_environment(cell: cfg.Cell) -> None:
+    """Deterministic CPU: AVX2 kernels and fixed threads in this process (env.PINNED_NUMERIC_ENV).
+
+    Call before any tensor computation: ATen, oneDNN and MKL each read their setting once.
+    """
+    from resnet_bench.env import pinned_env
+
+    if cell.runtime.device == "cpu" and cell.runtime.deterministic:
+        os.environ.update(pinned_env(cell.runtime.threads))
+
+
 def summarize(history: list[dict]) -> dict:
     """Final numbers from per-epoch records: best validation epoch, mean loop throughput."""
     if not history:
@@ -388,6 +399,7 @@ def main(argv=None) -> int:
     except cfg.ConfigError as err:
         print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
         return 2
+    pin_numeric_environment(cell)
     bar = tqdm(total=cell.recipe.epochs, desc=cell.model, unit="epoch", file=sys.stderr)
 
     def on_epoch(r):

@@ -28,17 +28,17 @@ def test_dvc_repro_end_to_end(tmp_path):
     log = dvc(project, "repro")
     assert ran_stages(log) == ["prepare@digits", "sweep", "collect", "report"], log
 
-    cells = pd.read_parquet(project / "results" / "cells.parquet")
+    cells = pd.read_parquet(project / "results" / "tiny" / "cells.parquet")
     assert len(cells) == 2 and set(cells["version"]) == {"v1", "v2"}
     assert (cells["status"] == "ok").all()
     # 1 epoch of a width-4 net on digits is well above chance (10%) but not perfect.
     assert cells["test_acc"].between(0.15, 1.0).all(), cells["test_acc"]
     assert (cells["params"] > 0).all() and (cells["train_img_per_s"] > 0).all()
-    metrics = json.loads((project / "results" / "metrics.json").read_text())
+    metrics = json.loads((project / "results" / "tiny" / "metrics.json").read_text())
     assert metrics
-    figures = list((project / "reports" / "figures").glob("*.png"))
+    figures = list((project / "reports" / "tiny" / "figures").glob("*.png"))
     assert figures and all(f.stat().st_size > 5_000 for f in figures)
-    report = (project / "reports" / "report.md").read_text()
+    report = (project / "reports" / "tiny" / "report.md").read_text()
     assert "v1" in report and "v2" in report
 
     # Nothing changed: nothing reruns.
@@ -57,7 +57,7 @@ def test_bad_params_fail_before_training_with_one_line(tmp_path, prepared_digits
     project = make_project(tmp_path / "p")
     for key, value, bad, valid in [
         ("datasets", ["cifar11"], "'cifar11'", "digits"),
-        ("versions", ["v3"], "'v3'", "v1, v2"),
+        ("versions", ["v3"], "'v3'", "'v1' or 'v2'"),
         ("depths", [19], "19", "152"),
     ]:
         params = yaml.safe_load((project / "params.yaml").read_text())
@@ -69,4 +69,4 @@ def test_bad_params_fail_before_training_with_one_line(tmp_path, prepared_digits
         assert proc.returncode == 2
         errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
         assert len(errors) == 1 and bad in errors[0] and valid in errors[0], proc.stderr
-        assert not (project / "results" / "cells").exists()
+        assert not (project / "results" / "tiny" / "cells").exists()

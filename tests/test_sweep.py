@@ -26,7 +26,7 @@ def run_sweep(project: Path, prepared: Path, *extra) -> tuple[int, str]:
 
 
 def records(project: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in (project / "results" / "cells").glob("*.json")}
+    return {p.stem: json.loads(p.read_text()) for p in (project / "results" / "tiny" / "cells").glob("*.json")}
 
 
 def trained_count(log: str) -> int:
@@ -49,8 +49,9 @@ def test_rerun_trains_nothing_and_growing_grid_trains_only_new_cells(tmp_path, p
     assert len(first) == 2 and {r["status"] for r in first.values()} == {"ok"}
     for r in first.values():
         assert 0.0 <= r["metrics"]["test_acc"] <= 1.0 and r["epochs"][0]["epoch"] == 1
-        assert r["env"]["git_commit"] and r["config"]["cell_id"] == r["cell_id"]
-    assert not list((project / "results" / "checkpoints").glob("*.pt"))  # finished cells need no resume point
+        assert r["provenance"]["code_fingerprint"] == r["config"]["code_fingerprint"]
+        assert r["config"]["cell_id"] == r["cell_id"] and r["provenance"]["node"]["hostname"]
+    assert not list((project / "results" / "tiny" / "checkpoints").glob("*.pt"))  # finished cells need no resume point
 
     rc, log = run_sweep(project, prepared_digits)
     assert rc == 0 and trained_count(log) == 0, log
@@ -110,7 +111,7 @@ def test_killed_sweep_loses_no_finished_cell_and_rerun_finishes(tmp_path, prepar
         [sys.executable, "-m", "resnet_bench.sweep", "--prepared-dir", str(prepared_digits)],
         cwd=project, env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
-    cells = project / "results" / "cells"
+    cells = project / "results" / "tiny" / "cells"
     deadline = time.time() + 300
     while time.time() < deadline and not list(cells.glob("*.json")):
         time.sleep(0.2)
@@ -132,20 +133,26 @@ def test_killed_sweep_loses_no_finished_cell_and_rerun_finishes(tmp_path, prepar
 
 
 def test_plan_splits_done_and_pending(tmp_path):
-    cells = [{"cell_id": i} for i in ("a", "b", "c", "d")]
+    from types import SimpleNamespace
+
+    cells = [SimpleNamespace(cell_id=i) for i in ("a", "b", "c", "d")]
     sweep.atomic_write_json(tmp_path / "a.json", {"status": "ok"})
     sweep.atomic_write_json(tmp_path / "b.json", {"status": "failed"})
     sweep.atomic_write_json(tmp_path / "c.json", {"status": "diverged"})
     (tmp_path / "d.json").write_text("{truncated")
     done, pending = sweep.plan(cells, tmp_path)
-    assert [c["cell_id"] for c in done] == ["a", "c"]
-    assert [c["cell_id"] for c in pending] == ["b", "d"]
+    assert [c.cell_id for c in done] == ["a", "c"]
+    assert [c.cell_id for c in pending] == ["b", "d"]
     assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_gpu_trial_on_a_cluster_without_gpus_fails_up_front(tmp_path, prepared_digits):
     exp = {**TINY_EXPERIMENT, "resources": {"cpus_per_trial": 1, "gpus_per_trial": 1}}
     project = make_project(tmp_path / "p", exp)
-    rc, log = run_sweep(project, prepared_digits)
+    rc, log = run_sweep(project, prepared_digits)  # no cluster given: refused before Ray starts
+    assert rc == 2 and "resources.gpus_per_trial: 1.0 but this machine has 0 GPU(s)" in log, log
+    assert not (project / "results" / "tiny" / "cells").exists()
+    # Joining a (local, GPU-less) cluster: Ray's view of resources refuses it up front, not a hang.
+    rc, log = run_sweep(project, prepared_digits, "--ray-address", "local")
     assert rc == 2 and "gpus_per_trial=1" in log and "0 GPU" in log, log
-    assert not (project / "results" / "cells").exists()
+    assert not (project / "results" / "tiny" / "cells").exists()
