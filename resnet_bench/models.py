@@ -9,16 +9,26 @@ Sources cited in comments:
   (`resnet-pre-act.lua`).
 - torchvision `models/resnet.py` (v1 module names, init, "V1.5" stride placement) and
   timm `models/resnetv2.py` (pre-activation blocks, shared block signature).
+- The authors' Torch code: facebookarchive/fb.resnet.torch `models/resnet.lua` (v1,
+  CIFAR option A) and `models/preresnet.lua` (v2), KaimingHe/resnet-1k-layers
+  `resnet-pre-act.lua` (v2 ResNet-164/1001); translated in tests/reference_lua.py.
 
-Every `_v1` model loads a torchvision `resnetX` state_dict as is; every `_v2` model loads
-a timm `resnetv2_X` state_dict through `convert_timm_resnetv2`. Tensor shapes in comments
-are N x C x H x W.
+Two variants of every model (`build_model(..., variant=...)`):
+
+- "modern" (default): with `variant="modern"` every `_v1` model loads a torchvision
+  `resnetX` state_dict as is and every `_v2` model a timm `resnetv2_X` state_dict
+  through `convert_timm_resnetv2` (projection shortcuts, stride on the bottleneck's 3x3).
+- "paper": the network of the paper that defines the model, equal by logits to the
+  authors' code (tests/test_paper_parity.py): see `resolve_arch`.
+
+Tensor shapes in comments are N x C x H x W.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import numbers
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -39,7 +49,11 @@ __all__ = [
     "STEMS",
     "available_models",
     "build_model",
+    "resolve_arch",
     "parse_model_name",
+    "VARIANTS",
+    "SHORTCUTS",
+    "BOTTLENECK_STRIDES",
     "count_params",
     "model_flops",
     "convert_timm_resnetv2",
@@ -53,7 +67,17 @@ UNITS = ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "ful
 # the stem's activation into the first unit and adds one after the last ([v2] Sec. 4.1).
 PREACT_UNITS = ("relu_only_preact", "full_preact")
 VERSION_UNIT = {"v1": "original", "v2": "full_preact"}
+# Units a name's version admits: the config labels (a)-(d) v1 and only (e) v2
+# (resnet_bench.config.UNIT_VERSION), so resnet20_v2 with unit 'original' is a contradiction.
+VERSION_UNITS = {"v1": UNITS[:4], "v2": UNITS[4:]}
 STEMS = ("imagenet", "cifar")
+VARIANTS = ("modern", "paper")
+# [v1] Sec. 3.3: option A zero-padded identity shortcut, option B 1x1 projection when the
+# shape changes (identity otherwise).
+SHORTCUTS = ("zero_pad", "projection")
+# Which conv of a downsampling bottleneck carries the stride: "1x1" the first 1x1 conv
+# ([v1] and [v2] and the authors' code), "3x3" the 3x3 conv (torchvision's "V1.5", timm).
+BOTTLENECK_STRIDES = ("1x1", "3x3")
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -72,14 +96,23 @@ def _check_unit(unit: str, allowed: Sequence[str], block: str) -> None:
 
 # --------------------------------------------------------------------------- blocks
 #
-# All four blocks share one constructor signature, (inplanes, planes, stride, unit), in the
-# spirit of timm's resnetv2 blocks, so one `_make_layer` serves v1 and v2. Each block
-# builds its own projection shortcut when the shape changes ([v1] Sec. 3.3 option B) and
-# exposes `expansion` (output channels = planes * expansion) as in torchvision.
+# All four blocks share one constructor signature, (inplanes, planes, stride, unit, *,
+# shortcut, bottleneck_stride, preact_identity), in the spirit of timm's resnetv2 blocks,
+# so one `_make_layer` serves v1 and v2. Each block builds its own shortcut when the shape
+# changes ([v1] Sec. 3.3: option A zero-pad or option B projection) and exposes
+# `expansion` (output channels = planes * expansion) as in torchvision.
 #
 # BasicBlock / Bottleneck keep the conv-BN pairs of [v1] and implement units (a)-(d):
 # they differ only in where the ReLUs and the last BN sit relative to the addition.
 # PreAct* implement unit (e), where BN-ReLU precede every conv.
+#
+# Which tensor the shortcut carries: a zero-pad or projection shortcut always takes the
+# residual branch's input after its pre-activation (if any): [v2] reference code, timm
+# DownsampleConv, fb.resnet.torch preresnet.lua 'both_preact'. An identity shortcut takes
+# the raw unit input (the clean path), except with `preact_identity=True`: [v2] Sec. 4.1
+# puts the network's first activation before the split, so the first unit's identity
+# shortcut carries the pre-activated stem output too (preresnet.lua: the first unit of
+# every stage is 'both_preact'; only the first stage's keeps its shape).
 
 # Units (a)-(d): the weight layers are conv-BN(-ReLU) as in [v1] Sec. 3.4.
 _POSTACT_BODY_UNITS = ("original", "bn_after_add", "relu_before_add", "relu_only_preact")
@@ -90,17 +123,21 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, unit: str = "original") -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, unit: str = "original", *,
+                 shortcut: str = "projection", bottleneck_stride: str = "3x3",
+                 preact_identity: bool = False) -> None:
         super().__init__()
         _check_unit(unit, _POSTACT_BODY_UNITS, type(self).__name__)
+        del bottleneck_stride  # no 1x1 conv here; accepted so every block has one signature
         self.unit = unit
+        self.preact_identity = preact_identity
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         # (b) applies this BN to the sum (same channel count), the others to conv2's output.
         self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = _projection(inplanes, planes * self.expansion, stride, with_bn=True)
+        self.downsample = _shortcut(inplanes, planes * self.expansion, stride, shortcut, with_bn=True)
 
     def zero_init_last(self) -> None:
         # Make the residual branch output zero so the unit starts as its shortcut
@@ -113,7 +150,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = _residual_input(x, self.unit)
-        identity = x if self.downsample is None else self.downsample(out)
+        identity = _split(x, out, self.downsample, self.preact_identity)
         out = self.relu(self.bn1(self.conv1(out)))
         return _merge(self.conv2(out), identity, self.bn2, self.relu, self.unit)
 
@@ -121,27 +158,31 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3, 1x1 expand ([v1] Fig. 5 right); module names match torchvision's.
 
-    Deviation from [v1] (and from [v2]'s reference code): the stride of a downsampling
-    unit sits on the 3x3 conv (conv2), not on the first 1x1 conv. This is torchvision's
-    "ResNet V1.5", also timm's: a strided 1x1 conv reads only a quarter of its input
-    positions. Same parameters; more FLOPs, since conv1 of each downsampling unit then runs
-    at the input resolution (ResNet-50: 4.1 G multiply-adds instead of [v1] Table 1's 3.8).
+    `bottleneck_stride` places the stride of a downsampling unit: "1x1" on the first 1x1
+    conv as in [v1] (and its Caffe models) and [v2]'s reference code; "3x3" on the 3x3
+    conv, torchvision's "ResNet V1.5" (also timm's), the modern variant's default. Same
+    parameters; "3x3" costs more, since conv1 of each downsampling unit then runs at the
+    input resolution (ResNet-50: 4.1 G multiply-adds instead of [v1] Table 1's 3.8).
     """
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, unit: str = "original") -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, unit: str = "original", *,
+                 shortcut: str = "projection", bottleneck_stride: str = "3x3",
+                 preact_identity: bool = False) -> None:
         super().__init__()
         _check_unit(unit, _POSTACT_BODY_UNITS, type(self).__name__)
         self.unit = unit
-        self.conv1 = conv1x1(inplanes, planes)
+        self.preact_identity = preact_identity
+        stride1, stride3 = _bottleneck_strides(stride, bottleneck_stride)
+        self.conv1 = conv1x1(inplanes, planes, stride1)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)  # V1.5: stride here, see the docstring
+        self.conv2 = conv3x3(planes, planes, stride3)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _projection(inplanes, planes * self.expansion, stride, with_bn=True)
+        self.downsample = _shortcut(inplanes, planes * self.expansion, stride, shortcut, with_bn=True)
 
     def zero_init_last(self) -> None:
         # See BasicBlock.zero_init_last.
@@ -152,19 +193,33 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = _residual_input(x, self.unit)
-        identity = x if self.downsample is None else self.downsample(out)
+        identity = _split(x, out, self.downsample, self.preact_identity)
         out = self.relu(self.bn1(self.conv1(out)))
         out = self.relu(self.bn2(self.conv2(out)))
         return _merge(self.conv3(out), identity, self.bn3, self.relu, self.unit)
 
 
+def _bottleneck_strides(stride: int, bottleneck_stride: str) -> tuple[int, int]:
+    """(stride of the first 1x1 conv, stride of the 3x3 conv) of a bottleneck unit."""
+    if bottleneck_stride not in BOTTLENECK_STRIDES:
+        raise ValueError(f"unknown bottleneck_stride {bottleneck_stride!r}; valid: {', '.join(BOTTLENECK_STRIDES)}")
+    return (stride, 1) if bottleneck_stride == "1x1" else (1, stride)
+
+
 def _residual_input(x: Tensor, unit: str) -> Tensor:
-    """Input of the residual branch and of a projection shortcut.
+    """Input of the residual branch and of a zero-pad or projection shortcut.
 
     (d) ReLU-only pre-activation: ReLU before the first conv. Not in place: `x` itself is
     the identity shortcut.
     """
     return torch.relu(x) if unit == "relu_only_preact" else x
+
+
+def _split(x: Tensor, branch_input: Tensor, downsample: nn.Module | None, preact_identity: bool) -> Tensor:
+    """The shortcut's output; see the comment at the top of this section for which input."""
+    if downsample is not None:
+        return downsample(branch_input)
+    return branch_input if preact_identity else x
 
 
 def _merge(out: Tensor, identity: Tensor, bn: nn.BatchNorm2d, relu: nn.ReLU, unit: str) -> Tensor:
@@ -182,21 +237,26 @@ def _merge(out: Tensor, identity: Tensor, bn: nn.BatchNorm2d, relu: nn.ReLU, uni
 class PreActBasicBlock(nn.Module):
     """Full pre-activation unit (e) with two 3x3 convs: BN-ReLU-conv-BN-ReLU-conv, add.
 
-    Same computation as timm's PreActBasic; module names follow this file's convention
-    (bn1 is the BN *before* conv1), `convert_timm_resnetv2` maps timm's names.
+    Same computation as timm's PreActBasic (modern variant) and as fb.resnet.torch
+    preresnet.lua's basicblock (paper variant); module names follow this file's
+    convention (bn1 is the BN *before* conv1), `convert_timm_resnetv2` maps timm's names.
     """
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, unit: str = "full_preact") -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, unit: str = "full_preact", *,
+                 shortcut: str = "projection", bottleneck_stride: str = "3x3",
+                 preact_identity: bool = False) -> None:
         super().__init__()
         _check_unit(unit, ("full_preact",), type(self).__name__)
+        del bottleneck_stride  # no 1x1 conv here; accepted so every block has one signature
+        self.preact_identity = preact_identity
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
-        self.downsample = _projection(inplanes, planes * self.expansion, stride, with_bn=False)
+        self.downsample = _shortcut(inplanes, planes * self.expansion, stride, shortcut, with_bn=False)
 
     def zero_init_last(self) -> None:
         # No BN closes the residual branch in (e); zero its last conv (timm's zero_init_last).
@@ -204,12 +264,7 @@ class PreActBasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(x))
-        # The projection shortcut sees the pre-activated input ([v2] reference code, timm);
-        # an identity shortcut passes the raw sum of the previous unit (the clean path).
-        # [v2] Sec. 4.1 also feeds the pre-activated input to the identity shortcut of the
-        # network's first unit; here, as in timm, only projections see it (parity, and it
-        # only concerns basic-block models, whose first unit keeps its shape).
-        identity = x if self.downsample is None else self.downsample(out)
+        identity = _split(x, out, self.downsample, self.preact_identity)
         out = self.conv1(out)
         out = self.conv2(self.relu(self.bn2(out)))
         return out + identity
@@ -218,30 +273,35 @@ class PreActBasicBlock(nn.Module):
 class PreActBottleneck(nn.Module):
     """Full pre-activation bottleneck unit (e), [v2] Fig. 4(e) with the [v1] bottleneck.
 
-    Same computation as timm's PreActBottleneck. Like Bottleneck, the stride sits on the
-    3x3 conv (V1.5, as in timm); [v2]'s reference code strides the first 1x1 conv.
+    Same computation as timm's PreActBottleneck (modern variant: stride on the 3x3, as in
+    Bottleneck) and as resnet-pre-act.lua's bottleneck (paper variant: stride on the
+    first 1x1 conv).
     """
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, unit: str = "full_preact") -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, unit: str = "full_preact", *,
+                 shortcut: str = "projection", bottleneck_stride: str = "3x3",
+                 preact_identity: bool = False) -> None:
         super().__init__()
         _check_unit(unit, ("full_preact",), type(self).__name__)
+        self.preact_identity = preact_identity
+        stride1, stride3 = _bottleneck_strides(stride, bottleneck_stride)
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv1 = conv1x1(inplanes, planes)
+        self.conv1 = conv1x1(inplanes, planes, stride1)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)  # V1.5: stride here
+        self.conv2 = conv3x3(planes, planes, stride3)
         self.bn3 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
-        self.downsample = _projection(inplanes, planes * self.expansion, stride, with_bn=False)
+        self.downsample = _shortcut(inplanes, planes * self.expansion, stride, shortcut, with_bn=False)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(x))
-        identity = x if self.downsample is None else self.downsample(out)  # see PreActBasicBlock
+        identity = _split(x, out, self.downsample, self.preact_identity)
         out = self.conv1(out)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
@@ -251,14 +311,43 @@ class PreActBottleneck(nn.Module):
 Block = Union[BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck]
 
 
-def _projection(inplanes: int, outplanes: int, stride: int, with_bn: bool) -> nn.Module | None:
-    """Option B shortcut of [v1] Sec. 3.3: identity when the shape is kept, else a strided 1x1 conv.
+class ZeroPadShortcut(nn.Module):
+    """Option A shortcut of [v1] Sec. 3.3 / 4.2: strided identity, zero channels appended.
 
-    Post-activation units add a BN (torchvision's `downsample.0/1`); in (e) the conv
-    takes the pre-activated input and has no BN ([v2] reference code, timm DownsampleConv).
+    As fb.resnet.torch resnet.lua's shortcut type 'A': SpatialAveragePooling(1, 1, s, s)
+    (keeps every s-th row and column) then Concat of the input and MulConstant(0) (the
+    new channels are zeros). No parameters. N x C_in x H x W -> N x C_out x ceil(H/s) x ceil(W/s).
     """
+
+    def __init__(self, inplanes: int, outplanes: int, stride: int) -> None:
+        super().__init__()
+        if outplanes < inplanes:
+            raise ValueError(f"a zero-pad shortcut cannot drop channels: {inplanes} -> {outplanes}")
+        self.stride = stride
+        self.extra = outplanes - inplanes  # zero channels appended after the input's
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        # F.pad pads the last dims first: (W left, W right, H top, H bottom, C front, C back).
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra}"
+
+
+def _shortcut(inplanes: int, outplanes: int, stride: int, kind: str, with_bn: bool) -> nn.Module | None:
+    """Identity (None) when the shape is kept, else option A ("zero_pad") or B ("projection").
+
+    A projection in post-activation units adds a BN (torchvision's `downsample.0/1`,
+    resnet.lua); in (e) the conv takes the pre-activated input and has no BN ([v2]
+    reference code, preresnet.lua, timm DownsampleConv).
+    """
+    if kind not in SHORTCUTS:
+        raise ValueError(f"unknown shortcut {kind!r}; valid: {', '.join(SHORTCUTS)}")
     if stride == 1 and inplanes == outplanes:
         return None
+    if kind == "zero_pad":
+        return ZeroPadShortcut(inplanes, outplanes, stride)
     if not with_bn:
         return conv1x1(inplanes, outplanes, stride)
     return nn.Sequential(conv1x1(inplanes, outplanes, stride), nn.BatchNorm2d(outplanes))
@@ -280,6 +369,12 @@ class ResNet(nn.Module):
       (a)-(c) conv-BN-ReLU stem, nothing before pooling (v1);
       (d)     conv-BN stem, ReLU before pooling (its activation is ReLU alone);
       (e)     bare conv stem, BN-ReLU before pooling (v2, as timm's resnetv2).
+
+    `shortcut` and `bottleneck_stride` are passed to every unit (see the blocks);
+    `first_activation_before_split` makes the network's first unit feed its identity
+    shortcut the pre-activated input ([v2] Sec. 4.1, preresnet.lua). With the pre-activation
+    units that is the stem's activation moved before the split; with (a)-(c) it changes
+    nothing (their branch input is the unit input).
     """
 
     def __init__(
@@ -293,6 +388,9 @@ class ResNet(nn.Module):
         stem: str = "imagenet",
         width: int = 64,
         zero_init_residual: bool = False,
+        shortcut: str = "projection",
+        bottleneck_stride: str = "3x3",
+        first_activation_before_split: bool = False,
     ) -> None:
         super().__init__()
         if stem not in STEMS:
@@ -313,8 +411,11 @@ class ResNet(nn.Module):
         self.relu = nn.Identity() if preact else nn.ReLU(inplace=True)
 
         self.stage_names = tuple(f"layer{i + 1}" for i in range(len(layers)))
+        block_options = {"shortcut": shortcut, "bottleneck_stride": bottleneck_stride}
         for i, (name, blocks) in enumerate(zip(self.stage_names, layers)):
-            stage = self._make_layer(block, width * 2**i, blocks, stride=1 if i == 0 else 2, unit=unit)
+            stage = self._make_layer(block, width * 2**i, blocks, stride=1 if i == 0 else 2, unit=unit,
+                                     preact_identity=first_activation_before_split and i == 0,
+                                     **block_options)
             self.add_module(name, stage)
         channels = self.inplanes  # e.g. 2048 for ResNet-50, 64 for ResNet-110
 
@@ -336,10 +437,12 @@ class ResNet(nn.Module):
                 if isinstance(m, (BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck)):
                     m.zero_init_last()
 
-    def _make_layer(self, block: type[Block], planes: int, blocks: int, stride: int, unit: str) -> nn.Sequential:
-        layers = [block(self.inplanes, planes, stride, unit)]
+    def _make_layer(self, block: type[Block], planes: int, blocks: int, stride: int, unit: str, *,
+                    preact_identity: bool, **block_options: str) -> nn.Sequential:
+        # Only the stage's first unit can change the shape or be the network's first unit.
+        layers = [block(self.inplanes, planes, stride, unit, preact_identity=preact_identity, **block_options)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, 1, unit) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, 1, unit, **block_options) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -418,11 +521,92 @@ def parse_model_name(name: str) -> ModelName:
     return ModelName("imagenet" if depth in IMAGENET_LAYERS else "cifar", depth, match.group(2))
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3, **options: Any) -> ResNet:
-    """Build a registered model; `options` are the builders' keyword arguments (stem, width, unit, ...)."""
+def _check_choice(arg: str, value: Any, choices: Sequence[str], none_means: str | None = None) -> None:
+    if value is None and none_means is not None:
+        return
+    if not isinstance(value, str) or value not in choices:
+        default = f" (or None: {none_means})" if none_means else ""
+        raise ValueError(f"unknown {arg} {value!r}; valid: {', '.join(choices)}{default}")
+
+
+def _check_count(arg: str, value: Any, *, optional: bool = False) -> None:
+    """A channel or class count: a positive integer (bool is not a count)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        default = " (or None: the family's default)" if optional else ""
+        raise ValueError(f"{arg} must be a positive integer{default}, got {value!r}")
+
+
+def resolve_arch(name: str, *, variant: str = "modern", unit: str | None = None,
+                 shortcut: str | None = None, bottleneck_stride: str | None = None) -> dict[str, Any]:
+    """The architecture choices `build_model` makes for `name`, defaults filled in and validated.
+
+    Returns {"variant", "unit", "shortcut", "bottleneck_stride", "first_activation_before_split"},
+    plain strings and a bool, for configs and tables. None means the variant's default:
+
+    - "modern": projection shortcuts, stride on the bottleneck's 3x3 conv (torchvision /
+      timm parity), identity shortcuts carry the raw unit input.
+    - "paper", `_v1` names ([v1] He et al. 2015): option A zero-pad shortcuts for the CIFAR
+      basic-block models ([v1] Sec. 4.2, Table 6; fb.resnet.torch resnet.lua with
+      shortcutType 'A'), option B projections for the others (the ImageNet models,
+      [v1] Sec. 3.3 / Table 3 and fb.resnet.torch's default; ResNet-164/1001, which [v1]
+      does not define, as [v2]'s code); stride on the first 1x1 conv of a bottleneck.
+    - "paper", `_v2` names ([v2] He et al. 2016): projections from the pre-activated input
+      (resnet-pre-act.lua, preresnet.lua's default 'B'), stride on the first 1x1 conv
+      (resnet-pre-act.lua), and the first activation before the split ([v2] Sec. 4.1).
+      The latter also applies to unit (d) under a `_v1` name, the other pre-activation unit.
+
+    A unit must agree with the name's version: (a)-(d) for `_v1`, (e) for `_v2`.
+    """
+    family, depth, version = parse_model_name(name)
+    _check_choice("variant", variant, VARIANTS)
+    _check_choice("unit", unit, UNITS, none_means=f"{VERSION_UNIT[version]} for a {version} name")
+    _check_choice("shortcut", shortcut, SHORTCUTS, none_means="the variant's default")
+    _check_choice("bottleneck_stride", bottleneck_stride, BOTTLENECK_STRIDES, none_means="the variant's default")
+    unit = VERSION_UNIT[version] if unit is None else unit
+    if unit not in VERSION_UNITS[version]:
+        raise ValueError(f"unit {unit!r} contradicts model {name!r} (a {version} name); "
+                         f"valid units for {name}: {', '.join(VERSION_UNITS[version])}")
+    if variant == "modern":
+        defaults = ("projection", "3x3", False)
+    elif version == "v1":
+        basic_cifar = family == "cifar" and _LAYERS[depth][0] == "basic"
+        defaults = ("zero_pad" if basic_cifar else "projection", "1x1", unit in PREACT_UNITS)
+    else:
+        defaults = ("projection", "1x1", True)
+    return {
+        "variant": variant,
+        "unit": unit,
+        "shortcut": defaults[0] if shortcut is None else shortcut,
+        "bottleneck_stride": defaults[1] if bottleneck_stride is None else bottleneck_stride,
+        "first_activation_before_split": defaults[2],
+    }
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    *,
+    stem: str | None = None,
+    width: int | None = None,
+    unit: str | None = None,
+    zero_init_residual: bool = False,
+    variant: str = "modern",
+    shortcut: str | None = None,
+    bottleneck_stride: str | None = None,
+) -> ResNet:
+    """Build a registered model; ValueError (one line: argument, bad value, valid choices) on bad input.
+
+    stem / width None: the family's default ("imagenet" / 64 for ResNet-18..152, "cifar" /
+    16 for the CIFAR depths). unit, shortcut, bottleneck_stride None: see `resolve_arch`.
+    """
     if name not in _MODELS:
         raise _unknown_model(name)
-    return _MODELS[name](num_classes=num_classes, in_channels=in_channels, **options)
+    return _MODELS[name](num_classes=num_classes, in_channels=in_channels, stem=stem, width=width, unit=unit,
+                         zero_init_residual=zero_init_residual, variant=variant, shortcut=shortcut,
+                         bottleneck_stride=bottleneck_stride)
 
 
 def _resnet(
@@ -435,22 +619,40 @@ def _resnet(
     width: int | None = None,
     unit: str | None = None,
     zero_init_residual: bool = False,
+    variant: str = "modern",
+    shortcut: str | None = None,
+    bottleneck_stride: str | None = None,
 ) -> ResNet:
-    family = "imagenet" if depth in IMAGENET_LAYERS else "cifar"
+    name = f"resnet{depth}_{version}"
+    # Every check before any tensor is allocated (ResNet-1001 takes seconds to build).
+    _check_count("num_classes", num_classes)
+    _check_count("in_channels", in_channels)
+    _check_count("width", width, optional=True)
+    _check_choice("stem", stem, STEMS, none_means="the family's default")
+    if not isinstance(zero_init_residual, bool):
+        raise ValueError(f"zero_init_residual must be True or False, got {zero_init_residual!r}")
+    arch = resolve_arch(name, variant=variant, unit=unit, shortcut=shortcut, bottleneck_stride=bottleneck_stride)
+    family = parse_model_name(name).family
     kind, layers = _LAYERS[depth]
-    unit = VERSION_UNIT[version] if unit is None else unit
-    if unit not in UNITS:
-        raise ValueError(f"unknown unit {unit!r}; valid: {', '.join(UNITS)}")
-    return ResNet(
-        _BLOCKS[unit == "full_preact", kind],
+    model = ResNet(
+        _BLOCKS[arch["unit"] == "full_preact", kind],
         layers,
-        unit=unit,
-        num_classes=num_classes,
-        in_channels=in_channels,
+        unit=arch["unit"],
+        num_classes=int(num_classes),
+        in_channels=int(in_channels),
         stem=family if stem is None else stem,
-        width=DEFAULT_WIDTH[family] if width is None else width,
+        width=DEFAULT_WIDTH[family] if width is None else int(width),
         zero_init_residual=zero_init_residual,
+        shortcut=arch["shortcut"],
+        bottleneck_stride=arch["bottleneck_stride"],
+        first_activation_before_split=arch["first_activation_before_split"],
     )
+    if variant == "paper":
+        # The authors' init zeroes the classifier's bias (fb.resnet.torch resnet.lua /
+        # preresnet.lua, resnet-pre-act.lua: `v.bias:zero()` for nn.Linear); their conv
+        # init, normal(0, sqrt(2 / (k*k*C_out))), is the trunk's kaiming fan_out already.
+        nn.init.zeros_(model.fc.bias)
+    return model
 
 
 # Builders, torchvision style: keyword-only arguments, those of `_resnet`. `_v1` defaults
@@ -508,13 +710,11 @@ def resnet152_v2(**options: Any) -> ResNet:
     return _resnet(152, "v2", **options)
 
 
-# CIFAR family, default stem 'cifar', width 16. Shortcuts are option B (1x1 projection
-# when the shape changes) where [v1] Sec. 4.2 used option A (zero-padded identity, no
-# parameters) for the basic-block models: this adds two 1x1 convs (+ BN in v1), 2,752
-# parameters (2,560 in v2) at width 16. ResNet-110 has 1,730,714 (v1) / 1,730,522 (v2)
-# and still rounds to [v1] Table 6's 1.7M, 1202 to 19.4M; at Table 6's 0.01M precision
-# 32 and 56 read 0.47M / 0.86M instead of 0.46M / 0.85M. The bottleneck models of [v2]
-# use projections too.
+# CIFAR family, default stem 'cifar', width 16. The modern variant's projection shortcuts
+# add two 1x1 convs (+ BN in v1) to the basic-block models, where [v1] Sec. 4.2 used
+# option A (zero-padded identity, no parameters): 2,752 parameters (2,560 in v2) at
+# width 16, so at Table 6's 0.01M precision ResNet-32 and -56 read 0.47M / 0.86M instead
+# of 0.46M / 0.85M. `variant="paper"` builds option A and matches every count of Table 6.
 
 
 @_register
@@ -669,13 +869,82 @@ def _table_order(name: str) -> tuple:
     return (family != "imagenet", _LAYERS[depth][0], depth, version)
 
 
+# Each family's own input: [v1] Table 1 (ImageNet, 224x224 crops, 1000 classes) and
+# [v1] Sec. 4.2 (CIFAR-10, 32x32, 10 classes).
+FAMILY_INPUT = {"imagenet": (224, 1000), "cifar": (32, 10)}
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a positive integer, with argparse's one-line error otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def params_millions(count: int) -> str:
+    """Parameters in millions at the papers' printed precision: 0.01M below 1M, 0.1M above.
+
+    [v1] Table 6 prints 0.27M ... 0.85M, 1.7M, 19.4M; [v2] Table 4 1.7M and 10.2M.
+    """
+    return f"{count / 1e6:.2f}" if count < 1_000_000 else f"{count / 1e6:.1f}"
+
+
+def model_row(name: str, *, img: int | None = None, num_classes: int | None = None, in_channels: int = 3,
+              variant: str = "modern", shortcut: str | None = None,
+              bottleneck_stride: str | None = None) -> dict[str, Any]:
+    """One line of `resnet-bench models`: architecture, parameters, MACs and FLOPs of one model.
+
+    img / num_classes None: the family's own (FAMILY_INPUT). MACs = multiply-accumulates
+    of the conv and linear layers (what [v1] Table 1 calls "FLOPs"); FLOPs = 2 x MACs.
+    """
+    family, depth, _ = parse_model_name(name)
+    arch = resolve_arch(name, variant=variant, shortcut=shortcut, bottleneck_stride=bottleneck_stride)
+    img = FAMILY_INPUT[family][0] if img is None else img
+    num_classes = FAMILY_INPUT[family][1] if num_classes is None else num_classes
+    # Meta device: shapes only, no memory and no arithmetic, so ResNet-1202 at 224x224
+    # (about 140 G multiply-adds a forward) takes seconds of Python, not minutes of CPU.
+    with torch.device("meta"):
+        model = build_model(name, num_classes, in_channels, variant=variant, shortcut=shortcut,
+                            bottleneck_stride=bottleneck_stride)
+    kind, layers = _LAYERS[depth]
+    flops = model_flops(model, (1, in_channels, img, img))
+    params = count_params(model)
+    return {
+        "model": name,
+        "family": family,
+        "block": kind,
+        "units": "-".join(map(str, layers)),
+        "unit": arch["unit"],
+        "variant": variant,
+        "shortcut": arch["shortcut"],
+        # Where a downsampling bottleneck strides; basic blocks have no 1x1 conv to choose.
+        "bottleneck_stride": arch["bottleneck_stride"] if kind == "bottleneck" else "",
+        "img": img,
+        "num_classes": num_classes,
+        "params": params,
+        "params_m": params_millions(params),
+        "macs": flops // 2,  # FlopCounterMode counts 2 FLOPs per multiply-accumulate
+        "flops": flops,
+    }
+
+
 def models_main(argv: Sequence[str] | None = None) -> int:
-    """`resnet-bench models`: parameters and forward GFLOPs of every registered model."""
+    """`resnet-bench models`: parameters, MACs and FLOPs of registered models, each at its family's input."""
     p = argparse.ArgumentParser(prog="resnet-bench models", description=models_main.__doc__)
     p.add_argument("names", nargs="*", metavar="NAME", help="models to list (default: all)")
-    p.add_argument("--img", type=int, default=224, help="input height = width (default 224)")
-    p.add_argument("--in-channels", type=int, default=3)
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--img", type=_positive_int,
+                   help="input height = width for every model (default: 224 ImageNet family, 32 CIFAR)")
+    p.add_argument("--in-channels", type=_positive_int, default=3)
+    p.add_argument("--num-classes", type=_positive_int,
+                   help="classes for every model (default: 1000 ImageNet family, 10 CIFAR)")
+    p.add_argument("--variant", choices=VARIANTS, default="modern",
+                   help="modern (torchvision/timm) or paper (the defining paper's network)")
+    p.add_argument("--shortcut", choices=SHORTCUTS, help="default: the variant's")
+    p.add_argument("--bottleneck-stride", choices=BOTTLENECK_STRIDES, help="default: the variant's")
     p.add_argument("--csv", metavar="PATH", help="also write the table as CSV")
     args = p.parse_args(argv)
     unknown = [name for name in args.names if name not in _MODELS]
@@ -683,34 +952,22 @@ def models_main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_unknown_model(unknown[0])}", file=sys.stderr)
         return 2
 
-    rows = []
-    for name in sorted(args.names or available_models(), key=_table_order):
-        family, depth, version = parse_model_name(name)
-        # Meta device: shapes only, no memory and no arithmetic, so ResNet-1202 at
-        # 224x224 (about 280 GFLOPs a forward) takes seconds of Python, not minutes of CPU.
-        with torch.device("meta"):
-            model = build_model(name, args.num_classes, args.in_channels)
-        kind, layers = _LAYERS[depth]
-        flops = model_flops(model, (1, args.in_channels, args.img, args.img))
-        rows.append({
-            "model": name,
-            "family": family,
-            "block": kind,
-            "units": "-".join(map(str, layers)),
-            "unit": VERSION_UNIT[version],
-            "params": count_params(model),
-            "gflops": round(flops / 1e9, 3),
-        })
+    rows = [model_row(name, img=args.img, num_classes=args.num_classes, in_channels=args.in_channels,
+                      variant=args.variant, shortcut=args.shortcut, bottleneck_stride=args.bottleneck_stride)
+            for name in sorted(args.names or available_models(), key=_table_order)]
 
-    print(f"# input 1x{args.in_channels}x{args.img}x{args.img}, {args.num_classes} classes, default "
-          "stem and width of each family; GFLOPs = forward conv+linear FLOPs per image "
-          "(torch.utils.flop_counter.FlopCounterMode, FLOPs = 2 x MACs)")
-    header = f"{'model':<15} {'family':<9} {'block':<11} {'units/stage':<12} {'unit':<12} {'params':>12} {'GFLOPs':>9}"
+    print(f"# variant {args.variant}; input 1x{args.in_channels}xIMGxIMG; default stem and width of each family; "
+          "params (M) at the papers' precision; MACs = multiply-accumulates of conv and linear layers per "
+          "image (what He et al. call FLOPs), FLOPs = 2 x MACs "
+          "(torch.utils.flop_counter.FlopCounterMode)")
+    header = (f"{'model':<14} {'block':<10} {'units/stage':<12} {'unit':<16} {'shortcut':<10} {'stride':<6} "
+              f"{'img':>4} {'classes':>7} {'params':>11} {'params (M)':>10} {'GMACs':>8} {'GFLOPs':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['model']:<15} {r['family']:<9} {r['block']:<11} {r['units']:<12} {r['unit']:<12} "
-              f"{r['params']:>12,} {r['gflops']:>9.3f}")
+        print(f"{r['model']:<14} {r['block']:<10} {r['units']:<12} {r['unit']:<16} {r['shortcut']:<10} "
+              f"{r['bottleneck_stride'] or '-':<6} {r['img']:>4} {r['num_classes']:>7} {r['params']:>11,} "
+              f"{r['params_m']:>10} {r['macs'] / 1e9:>8.3f} {r['flops'] / 1e9:>8.3f}")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -759,7 +1016,8 @@ def summary_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num-classes", type=int, help="default 1000 ImageNet family, 10 CIFAR")
     p.add_argument("--unit", choices=UNITS, help="residual unit (default: by version)")
     p.add_argument("--stem", choices=STEMS, help="default: by family")
-    p.add_argument("--width", type=int, help="base channels (default 64 ImageNet family, 16 CIFAR)")
+    p.add_argument("--width", type=_positive_int, help="base channels (default 64 ImageNet family, 16 CIFAR)")
+    p.add_argument("--variant", choices=VARIANTS, default="modern", help="modern (default) or paper")
     p.add_argument("--depth", type=int, default=3, help="deepest module level shown (default 3)")
     args = p.parse_args(argv)
     try:
@@ -771,8 +1029,13 @@ def summary_main(argv: Sequence[str] | None = None) -> int:
     img = args.img or (224 if imagenet else 32)
     num_classes = args.num_classes or (1000 if family == "imagenet" else 10)
     options = {k: v for k, v in (("unit", args.unit), ("stem", args.stem), ("width", args.width)) if v is not None}
+    try:  # a unit that contradicts the name: one line, before building anything
+        resolve_arch(args.name, variant=args.variant, unit=args.unit)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     with torch.device("meta"):  # shapes only: any model, any size, no compute
-        model = build_model(args.name, num_classes, args.in_channels, **options).eval()
+        model = build_model(args.name, num_classes, args.in_channels, variant=args.variant, **options).eval()
     input_shape = (1, args.in_channels, img, img)
     rows = _layer_rows(model, torch.zeros(input_shape, device="meta"), args.depth)
 
@@ -790,6 +1053,7 @@ def summary_main(argv: Sequence[str] | None = None) -> int:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"Input shape: {list(input_shape)}")
     print(f"Total params: {total:,}  (trainable {trainable:,}, non-trainable {total - trainable:,})")
-    print(f"Forward GFLOPs: {model_flops(model, input_shape) / 1e9:.3f} (FLOPs = 2 x MACs)")
+    flops = model_flops(model, input_shape)
+    print(f"Forward: {flops / 2e9:.3f} GMACs, {flops / 1e9:.3f} GFLOPs (FLOPs = 2 x MACs)")
     print(rule)
     return 0
