@@ -71,6 +71,11 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("stem", "str", "-", "`imagenet` (7x7/2 conv + max-pool) or `cifar` (3x3/1 conv)"),
     ("width", "int", "channels", "base channels; null = the family's default (64 ImageNet, 16 CIFAR)"),
     ("zero_init_residual", "bool", "-", "last BN of each residual branch initialised to zero"),
+    ("variant", "str", "-", "`modern` (torchvision/timm networks) or `paper` (the networks of He et al. "
+                            "2015/2016 as their authors' code builds them)"),
+    ("shortcut", "str", "-", "`zero_pad` (option A identity) or `projection` (option B), as built"),
+    ("bottleneck_stride", "str", "-", "conv carrying a bottleneck's stride: `1x1` (the papers') or `3x3` "
+                                      "(torchvision V1.5)"),
     ("recipe", "str", "-", "named training recipe (`resnet_bench.config.RECIPES`)"),
     ("optimizer", "str", "-", "optimiser (`sgd`)"),
     ("epochs", "int", "epochs", "epochs requested"),
@@ -292,6 +297,9 @@ def cell_row(rec: dict) -> dict:
     hw, versions = env.get("hardware") or {}, env.get("versions") or {}
     prov = rec.get("provenance") or {}
     git, node, numeric = prov.get("git") or {}, prov.get("node") or {}, prov.get("numeric") or {}
+    commit, dirty = git.get("commit"), git.get("dirty")
+    if not commit and _legacy_commit(env.get("git_commit")):  # the legacy '<sha>-dirty' says dirty too
+        commit, dirty = _legacy_commit(env.get("git_commit")), str(env["git_commit"]).endswith("-dirty")
     epochs = rec.get("epochs") or []
     last = epochs[-1] if epochs else {}
     test_acc = m.get("test_acc")
@@ -301,6 +309,8 @@ def cell_row(rec: dict) -> dict:
         "cell_id": rec["cell_id"], "status": rec["status"], "error": rec.get("error"),
         **{k: c.get(k) for k in ("experiment", "dataset", "model", "version", "unit", "depth", "seed")},
         **{k: arch.get(k) for k in ("stem", "width", "zero_init_residual")},
+        "variant": arch.get("variant", "modern"), "shortcut": arch.get("shortcut"),
+        "bottleneck_stride": arch.get("bottleneck_stride"),
         "recipe": recipe.get("name"),
         **{k: recipe.get(k) for k in ("optimizer", "epochs", "batch_size", "lr", "momentum", "nesterov",
                                       "weight_decay", "schedule")},
@@ -328,7 +338,7 @@ def cell_row(rec: dict) -> dict:
         "peak_mem_source": bench.get("peak_mem_source"),
         "saved_activation_bytes": m.get("saved_activation_bytes"), "peak_rss_bytes": m.get("peak_rss_bytes"),
         "bench_error": rec.get("bench_error"),
-        "git_commit": git.get("commit") or _legacy_commit(env.get("git_commit")), "git_dirty": git.get("dirty"),
+        "git_commit": commit, "git_dirty": dirty,
         "code_fingerprint": c.get("code_fingerprint") or None, "data_sha256": (c.get("data") or {}).get("content_sha256"),
         "node_hostname": node.get("hostname"), "aten_cpu_capability": numeric.get("aten_cpu_capability"),
         "numeric_pinned": numeric.get("pinned"),
@@ -528,7 +538,7 @@ def headline_metrics(cells: pd.DataFrame, n_excluded: int = 0) -> dict:
     out["v2_minus_v1_pp"] = diff
     thr: dict = {}
     for (ds, version), g in ok.groupby(["dataset", "version"], sort=True):
-        v = g["bench_train_img_per_s"].dropna()
+        v = g.groupby("depth")["bench_train_img_per_s"].median().dropna()  # median over depths, not cells
         if len(v):
             thr.setdefault(ds, {})[version] = _r(v.median())
     out["bench_train_img_per_s"] = thr
@@ -539,10 +549,10 @@ def headline_metrics(cells: pd.DataFrame, n_excluded: int = 0) -> dict:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read back cells/epochs/curves CSV or parquet with the documented dtypes (CSV == parquet)."""
+    """Read back cells/epochs/excluded/curves CSV or parquet with the documented dtypes (CSV == parquet)."""
     path = Path(path)
     name = path.stem
-    spec = {"cells": CELL_COLUMNS, "epochs": EPOCH_COLUMNS}.get(name, CURVE_COLUMNS)
+    spec = {"cells": CELL_COLUMNS, "epochs": EPOCH_COLUMNS, "excluded": EXCLUDED_COLUMNS}.get(name, CURVE_COLUMNS)
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
     else:

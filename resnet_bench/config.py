@@ -281,6 +281,11 @@ class Arch(Strict):
     stem: Literal["cifar", "imagenet"] = "cifar"  # cifar: 3x3 stride-1, no max-pool (He 2015 Sec. 4.2)
     width: Optional[int] = Field(None, ge=1, le=4096)  # base channels; None = the family's (64 / 16)
     zero_init_residual: bool = False
+    # "modern": torchvision/timm networks; "paper": the networks of He et al. 2015 (v1) / 2016 (v2)
+    # as their authors' code builds them (resnet_bench.models.resolve_arch).
+    variant: Literal["modern", "paper"] = "modern"
+    shortcut: Optional[Literal["zero_pad", "projection"]] = None  # None: the variant's default
+    bottleneck_stride: Optional[Literal["1x1", "3x3"]] = None  # None: the variant's default
 
 
 class Runtime(Strict):
@@ -856,6 +861,18 @@ def _architectures(grid: Grid) -> list[tuple[str, str, str, int]]:
     return archs
 
 
+def resolved_arch(arch: Arch, model: str, unit: str) -> Arch:
+    """The arch with the variant's shortcut and bottleneck stride written out (what is built)."""
+    from resnet_bench.models import resolve_arch
+
+    try:
+        choice = resolve_arch(model, variant=arch.variant, unit=unit, shortcut=arch.shortcut,
+                              bottleneck_stride=arch.bottleneck_stride)
+    except ValueError as err:
+        raise ConfigError(f"arch: {err}") from None
+    return arch.model_copy(update={"shortcut": choice["shortcut"], "bottleneck_stride": choice["bottleneck_stride"]})
+
+
 def expand_grid(exp: Experiment, *, data: dict[str, DataIdentity] | None = None,
                 code_fingerprint: str = "") -> list[Cell]:
     """Every cell of the experiment: architectures x datasets x seeds, device and threads resolved."""
@@ -867,7 +884,8 @@ def expand_grid(exp: Experiment, *, data: dict[str, DataIdentity] | None = None,
     for (model, version, unit, depth), ds, seed in itertools.product(
             _architectures(exp.grid), exp.grid.datasets, exp.grid.seeds):
         cells.append(Cell(experiment=exp.name, model=model, version=version, unit=unit, depth=depth,
-                          dataset=ds, seed=seed, arch=exp.arch, recipe=exp.recipe, runtime=runtime,
+                          dataset=ds, seed=seed, arch=resolved_arch(exp.arch, model, unit),
+                          recipe=exp.recipe, runtime=runtime,
                           bench=exp.bench, data=(data or {}).get(ds), code_fingerprint=code_fingerprint))
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):
@@ -883,7 +901,7 @@ def paper_mismatches(exp: Experiment) -> list[str]:
     out = []
     if paper.dataset not in exp.grid.datasets:
         out.append(f"dataset: the paper used {paper.dataset}, the grid has {', '.join(exp.grid.datasets)}")
-    variant = getattr(exp.arch, "variant", "modern")
+    variant = exp.arch.variant
     if variant != paper.variant:
         out.append(f"model variant: the paper's is {paper.variant!r}, arch.variant is {variant!r}")
     want = Recipe.model_validate({"name": paper.recipe, **RECIPES[paper.recipe]})

@@ -81,7 +81,9 @@ def lr_at(step: int, total_steps: int, recipe: cfg.Recipe) -> float:
 def build_cell_model(cell: cfg.Cell, num_classes: int, in_channels: int) -> torch.nn.Module:
     from resnet_bench.models import build_model
 
-    options = {"stem": cell.arch.stem, "zero_init_residual": cell.arch.zero_init_residual, "unit": cell.unit}
+    arch = cell.arch
+    options = {"stem": arch.stem, "zero_init_residual": arch.zero_init_residual, "unit": cell.unit,
+               "variant": arch.variant, "shortcut": arch.shortcut, "bottleneck_stride": arch.bottleneck_stride}
     if cell.arch.width is not None:
         options["width"] = cell.arch.width
     return build_model(cell.model, num_classes=num_classes, in_channels=in_channels, **options)
