@@ -15,6 +15,7 @@ COMMANDS = {
     "sweep": ("resnet_bench.sweep", "main", "run the experiment's grid on Ray Tune"),
     "collect": ("resnet_bench.collect", "main", "tables of all cells"),
     "report": ("resnet_bench.report", "main", "figures and report.md from a results folder"),
+    "compare": ("resnet_bench.report.compare", "main", "paired differences between two results folders"),
 }
 
 

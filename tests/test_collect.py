@@ -276,17 +276,21 @@ def test_epochs_keep_partial_curves_and_curves_average_ok_seeds(results):
     assert list(diverged["epoch"]) == [1, 2] and np.isnan(diverged["train_loss"].iloc[-1])
 
     files = sorted(p.name for p in (results / "curves").glob("*.csv"))
-    # 10 unit models + 6 digits models (v1-101 has no ok seed: no curve)
-    assert len(files) == 15
-    assert "smoke__digits__resnet101_v1__original.csv" not in files
-    curve = collect.read_table(results / "curves" / "cifar10-units__cifar10_jpeg__resnet110_v1__bn_after_add.csv")
+    # one file per experiment, dataset and depth with v1 (unit a) or v2 (unit e) ok: 110, 164 and digits 18, 50, 101
+    assert files == ["cifar10-units__cifar10_jpeg__resnet110.csv", "cifar10-units__cifar10_jpeg__resnet164.csv",
+                     "smoke__digits__resnet101.csv", "smoke__digits__resnet18.csv", "smoke__digits__resnet50.csv"]
+    curve = collect.read_table(results / "curves" / "cifar10-units__cifar10_jpeg__resnet110.csv")
     assert list(curve.columns) == [c for c, *_ in collect.CURVE_COLUMNS]
-    assert list(curve["epoch"]) == [1, 2, 3] and list(curve["n_seeds"]) == [3, 3, 3]
-    # val_acc at the last epoch equals the test accuracy in the generator: mean over seeds 1 - 8.5%
-    assert curve["val_acc"].iloc[-1] == pytest.approx(1 - 0.085)
+    assert list(curve["epoch"]) == [1, 2, 3] and list(curve["v1_n_seeds"]) == [3, 3, 3]
+    # val_acc at the last epoch equals the test accuracy in the generator: v1 (unit a) 7.0% error over seeds
+    assert curve["v1_val_error"].iloc[-1] == pytest.approx(7.0)
+    # v1 at depth 101 has no ok seed: its columns are empty, v2's are there
+    d101 = collect.read_table(results / "curves" / "smoke__digits__resnet101.csv")
+    assert d101["v1_val_error"].isna().all() and d101["v2_n_seeds"].notna().all()
     # the stale seed 7 is an ok result: averaged with seeds 0 and 1
-    d18 = collect.read_table(results / "curves" / "smoke__digits__resnet18_v2__full_preact.csv")
-    assert list(d18["n_seeds"]) == [3, 3, 3] and d18["val_acc"].iloc[-1] == pytest.approx((0.94 + 0.94 + 0.95) / 3)
+    d18 = collect.read_table(results / "curves" / "smoke__digits__resnet18.csv")
+    assert list(d18["v2_n_seeds"]) == [3, 3, 3]
+    assert d18["v2_val_error"].iloc[-1] == pytest.approx(100 * (1 - (0.94 + 0.94 + 0.95) / 3))
 
 
 def test_csv_and_parquet_hold_the_same_table(results):
@@ -341,7 +345,7 @@ def test_metrics_json_headline_numbers(results):
 def test_collect_is_deterministic(tmp_path):
     a, b = run_collect(tmp_path / "a"), run_collect(tmp_path / "b")
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 5 + 15
+    assert len(files) == 5 + 5  # tables, metrics.json + one curve file per experiment, dataset and depth
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
 
