@@ -210,12 +210,14 @@ def build_report(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path, *, format
     if len(vt):
         out_tables.append(("v1_vs_v2", tables.versions_display(vt, multi), vt,
                            "v1 (original unit) vs v2 (full pre-activation): test accuracy (%) mean ± std (seeds), "
-                           "and the paired v2 − v1 accuracy difference (pp) with its 95% interval."))
+                           "the paired v2 − v1 accuracy difference (pp) with its 95% interval, and the paper's test "
+                           "error (%) where comparable."))
     summary = stats.model_summary(cells) if len(cells) else pd.DataFrame()
     if len(summary):
         out_tables.append(("models", tables.models_display(summary, multi), summary,
-                           "Per model: size, test accuracy (%, mean ± std over ok seeds), bench throughput "
-                           "(images/s, median) and training memory (MiB)."))
+                           "Per model: parameters, forward GFLOPs per image, test accuracy (%, mean ± std over ok "
+                           "seeds), ok/all cells, bench train-step and inference throughput (images/s, median) and "
+                           "training memory (MiB)."))
     for name, disp, raw, caption in out_tables:
         (tabdir / f"{name}.tex").write_text(tables.to_latex(disp, caption, f"tab:{name}"))
         raw.to_csv(tabdir / f"{name}.csv", index=False, lineterminator="\n")

@@ -101,30 +101,35 @@ def units_display(units: pd.DataFrame, multi: bool) -> dict[tuple[str, str], pd.
 
 
 def versions_display(t: pd.DataFrame, multi: bool) -> pd.DataFrame:
+    """Accuracy to 0.1 pp (mean ± std (seeds)), the paired difference to 0.01 pp; the data column only when the
+    table has several datasets or experiments (the table must fit a column)."""
     has_paper = bool(t[["paper_v1_err", "paper_v2_err"]].notna().any().any())
+    several = t[PANEL_KEYS].drop_duplicates().shape[0] > 1
     rows = []
     for _, r in t.iterrows():
-        row = {"data": panel_title(r["experiment"], r["dataset"], multi), "depth": str(r["depth"]),
-               "v1 acc.": fmt_mean_std(r["v1_acc_mean"], r["v1_acc_std"], int(r["v1_n"])),
-               "v2 acc.": fmt_mean_std(r["v2_acc_mean"], r["v2_acc_std"], int(r["v2_n"])),
-               "v2 − v1 [95% CI]": fmt_interval(r["diff_pp"], r["diff_ci_low"], r["diff_ci_high"])}
+        row = {"data": panel_title(r["experiment"], r["dataset"], multi)} if several else {}
+        row.update({"depth": str(r["depth"]),
+                    "v1 acc. (%)": fmt_mean_std(r["v1_acc_mean"], r["v1_acc_std"], int(r["v1_n"]), digits=1),
+                    "v2 acc. (%)": fmt_mean_std(r["v2_acc_mean"], r["v2_acc_std"], int(r["v2_n"]), digits=1),
+                    "v2 − v1 [95% CI]": fmt_interval(r["diff_pp"], r["diff_ci_low"], r["diff_ci_high"])})
         if has_paper:
-            row["paper err. v1/v2"] = f"{fmt_num(r['paper_v1_err'])}/{fmt_num(r['paper_v2_err'])}"
+            row["paper v1/v2"] = f"{fmt_num(r['paper_v1_err'])}/{fmt_num(r['paper_v2_err'])}"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def models_display(summary: pd.DataFrame, multi: bool) -> pd.DataFrame:
+    """Per model, in short columns (the table must fit a column): accuracy to 0.1 pp, throughput in images/s."""
     rows = []
     for _, r in summary.iterrows():
         rows.append({"model": model_label(r["model"], r["version"], r["unit"]) + (
                          f" ({panel_title(r['experiment'], r['dataset'], multi)})" if multi else ""),
                      "params": fmt_count(r["params"]), "GFLOPs": fmt_num(r["fwd_gflops"], 3),
-                     "acc. (%)": fmt_mean_std(r["test_acc_pct"], r["std_pp"]),
-                     "ok/all": f"{r['n_ok']}/{r['n_cells']}",
-                     "train img/s": fmt_num(r["train_img_per_s"], 0),
-                     "infer img/s": fmt_num(r["infer_img_per_s"], 0),
-                     "mem MiB": fmt_num(r["peak_mem_mib"], 0)})
+                     "acc. (%)": fmt_mean_std(r["test_acc_pct"], r["std_pp"], digits=1),
+                     "ok": f"{r['n_ok']}/{r['n_cells']}",
+                     "train/s": fmt_num(r["train_img_per_s"], 0),
+                     "infer/s": fmt_num(r["infer_img_per_s"], 0),
+                     "MiB": fmt_num(r["peak_mem_mib"], 0)})
     return pd.DataFrame(rows)
 
 
