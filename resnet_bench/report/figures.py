@@ -130,18 +130,25 @@ def log_axis(ax, axis: str, values) -> bool:
     return True
 
 
+STATUS_SHORT = {"diverged": "div.", "failed": "fail", "missing": "miss"}
+
+
 def status_marks(ax, cells: pd.DataFrame, pos: dict, offset: dict) -> None:
-    """At the bottom of the axes, per version and depth, the cells that did not finish ok ('1 diverged')."""
+    """Per version and depth, the cells that did not finish ok ('1 div., 1 fail'), written upwards from the bottom
+    of the axes in the version's colour; the y range is extended downwards so the text clears the data."""
     import matplotlib.transforms as mtransforms
 
-    trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
     plain = cells[stats.is_version_unit(cells) & (cells["status"] != "ok")]
+    plain = plain[[int(d) in pos for d in plain["depth"]]]
+    if plain.empty:
+        return
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo - 0.8 * (hi - lo), hi)  # the bottom ~45% of the axes is left for the text
+    trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
     for (version, depth), g in plain.groupby(["version", "depth"], sort=True):
-        if int(depth) not in pos:
-            continue
         counts = g["status"].value_counts()
-        text = ", ".join(f"{int(counts[s])} {s}" for s in ("diverged", "failed", "missing") if s in counts)
-        ax.text(pos[int(depth)] + offset[version], 0.03, text, rotation=90, fontsize="x-small",
+        text = ", ".join(f"{int(counts[s])} {STATUS_SHORT[s]}" for s in STATUS_SHORT if s in counts)
+        ax.text(pos[int(depth)] + offset[version], 0.02, text, rotation=90, fontsize="x-small",
                 color=VERSION_COLORS[version], ha="center", va="bottom", transform=trans)
 
 

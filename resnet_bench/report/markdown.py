@@ -37,8 +37,8 @@ def figure_plan(cells: pd.DataFrame, epochs: pd.DataFrame, paper: dict) -> list[
     one_seed = " With one seed there is no interval: the figure shows single runs." if nmax == 1 else ""
     plan = [("accuracy_by_depth",
              "Test accuracy against depth, v1 (circles) vs v2 (squares): mean over ok seeds with a 95% Student-t "
-             "interval; faint marks are single seeds; cells that diverged, failed or are missing are counted at the "
-             "bottom of their depth, never averaged." + one_seed,
+             "interval; faint marks are single seeds; cells that diverged (div.), failed (fail) or are missing (miss) "
+             "are counted at the bottom of their depth, never averaged." + one_seed,
              None if has_acc else "no ok cells of unit (a) v1 or unit (e) v2")]
     diff = stats.paired_difference(cells) if len(cells) else pd.DataFrame(columns=["n_pairs"])
     versions = set(stats.version_cells(cells)["version"]) if len(cells) else set()
