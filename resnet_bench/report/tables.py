@@ -39,6 +39,13 @@ def fmt_num(v, digits: int = 2, *, sign: bool = False) -> str:
     return s.replace("-", MINUS)
 
 
+def fmt_sig(v, sig: int = 3) -> str:
+    """Three significant digits (0.00124, 4.12, 11.6): FLOPs span 1e-3 (digits, 8x8) to 1e1 (ImageNet)."""
+    if v is None or v is pd.NA or not np.isfinite(v):
+        return "–"
+    return f"{v:.{sig}g}"
+
+
 def fmt_mean_std(mean, sd, n=None, digits: int = 2) -> str:
     """'6.70 ± 0.15' ('6.70' for one seed, '–' for none), with ' (5)' seeds when n is given."""
     if mean is None or not np.isfinite(mean):
@@ -124,7 +131,7 @@ def models_display(summary: pd.DataFrame, multi: bool) -> pd.DataFrame:
     for _, r in summary.iterrows():
         rows.append({"model": model_label(r["model"], r["version"], r["unit"]) + (
                          f" ({panel_title(r['experiment'], r['dataset'], multi)})" if multi else ""),
-                     "params": fmt_count(r["params"]), "GFLOPs": fmt_num(r["fwd_gflops"], 3),
+                     "params": fmt_count(r["params"]), "GFLOPs": fmt_sig(r["fwd_gflops"]),
                      "acc. (%)": fmt_mean_std(r["test_acc_pct"], r["std_pp"], digits=1),
                      "ok": f"{r['n_ok']}/{r['n_cells']}",
                      "train/s": fmt_num(r["train_img_per_s"], 0),
