@@ -18,6 +18,7 @@ COMMANDS = {
     "collect": ("resnet_bench.collect", "main", "tables of all cells"),
     "report": ("resnet_bench.report", "main", "figures and report.md from a results folder"),
     "config": ("resnet_bench.cli", "config_main", "show the resolved experiment (with sources) or write the JSON Schema"),
+    "compare": ("resnet_bench.report.compare", "main", "paired differences between two results folders"),
 }
 
 

@@ -14,9 +14,9 @@ writes there:
   stay on disk and out of every table, mean and figure.
 - `epochs.csv`, `epochs.parquet`: one row per cell-epoch (learning curves of
   every cell that recorded epochs, whatever its status).
-- `curves/<experiment>__<dataset>__<model>__<unit>.csv`: per model, the mean
-  over ok seeds of each epoch's numbers; one file per model so that
-  `dvc plots` draws one curve per file (x = epoch, y = val_acc).
+- `curves/<experiment>__<dataset>__resnet<depth>.csv`: per depth, v1 and v2
+  train/validation error (%) per epoch, mean over ok seeds, in fixed columns
+  so that dvc.yaml's top-level `plots:` overlays v1 and v2 in one chart.
 - `metrics.json`: headline numbers for `dvc metrics show`.
 
 Every column is declared once in `CELL_COLUMNS` / `EPOCH_COLUMNS` / `CURVE_COLUMNS`
@@ -175,12 +175,14 @@ _SPEC = {c: (d, u, m) for c, d, u, m in CELL_COLUMNS}
 EPOCH_COLUMNS: list[tuple[str, str, str, str]] = [
     (c, _SPEC[c][0], _SPEC[c][1], "the cell's " + c + (" (join key to cells)" if c == "cell_id" else ""))
     for c in EPOCH_KEY_COLUMNS] + EPOCH_FIELDS
-CURVE_VALUES = ("train_loss", "train_acc", "val_loss", "val_acc")
+# results/curves: one file per experiment, dataset and depth with v1 and v2 side by side (fixed column names),
+# so that dvc.yaml's top-level `plots:` overlays v1 and v2 in one chart per file (dvc plots show / diff).
+CURVE_VERSIONS = ("v1", "v2")
 CURVE_COLUMNS: list[tuple[str, str, str, str]] = [
     ("epoch", "int", "epoch", "epoch, 1-based"),
-    *[(c, "float", u, f"mean over the model's ok seeds of the epoch's {c}")
-      for c, _, u, _ in EPOCH_FIELDS if c in CURVE_VALUES],
-    ("n_seeds", "int", "seeds", "ok seeds averaged at this epoch"),
+    *[(f"{v}_{split}_error", "float", "%", f"{v}: mean over ok seeds of 100 x (1 - {split}_acc) at the epoch; "
+       f"empty when no {v} seed is ok") for split in ("train", "val") for v in CURVE_VERSIONS],
+    *[(f"{v}_n_seeds", "int", "seeds", f"ok {v} seeds averaged at this epoch") for v in CURVE_VERSIONS],
 ]
 CELL_SORT = ["experiment", "dataset", "version", "unit", "depth", "seed", "cell_id"]
 EPOCH_SORT = [*CELL_SORT, "epoch"]
@@ -459,20 +461,26 @@ def epochs_table(records: list[dict]) -> pd.DataFrame:
     return sort_rows(typed_frame(rows, EPOCH_COLUMNS), EPOCH_SORT)
 
 
-def series_name(experiment: str, dataset: str, model: str, unit: str) -> str:
-    """File-name-safe name of one model's curve: `<experiment>__<dataset>__<model>__<unit>`."""
-    return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in (experiment, dataset, model, unit))
+def series_name(experiment: str, dataset: str, depth: int) -> str:
+    """File-name-safe name of one curve file: `<experiment>__<dataset>__resnet<depth>`."""
+    return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in (experiment, dataset, f"resnet{depth}"))
 
 
 def curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per model, the mean over its ok seeds of each epoch's losses and accuracies (for `dvc plots`)."""
-    ok = epochs[epochs["status"] == "ok"]
+    """Per experiment, dataset and depth: v1 (unit a) and v2 (unit e) train and validation error (%) per epoch,
+    mean over each version's ok seeds (ablation units (b)-(d) are in epochs.csv, not here)."""
+    plain = np.array([VERSION_UNIT.get(v) == u for v, u in zip(epochs["version"], epochs["unit"])], dtype=bool)
+    ok = epochs[(epochs["status"] == "ok").to_numpy(dtype=bool) & plain]
     out = {}
-    keys = ["experiment", "dataset", "model", "unit"]
-    for key, g in ok.groupby(keys, sort=True):
-        agg = g.groupby("epoch", sort=True).agg(**{c: (c, "mean") for c in CURVE_VALUES},
-                                                n_seeds=("seed", "nunique")).reset_index()
-        out[series_name(*key)] = typed_frame(agg.to_dict("records"), CURVE_COLUMNS)
+    for (exp, ds, depth), g in ok.groupby(["experiment", "dataset", "depth"], sort=True):
+        rows = {}
+        for (version, epoch), e in g.groupby(["version", "epoch"], sort=True):
+            row = rows.setdefault(int(epoch), {"epoch": int(epoch)})
+            # rounded to 1e-6 pp so that the CSV reads 71.5, not 71.50000000000001
+            row[f"{version}_train_error"] = round(100 * (1 - float(e["train_acc"].mean())), 6)
+            row[f"{version}_val_error"] = round(100 * (1 - float(e["val_acc"].mean())), 6)
+            row[f"{version}_n_seeds"] = int(e["seed"].nunique())
+        out[series_name(exp, ds, int(depth))] = typed_frame([rows[k] for k in sorted(rows)], CURVE_COLUMNS)
     return dict(sorted(out.items()))
 
 
@@ -615,8 +623,10 @@ def schema_doc() -> str:
         "One row per recorded epoch of every current cell, whatever its status (filter on `status == \"ok\"` "
         "for clean curves). Sorted like the cells, then by epoch.", "",
         *_table_doc(EPOCH_COLUMNS), "",
-        "## results/<experiment>/curves/<experiment>\\_\\_<dataset>\\_\\_<model>\\_\\_<unit>.csv", "",
-        "One file per model: the mean over its ok seeds at each epoch (for `dvc plots`).", "",
+        "## results/<experiment>/curves/<experiment>\\_\\_<dataset>\\_\\_resnet<depth>.csv", "",
+        "One file per experiment, dataset and depth: v1 (unit a) and v2 (unit e) side by side, mean over ok "
+        "seeds at each epoch. dvc.yaml's top-level `plots:` draws one chart per file with v1 and v2 overlaid "
+        "(x = `epoch`).", "",
         *_table_doc(CURVE_COLUMNS), "",
         "## results/<experiment>/metrics.json", "",
         "| key | type | unit | meaning |", "| --- | --- | --- | --- |",

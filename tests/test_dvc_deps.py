@@ -35,8 +35,11 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def closure(entry: str) -> set[str]:
-    """Files of `entry` and everything it imports, transitively, plus each package's __init__."""
+    """Files of `entry` and everything it imports, transitively, plus each package's __init__
+    (and, for a package run with `python -m`, its __main__)."""
     seen, todo = set(), [entry]
+    if module_file(entry) and module_file(entry).name == "__init__.py" and module_file(entry + ".__main__"):
+        todo.append(entry + ".__main__")
     while todo:
         name = todo.pop()
         f = module_file(name)

@@ -1,7 +1,11 @@
-"""report: pure table functions on hand-made numbers, a full report from fake results, byte-identical reruns."""
+"""report: pure tables on hand-made numbers, and a synthetic 5-seed result set (one failed, one diverged, one
+missing cell, one excluded result, a comparable paper) through the real entry points: findings text, figure set,
+LaTeX widths, sign convention, byte identity under two PYTHONHASHSEED values; `resnet-bench compare`."""
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +18,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_collect import make_config, make_record, run_collect  # noqa: E402  (the fake-cell generator)
 
 from resnet_bench import collect, report  # noqa: E402
+from resnet_bench.report import compare, stats, tables  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-T975 = {1: 12.706204736174706, 2: 4.302652729749464}  # Student-t 0.975 quantiles by degrees of freedom
+# Student-t 0.975 quantiles by degrees of freedom (scipy.stats.t.ppf(0.975, df))
+T975 = {1: 12.706204736174706, 2: 4.302652729749464, 4: 2.7764451051977987}
 
 
 def cells_of(specs):
     """A cells table (the real collect schema) from (experiment, dataset, version, unit, depth, seed, acc, status)."""
     recs = []
     for exp, ds, version, unit, depth, seed, acc, status in specs:
-        c = make_config(exp, ds, version, unit, depth, seed)
-        recs.append(make_record(c, acc=acc, status=status))
+        recs.append(make_record(make_config(exp, ds, version, unit, depth, seed), acc=acc, status=status))
     return collect.cells_table(recs)
 
 
@@ -43,7 +48,7 @@ def test_t_interval_by_hand():
     assert mean == 5.0 and np.isnan(lo) and np.isnan(hi)  # one seed: no interval, not a zero-width one
 
 
-def test_paired_difference_pairs_same_seeds_only():
+def test_paired_difference_pairs_same_seeds_only_and_sign_is_v2_minus_v1():
     cells = cells_of([
         v("v1", 18, 0, 0.90), v("v1", 18, 1, 0.91), v("v1", 18, 2, 0.92),
         v("v2", 18, 0, 0.93), v("v2", 18, 1, 0.95), v("v2", 18, 2, 0.94),  # diffs +3, +4, +2 pp
@@ -55,116 +60,40 @@ def test_paired_difference_pairs_same_seeds_only():
     pairs = report.paired_values(cells)
     assert list(zip(pairs["depth"], pairs["seed"])) == [(18, 0), (18, 1), (18, 2), (50, 0)]
     np.testing.assert_allclose(pairs["diff_pp"], [3.0, 4.0, 2.0, 5.0], atol=1e-9)
-
     diff = report.paired_difference(cells).set_index("depth")
     half = T975[2] * 1.0 / np.sqrt(3)  # sd of (3, 4, 2) is 1
     assert diff.loc[18, "n_pairs"] == 3 and diff.loc[18, "diff_pp"] == pytest.approx(3.0)
-    assert diff.loc[18, "std_pp"] == pytest.approx(1.0)
     assert (diff.loc[18, "ci_low"], diff.loc[18, "ci_high"]) == pytest.approx((3.0 - half, 3.0 + half))
-    assert diff.loc[50, "n_pairs"] == 1 and diff.loc[50, "diff_pp"] == pytest.approx(5.0)
-    assert np.isnan(diff.loc[50, "ci_low"])
-
-    # the v1/v2 table uses the same pairs: error difference = minus the accuracy difference
-    t3 = report.table3(cells).set_index("depth")
-    assert t3.loc[18, "v1_n"] == 3 and t3.loc[18, "v2_n"] == 5
-    assert t3.loc[18, "v1_err_mean"] == pytest.approx(9.0) and t3.loc[18, "diff_err_pp"] == pytest.approx(-3.0)
-    assert (t3.loc[18, "diff_ci_low"], t3.loc[18, "diff_ci_high"]) == pytest.approx((-3.0 - half, -3.0 + half))
-    assert np.isnan(t3.loc[18, "paper_v1_err"])  # digits: no paper number
+    assert diff.loc[50, "n_pairs"] == 1 and np.isnan(diff.loc[50, "ci_low"])
+    # the v1/v2 table uses the same pairs and the same sign (accuracy, v2 - v1): no error-vs-accuracy flip
+    t = report.versions_table(cells).set_index("depth")
+    assert t.loc[18, "v1_n"] == 3 and t.loc[18, "v2_n"] == 5 and t.loc[18, "v1_acc_mean"] == pytest.approx(91.0)
+    assert t.loc[18, "diff_pp"] == pytest.approx(3.0) and t.loc[18, "diff_ci_low"] == pytest.approx(3.0 - half)
+    assert np.isnan(t.loc[18, "paper_v1_err"])  # no experiment.json: no paper number
 
 
-def test_paired_difference_needs_both_versions():
-    cells = cells_of([v("v1", 18, 0, 0.9), v("v1", 18, 1, 0.8)])
-    assert report.paired_difference(cells).empty
-    plan = {name: reason for name, _, reason in report.figure_plan(cells, pd.DataFrame(
-        columns=[c for c, *_ in collect.EPOCH_COLUMNS]))}
-    assert plan["paired_difference"] == "only one version in the results (v1)"
-    assert plan["accuracy_by_depth"] is None and plan["units"].startswith("no residual-unit ablation")
-
-
-def test_accuracy_by_depth_mean_and_interval():
+def test_accuracy_by_depth_counts_non_ok_cells_without_averaging_them():
     cells = cells_of([v("v2", 34, 0, 0.90), v("v2", 34, 1, 0.92), v("v2", 34, 2, 0.94), v("v1", 34, 0, 0.7),
-                      v("v1", 34, 1, 0.7, status="diverged")])
+                      v("v1", 34, 1, 0.7, status="diverged"), v("v1", 34, 2, 0.7, status="failed")])
     acc = report.accuracy_by_depth(cells).set_index("version")
     assert acc.loc["v2", "n_seeds"] == 3 and acc.loc["v2", "test_acc_pct"] == pytest.approx(92.0)
     assert acc.loc["v2", "ci_high"] - acc.loc["v2", "test_acc_pct"] == pytest.approx(T975[2] * 2.0 / np.sqrt(3))
     assert acc.loc["v1", "n_seeds"] == 1 and np.isnan(acc.loc["v1", "ci_low"])
+    assert (acc.loc["v1", "n_diverged"], acc.loc["v1", "n_failed"]) == (1, 1)
 
 
 def test_pareto_front():
-    pts = pd.DataFrame({"x": [1.0, 2.0, 3.0, 2.5, 2.0, 0.5, np.nan],
-                        "y": [9.0, 8.0, 5.0, 4.0, 8.0, 9.0, 10.0]})
+    pts = pd.DataFrame({"x": [1.0, 2.0, 3.0, 2.5, 2.0, 0.5, np.nan], "y": [9.0, 8.0, 5.0, 4.0, 8.0, 9.0, 10.0]})
     front = report.pareto_front(pts, "x", "y")
     # (2.5, 4) is dominated by (3, 5); (0.5, 9) by (1, 9); the two (2, 8) tie and both stay; NaN is left out
     assert list(front.index) == [0, 1, 4, 2]
-    assert list(front["x"]) == [1.0, 2.0, 2.0, 3.0]
 
 
-def test_paper_constants_are_he_et_al_2016_table2():
-    assert report.PAPER_TABLE2 == {
-        110: {"original": 6.61, "bn_after_add": 8.17, "relu_before_add": 7.84, "relu_only_preact": 6.71,
-              "full_preact": 6.37},
-        164: {"original": 5.93, "bn_after_add": 6.50, "relu_before_add": 6.14, "relu_only_preact": 5.91,
-              "full_preact": 5.46}}
-    assert report.PAPER_TABLE3_CIFAR10 == {110: {"v1": 6.61, "v2": 6.37}, 164: {"v1": 5.93, "v2": 5.46}}
-
-
-def test_table2_aligns_ours_with_the_paper():
-    specs = []
-    for unit, errs in {"original": (7.0, 7.2, 7.4), "bn_after_add": (8.0, 8.1, 7.9),
-                       "full_preact": (6.5, 6.5, 6.5)}.items():
-        version = "v2" if unit == "full_preact" else "v1"
-        specs += [v(version, 110, s, 1 - e / 100, unit=unit, ds="cifar10") for s, e in enumerate(errs)]
-    specs += [v("v1", 110, 0, 0.5, unit="relu_before_add", ds="cifar10", status="failed")]  # no ok seed
-    specs += [v("v2", 164, 0, 1 - 0.0550, ds="cifar10_jpeg")]
-    specs += [v("v1", 110, 0, 0.9, unit="bn_after_add", ds="digits"),   # not CIFAR-10: no paper column
-              v("v1", 110, 0, 0.7, unit="bn_after_add", ds="cifar100"),  # CIFAR-100 is not Table 2
-              v("v1", 56, 0, 0.9, unit="bn_after_add", ds="cifar10")]    # depth not in Table 2
-    t2 = report.table2(cells_of(specs)).set_index(["dataset", "depth", "unit"])
-    assert sorted(t2.index) == sorted([("cifar10", 110, u) for u in ("original", "bn_after_add", "relu_before_add",
-                                                                     "full_preact")] + [("cifar10_jpeg", 164,
-                                                                                         "full_preact")])
-    row = t2.loc[("cifar10", 110, "original")]
-    assert row["paper_err"] == 6.61 and row["n_seeds"] == 3
-    assert (row["ours_err_mean"], row["ours_err_std"], row["ours_err_median"]) == pytest.approx((7.2, 0.2, 7.2))
-    assert row["diff_vs_paper_pp"] == pytest.approx(7.2 - 6.61)
-    assert t2.loc[("cifar10", 110, "bn_after_add"), "paper_err"] == 8.17
-    assert t2.loc[("cifar10", 110, "bn_after_add"), "ours_err_mean"] == pytest.approx(8.0)
-    failed = t2.loc[("cifar10", 110, "relu_before_add")]
-    assert failed["n_cells"] == 1 and failed["n_seeds"] == 0 and np.isnan(failed["ours_err_mean"])
-    assert failed["paper_err"] == 7.84
-    assert t2.loc[("cifar10_jpeg", 164, "full_preact"), "paper_err"] == 5.46
-    assert t2.loc[("cifar10_jpeg", 164, "full_preact"), "ours_err_mean"] == pytest.approx(5.5)
-
-    shown = report.table2_display(report.table2(cells_of(specs)))[("e", "cifar10")].set_index("unit")
-    assert list(shown.index) == ["(a) original", "(b) BN after addition", "(c) ReLU before addition",
-                                 "(e) full pre-activation"]
-    assert shown.loc["(a) original", "ResNet-110 ours"] == "7.20 ± 0.20 (n=3)"
-    assert shown.loc["(a) original", "ResNet-110 He et al."] == "6.61"
-    assert shown.loc["(c) ReLU before addition", "ResNet-110 ours"] == "- (n=0)"  # ran, no ok seed
-    assert shown.loc["(e) full pre-activation", "ResNet-110 ours"] == "6.50 ± 0.00 (n=3)"
-
-
-def test_model_summary_failures_and_bench_gaps():
-    recs = [make_record(make_config("e", "digits", "v1", "original", 18, s, device="cpu"), acc=a)
-            for s, a in ((0, 0.9), (1, 0.8))]
-    recs.append(make_record(make_config("e", "digits", "v2", "full_preact", 18, 0, device="cpu"), acc=0.95,
-                            bench=False))
-    recs.append(make_record(make_config("e", "digits", "v2", "full_preact", 18, 1, device="cpu"), acc=0.95,
-                            status="failed"))
-    recs[2]["bench_error"] = "RuntimeError: bench OOM\nTraceback ..."
-    cells = collect.cells_table(recs)
-    s = report.model_summary(cells).set_index("model")
-    assert (s.loc["resnet18_v1", "n_ok"], s.loc["resnet18_v1", "n_cells"]) == (2, 2)
-    assert s.loc["resnet18_v1", "test_acc_pct"] == pytest.approx(85.0)
-    assert s.loc["resnet18_v1", "train_img_per_s"] == pytest.approx(2.0e5 / 18)
-    assert s.loc["resnet18_v1", "peak_mem_mib"] == pytest.approx(40 + 6 * 18)
-    assert (s.loc["resnet18_v2", "n_ok"], s.loc["resnet18_v2", "n_cells"]) == (1, 2)
-    assert np.isnan(s.loc["resnet18_v2", "train_img_per_s"])
-    f = report.failures(cells)
-    assert list(f["status"]) == ["failed"] and f["error"].iloc[0] == "RuntimeError: CUDA out of memory. Tried to " \
-                                                                     "allocate 2.00 GiB"
-    b = report.bench_failures(cells)
-    assert list(b["seed"]) == [0] and b["bench_error"].iloc[0] == "RuntimeError: bench OOM"
+def test_number_formatting_uses_true_minus_signs():
+    assert tables.fmt_interval(-0.2, -1.5, 1.1) == "\u22120.20 [\u22121.50, +1.10]"
+    assert tables.fmt_mean_std(6.7, 0.15, 5) == "6.70 ± 0.15 (5)" and tables.fmt_mean_std(np.nan, np.nan, 0) == "– (0)"
+    tex = tables.latex_escape("\u22120.20 ± 0.1 – x_y")
+    assert tex == r"$-$0.20 $\pm$ 0.1 -- x\_y" and "-0" not in tex.replace("$-$", "")
 
 
 def test_latex_and_markdown_escaping():
@@ -173,8 +102,21 @@ def test_latex_and_markdown_escaping():
     assert r"unit\_name & err \\" in tex and r"a\_b \& c & 6.70 $\pm$ 0.15 \\" in tex
     assert r"50\% | x & \#1 \{x\} \\" in tex and r"\caption{Error (\%) of units\_a}" in tex
     assert tex.count("{") == tex.count("}") and r"\toprule" in tex and r"\bottomrule" in tex
-    md = report.to_markdown(df)
-    assert md.splitlines()[3] == "| 50% \\| x | #1 {x} |"
+    assert report.to_markdown(df).splitlines()[3] == "| 50% \\| x | #1 {x} |"
+
+
+def test_paper_numbers_only_when_comparable():
+    exp = {"name": "x", "paper_comparable": True,
+           "paper": {"citation": "He et al. 2016", "statistic": "median of 5 runs", "metric": "test_error_pct",
+                     "dataset": "cifar10", "variant": "CIFAR", "recipe": "he2016_cifar",
+                     "results": [{"model": "resnet110_v1", "unit": "original", "dataset": "cifar10", "value": 6.61}]}}
+    assert stats.paper_lookup(exp) == {("cifar10", "resnet110_v1", "original"): 6.61}
+    assert "median of 5 runs" in stats.paper_status(exp, "experiment.json")
+    off = {**exp, "paper_comparable": False, "paper_mismatch": ["epochs 2 != 164", "width 8 != 16"]}
+    assert stats.paper_lookup(off) == {}
+    assert stats.paper_status(off, "experiment.json") == ("No comparison with He et al. 2016: this run is not "
+                                                          "comparable (epochs 2 != 164; width 8 != 16).")
+    assert "is absent" in stats.paper_status(None, "smoke/experiment.json")
 
 
 # ---- settings ---------------------------------------------------------------------------------------------------
@@ -189,9 +131,8 @@ def test_settings_from_params_then_flags(tmp_path):
     s = report.resolve_settings(str(params), {"formats": "png,svg", "dpi": 300, "pdf": True, "allow_missing": True,
                                               "context": None})
     assert s == {"formats": ["png", "svg", "pdf"], "dpi": 300, "context": "talk", "pdf": True, "allow_missing": True}
-    assert report.resolve_settings(None, {}) == {**report.DEFAULTS, "formats": ["png", "svg"]}
-    # the repo's params.yaml report section is valid and uses only known keys
-    assert set(report.load_settings(str(REPO / "params.yaml"))) == set(report.DEFAULTS)
+    assert report.resolve_settings(None, {})["formats"] == ["pdf", "png"]  # vector for papers by default
+    assert report.load_settings(str(REPO / "params.yaml"))["formats"][0] == "pdf"
     for bad, message in [("report: {colour: red}", "unknown report setting(s) colour; valid: formats, dpi"),
                          ("report: {formats: [png, gif]}", "unknown figure format(s) gif"),
                          ("report: {dpi: 0}", "dpi must be an integer"),
@@ -200,6 +141,185 @@ def test_settings_from_params_then_flags(tmp_path):
         params.write_text(bad)
         with pytest.raises(report.SettingsError, match=re.escape(message)):
             report.load_settings(str(params))
+
+
+# ---- the synthetic 5-seed result set ------------------------------------------------------------------------------
+
+SEEDS = range(5)
+# test accuracy by (version, depth): one value per seed; None = the cell did not finish ok (status below)
+ACC = {("v1", 18): [0.90, 0.91, 0.92, 0.93, 0.94], ("v2", 18): [0.93, 0.95, 0.94, 0.96, 0.97],  # +3 +4 +2 +3 +3
+       ("v1", 50): [0.80, 0.82, 0.81, 0.83, None], ("v2", 50): [0.81, 0.81, 0.82, None, None]}  # +1 -1 +1
+NOT_OK = {("v1", 50, 4): "diverged", ("v2", 50, 3): "failed", ("v2", 50, 4): "missing"}
+PAPER = {"citation": "K. He et al., Identity Mappings in Deep Residual Networks, ECCV 2016", "statistic":
+         "median of 5 runs", "metric": "test_error_pct", "dataset": "cifar10", "variant": "CIFAR (3x3 stem)",
+         "recipe": "he2016_cifar",
+         "results": [{"model": "resnet18_v1", "unit": "original", "dataset": "cifar10", "value": 7.5},
+                     {"model": "resnet18_v2", "unit": "full_preact", "dataset": "cifar10", "value": 6.0}]}
+
+
+def write_five_seed_results(root: Path, *, comparable: bool = True, shift_v2: float = 0.0) -> Path:
+    """results/<experiment>/ as collect writes it, plus excluded.csv and experiment.json (the lead's contracts)."""
+    recs, expected = [], []
+    for (version, depth), accs in ACC.items():
+        unit = {"v1": "original", "v2": "full_preact"}[version]
+        for seed, acc in zip(SEEDS, accs):
+            config = make_config("five", "cifar10", version, unit, depth, seed)
+            expected.append({"cell_id": config["cell_id"], "config": config})
+            status = NOT_OK.get((version, depth, seed), "ok")
+            if status != "missing":
+                recs.append(make_record(config, acc=(acc or 0.5) + (shift_v2 if version == "v2" else 0.0),
+                                        status=status))
+    stale = make_config("five", "cifar10", "v1", "original", 18, 9)  # a result of an older grid: excluded
+    recs.append(make_record(stale, acc=0.10))
+    out = root / "five"
+    cells, epochs = collect.cells_table(recs, expected), collect.epochs_table(recs)
+    collect.write_outputs(cells, epochs, out)
+    pd.DataFrame([{"cell_id": stale["cell_id"], "experiment": "five", "model": "resnet18_v1", "version": "v1",
+                   "unit": "original", "depth": 18, "dataset": "cifar10", "seed": 9,
+                   "reason": "config not in current grid"}]).to_csv(out / "excluded.csv", index=False)
+    experiment = {"name": "five", "description": "synthetic 5-seed set", "grid": {}, "arch": {"stem": "cifar"},
+                  "recipe": {"name": "he2016_cifar", "epochs": 3}, "runtime": {}, "bench": {}, "resources": {},
+                  "paper": PAPER, "paper_comparable": comparable,
+                  "paper_mismatch": [] if comparable else ["epochs 3 != 164"]}
+    (out / "experiment.json").write_text(json.dumps(experiment, indent=1, sort_keys=True))
+    return out
+
+
+FIGURES = ("accuracy_by_depth", "paired_difference", "accuracy_vs_cost", "throughput_memory", "pareto",
+           "error_curves")
+
+
+@pytest.fixture(scope="module")
+def five(tmp_path_factory):
+    root = tmp_path_factory.mktemp("five")
+    results = write_five_seed_results(root / "results")
+    out = root / "reports" / "five"
+    assert report.main(["--results", str(results), "--out", str(out), "--formats", "pdf,png,svg"]) == 0
+    return results, out
+
+
+def test_five_seeds_findings_numbers_and_wording(five):
+    _, out = five
+    md = (out / "report.md").read_text()
+    findings = md.split("## Findings")[1].split("## Cells")[0]
+    assert stats.SIGN_CONVENTION in findings
+    half18 = T975[4] * np.sqrt(0.5) / np.sqrt(5)      # diffs 3, 4, 2, 3, 3: sd sqrt(0.5)
+    half50 = T975[2] * np.sqrt(4 / 3) / np.sqrt(3)    # diffs 1, -1, 1: sd sqrt(4/3)
+    assert (f"- ResNet-18 on cifar10: v2 − v1 = +3.00 [+{3 - half18:.2f}, +{3 + half18:.2f}] pp (mean [95% CI]), "
+            "n = 5 paired seeds: v2 more accurate.") in findings
+    assert (f"- ResNet-50 on cifar10: v2 − v1 = +0.33 [\u2212{half50 - 1 / 3:.2f}, +{half50 + 1 / 3:.2f}] pp "
+            "(mean [95% CI]), n = 3 paired seeds: not distinguishable (the interval contains 0). Not averaged: "
+            "v1 seed 4 diverged; v2 seed 3 failed; v2 seed 4 missing.") in findings
+    assert ("Across 2 depth/dataset setting(s) with at least two paired seeds: v2 more accurate in 1, v1 more "
+            "accurate in 0, not distinguishable in 1.") in findings
+    assert "one image is 0.01 pp" in findings  # n_test 10000 in the generator
+    assert "Warning: one seed" not in findings
+    # the paper: named with its statistic, numbers beside ours (v1 at 18: 8.00% error over 5 seeds)
+    assert "Paper numbers: K. He et al., Identity Mappings in Deep Residual Networks, ECCV 2016, median of 5 runs" \
+           in findings
+    assert "ResNet-18 (a) original on cifar10: ours 8.00% test error (mean of 5 seeds" in findings
+    assert "against the paper's 7.50% (+0.50 pp error)" in findings
+    # the excluded stale result (acc 0.10) is listed with its reason and in no mean (v1 at 18 stays 92.00%)
+    assert "1 cell(s) on disk are excluded" in findings
+    assert "1 result(s) on disk are not part of the current grid or code" in md and "1 config not in current grid" in md
+    assert "| 18 | 92.0 ± 1.6 (5) | 95.0 ± 1.6 (5) | +3.00 [+2.12, +3.88] | 7.50/6.00 |" in md
+
+
+def test_five_seeds_cells_failures_and_methods(five):
+    _, out = five
+    md = (out / "report.md").read_text()
+    assert "Cells: 20 (ok 17, diverged 1, failed 1, missing 1); 1 excluded." in md
+    fails = md.split("## Failures and gaps")[1].split("## Excluded cells")[0]
+    assert "3 cell(s) did not finish ok" in fails
+    for status in ("diverged", "failed", "missing"):
+        assert f"| {status} | five | cifar10 |" in fails
+    methods = md.split("## Methods")[1]
+    assert "| lr | 0.1 |" in methods and "| epochs | 3 |" in methods and "| schedule | step |" in methods
+    assert "| gpu_name | NVIDIA H100 80GB HBM3 |" in methods and "| torch_version | 2.14.1 |" in methods
+    assert "| git_commit | 3f2c9a1d0b7e4c5a8f6e1d2c3b4a5f6e7d8c9b0a |" in methods
+    # 19 cells ran on cuda; 17 ok + 1 diverged recorded 90 s of training each (the failed one none), 1 GPU each
+    assert f"Total compute: {18 * 90 / 3600:.3f} GPU-hours (19 cells on cuda" in methods
+    assert "first start 2026-11-20T10:00:00+00:00, last finish 2026-11-20T10:30:00+00:00" in methods
+
+
+def test_five_seeds_figure_set(five):
+    _, out = five
+    names = sorted(p.name for p in (out / "figures").iterdir())
+    assert names == sorted(f"{f}.{ext}" for f in FIGURES for ext in ("pdf", "png", "svg"))
+    md = (out / "report.md").read_text()
+    assert "- `units`: no residual-unit ablation" in md
+    for f in FIGURES:
+        png = (out / "figures" / f"{f}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, f
+        width_px = int.from_bytes(png[16:20], "big")
+        assert 3.2 * 150 <= width_px <= 6.8 * 150, (f, width_px)  # one or two columns at 150 dpi
+        assert (out / "figures" / f"{f}.pdf").read_bytes()[:5] == b"%PDF-"
+    # the error curves come from the epochs (no per-epoch test accuracy in these records: validation)
+    assert "the solid line is the validation split" in md
+
+
+def test_five_seeds_latex_fits_the_column_by_construction(five):
+    _, out = five
+    texs = sorted((out / "tables").glob("*.tex"))
+    assert [p.stem for p in texs] == ["models", "v1_vs_v2"]
+    for p in texs:
+        tex = p.read_text()
+        body = tex.split(r"\begin{adjustbox}{max width=\columnwidth}")
+        assert len(body) == 2 and r"\begin{tabular}" in body[1] and body[1].index(r"\end{tabular}") < \
+            body[1].index(r"\end{adjustbox}"), p.name
+        natural = float(re.search(r"natural width about (\d+) pt", tex).group(1))
+        # readable: scaled to no less than 60% of \small (the tables are laid out narrow)
+        assert tables.COLUMNWIDTH_PT / natural >= 0.6 or natural <= tables.COLUMNWIDTH_PT, (p.name, natural)
+        assert tex.count("{") == tex.count("}")
+        assert not re.search(r"(?<![$\w])-\d", tex), f"{p.name}: a hyphen used as a minus sign"
+    v12 = (out / "tables" / "v1_vs_v2.tex").read_text()
+    assert r"v2 $-$ v1 [95\% CI]" in v12 and "$-$2.54" in v12 and r"paper v1/v2" in v12
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX installed (widths are checked by construction)")
+def test_latex_compiles_without_overfull_boxes_in_two_columns(five, tmp_path):
+    _, out = five
+    doc = [r"\documentclass[twocolumn]{article}", r"\usepackage{booktabs,adjustbox}", r"\begin{document}"]
+    doc += [p.read_text() for p in sorted((out / "tables").glob("*.tex"))] + [r"\end{document}"]
+    (tmp_path / "t.tex").write_text("\n".join(doc))
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "Overfull \\hbox" not in proc.stdout, proc.stdout[-2000:]
+
+
+def test_not_comparable_paper_is_explained_and_not_shown(tmp_path):
+    results = write_five_seed_results(tmp_path / "results", comparable=False)
+    assert report.main(["--results", str(results), "--out", str(tmp_path / "o"), "--formats", "png"]) == 0
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "this run is not comparable (epochs 3 != 164)" in md
+    assert "paper v1/v2" not in md and "against the paper's" not in md
+
+
+def test_byte_identical_across_hash_seeds_and_folders(five, tmp_path):
+    results, a = five
+    copies = []
+    for seed in ("1", "2"):  # fresh interpreters with different hash seeds, results copied to another folder
+        where = tmp_path / f"h{seed}"
+        shutil.copytree(results, where / "results" / "five")
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
+        proc = subprocess.run([sys.executable, "-m", "resnet_bench.report", "--results", "results/five", "--out",
+                               "out", "--formats", "pdf,png,svg"], capture_output=True, text=True, env=env, cwd=where,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        copies.append(where / "out")
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) == 1 + 3 * len(FIGURES) + 4
+    for other in copies:
+        assert sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file()) == files
+        for f in files:
+            assert (a / f).read_bytes() == (other / f).read_bytes(), f"{f} differs"
+    assert b"tEXtSoftware" not in (a / "figures" / "pareto.png").read_bytes()
+    assert b"<dc:date>" not in (a / "figures" / "error_curves.svg").read_bytes()
+    pdf = (a / "figures" / "pareto.pdf").read_bytes()
+    assert b"/CreationDate" not in pdf and b"/ModDate" not in pdf
+
+
+# ---- entry point: errors, gaps, old layouts -----------------------------------------------------------------------
 
 
 def small_results(root: Path, *, with_failure: bool) -> Path:
@@ -212,23 +332,43 @@ def small_results(root: Path, *, with_failure: bool) -> Path:
     return root
 
 
-def test_main_params_flags_and_allow_missing(tmp_path, capsys):
+def test_one_seed_warns_and_draws_no_paired_plot(tmp_path, capsys):
     results = small_results(tmp_path / "r", with_failure=True)
     params = tmp_path / "params.yaml"
     params.write_text("report: {formats: [svg], dpi: 60, allow_missing: false}\n")
     assert report.main(["--results", str(results), "--out", str(tmp_path / "o"), "--params", str(params)]) == 1
     assert "1 cell(s) missing or failed" in capsys.readouterr().err
-    assert (tmp_path / "o" / "report.md").exists()  # written, with the gaps listed, before failing
-    assert sorted(p.suffix for p in (tmp_path / "o" / "figures").iterdir()) == [".svg"] * 5
-    # the flag overrides the params file
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "**Warning: one seed per setting.**" in md and "from a single seed: no interval" in md
+    assert "- `paired_difference`: one seed per pair: no interval" in md
+    assert "results from before experiment.json existed" in md  # old layout: no experiment.json
+    assert "CPU core-hours (3 cells on cpu" in md  # a CPU run counts core-hours, not GPU-hours
+    figs = sorted(p.name for p in (tmp_path / "o" / "figures").iterdir())
+    assert figs == ["accuracy_by_depth.svg", "accuracy_vs_cost.svg", "error_curves.svg", "pareto.svg",
+                    "throughput_memory.svg"]
+    # the flag overrides the params file; stale figures of another format are removed
     assert report.main(["--results", str(results), "--out", str(tmp_path / "o"), "--params", str(params),
                         "--allow-missing", "--formats", "png"]) == 0
-    assert sorted(p.suffix for p in (tmp_path / "o" / "figures").iterdir()) == [".png"] * 5  # stale svg removed
-    params.write_text("report: {colour: red}\n")
-    assert report.main(["--results", str(results), "--out", str(tmp_path / "o"), "--params", str(params)]) == 2
+    assert sorted(p.suffix for p in (tmp_path / "o" / "figures").iterdir()) == [".png"] * 5
+
+
+def test_bad_inputs_fail_with_one_line(tmp_path, capsys):
+    results = small_results(tmp_path / "r", with_failure=False)
+    (tmp_path / "params.yaml").write_text("report: {colour: red}\n")
+    assert report.main(["--results", str(results), "--out", str(tmp_path / "o"), "--params",
+                        str(tmp_path / "params.yaml")]) == 2
     assert "unknown report setting(s) colour" in capsys.readouterr().err
     assert report.main(["--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "cells.parquet not found" in capsys.readouterr().err
+    (results / "excluded.csv").write_text("cell_id,why\nabc,old\n")  # a malformed excluded.csv
+    assert report.main(["--results", str(results), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "excluded.csv lacks column(s) experiment" in err
+    (results / "excluded.csv").unlink()
+    (results / "experiment.json").write_text("{not json")
+    assert report.main(["--results", str(results), "--out", str(tmp_path / "o")]) == 2
+    assert "experiment.json: not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # failed before any drawing
 
 
 def test_report_without_ok_cells_explains_every_absent_figure(tmp_path):
@@ -237,102 +377,46 @@ def test_report_without_ok_cells_explains_every_absent_figure(tmp_path):
     assert report.main(["--results", str(results), "--out", str(tmp_path / "o"), "--formats", "svg"]) == 0
     md = (tmp_path / "o" / "report.md").read_text()
     assert "Cells: 0" in md and "No table: no ok cells." in md
-    for name in ("accuracy_by_depth", "paired_difference", "throughput_memory", "pareto", "learning_curves",
-                 "units"):
+    for name in (*FIGURES, "units"):
         assert f"- `{name}`: " in md
     assert not list((tmp_path / "o" / "figures").iterdir())
 
 
-# ---- the full report from the fake grid ------------------------------------------------------------------------
-
-FIGURES = ("accuracy_by_depth", "paired_difference", "throughput_memory", "pareto", "learning_curves", "units")
-
-
-@pytest.fixture(scope="module")
-def full(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    results = run_collect(root)
-    out = root / "a"
-    assert report.main(["--results", str(results), "--out", str(out), "--pdf"]) == 0
-    return results, out
+def test_units_ablation_and_old_layout_with_stale_cells(tmp_path):
+    """collect's fake grid: two experiments, residual units (a)-(e), in_grid false for one stale result."""
+    results = run_collect(tmp_path)
+    assert report.main(["--results", str(results), "--out", str(tmp_path / "o"), "--formats", "png"]) == 0
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "Cells: 42 (ok 39, diverged 1, failed 1, missing 1); 1 excluded." in md
+    assert "config not in current grid (in_grid false)" in md
+    assert "![units](figures/units.png)" in md and "### Residual units" in md
+    assert "| (b) BN after addition | 8.50 ± 0.20 (3) |" in md
 
 
-def test_full_report_writes_every_file(full):
-    _, out = full
-    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert names == sorted(["report.md"] + [f"figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg", "pdf")]
-                           + [f"tables/{t}.{ext}" for t in ("table2_units", "table3_v1_vs_v2", "paired_difference",
-                                                            "models") for ext in ("tex", "csv")])
-    for f in FIGURES:  # real images of paper size, not empty files
-        png = (out / "figures" / f"{f}.png").read_bytes()
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, f
-        width_px = int.from_bytes(png[16:20], "big")
-        assert 3.3 * 150 <= width_px <= 6.8 * 150, (f, width_px)  # one or two columns at 150 dpi
+# ---- compare ----------------------------------------------------------------------------------------------------------
 
 
-def test_report_md_content(full):
-    results, out = full
-    md = (out / "report.md").read_text()
-    assert "Cells: 43 (ok 40, diverged 1, failed 1, missing 1)" in md
-    assert "**Note on cifar10_jpeg**" in md and "lossy JPEG" in md
-    for f in FIGURES:
-        assert f"![{f}](figures/{f}.png)" in md
-    assert "Figures not drawn" not in md
-    # Table 2 rows: ours beside the paper's
-    assert "| (b) BN after addition | 8.50 ± 0.20 (n=3) | 8.17 | 6.90 ± 0.20 (n=3) | 6.50 |" in md
-    assert "| (c) ReLU before addition | 8.00 ± 0.20 (n=3) | 7.84 | 6.40 ± 0.14 (n=2) | 6.14 |" in md
-    # Table 3: v1 vs v2 with the paired difference and the paper's numbers
-    assert "| cifar10_jpeg (cifar10-units) | 110 | 7.00 ± 0.20 (n=3) | 6.80 ± 0.20 (n=3) | -0.20 [-0.20, -0.20] " \
-           "| 6.61 | 6.37 |" in md
-    # failures: every non-ok cell by id with its error's first line
-    cells = pd.read_parquet(results / "cells.parquet")
-    for _, r in cells[cells["status"] != "ok"].iterrows():
-        assert f"| {r['cell_id']} | {r['status']} |" in md
-    assert "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB |" in md and "Traceback" not in md
-    assert "1 result(s) are not in the current grid" in md
-    # environment block from the table
-    env = md.split("## Environment")[1]
-    assert "git_commit: 3f2c9a1d0b7e4c5a8f6e1d2c3b4a5f6e7d8c9b0a (42 cells)" in env
-    assert "gpu_name: - (13 cells); NVIDIA H100 80GB HBM3 (29 cells)" in env and "torch_version: 2.14.1" in env
-    assert "arXiv:1603.05027" in md and "Student-t" in md
+def test_compare_two_experiments(tmp_path, capsys):
+    a = write_five_seed_results(tmp_path / "a")
+    b = write_five_seed_results(tmp_path / "b", shift_v2=0.01)  # v2 one point better in B, v1 the same
+    assert compare.main([str(a), str(b), "--out", str(tmp_path / "c"), "--formats", "png"]) == 0
+    text = capsys.readouterr().out
+    assert "B − A in test accuracy (pp), paired on dataset, model, unit and seed; 17 pairs." in text
+    assert "| cifar10 | resnet18_v1 | 5 | +0.00 [+0.00, +0.00] | not distinguishable (the interval contains 0) |" \
+        in text
+    t = pd.read_csv(tmp_path / "c" / "compare.csv").set_index("model")
+    assert t.loc["resnet18_v2", "diff_pp"] == pytest.approx(1.0) and t.loc["resnet50_v2", "n_pairs"] == 3
+    assert (tmp_path / "c" / "figures" / "compare.png").stat().st_size > 10_000
+    # through the `resnet-bench` dispatcher, with a folder that is not a results folder
+    from resnet_bench import cli
 
-
-def test_tables_tex_and_csv(full):
-    _, out = full
-    tex = (out / "tables" / "table2_units.tex").read_text()
-    assert r"\begin{tabular}{lrrrr}" in tex and r"(b) BN after addition & 8.50 $\pm$ 0.20 (n=3) & 8.17" in tex
-    assert r"cifar10\_jpeg" in tex and tex.count("{") == tex.count("}")
-    t2 = pd.read_csv(out / "tables" / "table2_units.csv")
-    assert len(t2) == 10 and set(t2["paper_err"]) == {x for d in report.PAPER_TABLE2.values() for x in d.values()}
-    models = pd.read_csv(out / "tables" / "models.csv")
-    assert list(models["model"].head(5)) == ["resnet110_v1"] * 4 + ["resnet110_v2"]  # units (a)-(e) at 110
-
-
-def test_report_is_byte_identical_across_runs_and_processes(full, tmp_path):
-    results, a = full
-    b = tmp_path / "b"
-    assert report.main(["--results", str(results), "--out", str(b), "--pdf"]) == 0
-    c = tmp_path / "c"  # a fresh interpreter with another hash seed, through `python -m`
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    proc = subprocess.run([sys.executable, "-m", "resnet_bench.report", "--results", str(results), "--out", str(c),
-                           "--formats", "png,svg,pdf"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 1 + 18 + 8
-    for other in (b, c):
-        assert sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file()) == files
-        for f in files:
-            assert (a / f).read_bytes() == (other / f).read_bytes(), f"{f} differs between runs"
-    # and no timestamps or software stamps that would differ elsewhere
-    png = (a / "figures" / "pareto.png").read_bytes()
-    assert b"tEXtSoftware" not in png and b"Creation Time" not in png
-    assert b"<dc:date>" not in (a / "figures" / "pareto.svg").read_bytes()
-    pdf = (a / "figures" / "pareto.pdf").read_bytes()
-    assert b"/CreationDate" not in pdf and b"/ModDate" not in pdf
+    assert cli.main(["compare", str(a), str(tmp_path / "nowhere")]) == 2
+    assert "nowhere/cells.parquet not found" in capsys.readouterr().err
 
 
 def test_importing_draws_nothing():
-    code = ("import sys, resnet_bench.collect, resnet_bench.report; "
+    code = ("import sys, resnet_bench.collect, resnet_bench.report, resnet_bench.report.compare; "
             "assert 'matplotlib.pyplot' not in sys.modules and 'seaborn' not in sys.modules, 'imported at import'")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr

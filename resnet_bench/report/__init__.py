@@ -1,0 +1,171 @@
+"""The `report` stage: findings, figures, paper tables and `report.md` from one experiment's results folder.
+
+Reads `<results>/cells.parquet` and `<results>/epochs.parquet` (written by
+`collect`), and when present `<results>/excluded.csv` (cells on disk that are not
+part of the current grid/code: listed, never averaged) and
+`<results>/experiment.json` (the resolved experiment: recipe, and the paper's
+numbers, shown only when `paper_comparable` is true). `resnet-bench report
+--results DIR --out DIR` redraws everything without retraining. Writes under `--out`:
+
+- `figures/<name>.{pdf,png[,svg]}` (params.yaml `report.formats`; PDF by default,
+  PNG for report.md): accuracy vs depth, paired difference v2 - v1, accuracy vs
+  parameters and FLOPs, throughput and memory (IQR bars), Pareto front, error vs
+  iterations (He et al. 2016 Fig. 1/6 style), residual units;
+- `tables/<name>.{tex,csv}`: LaTeX no wider than `\\columnwidth`, and full precision;
+- `report.md`: findings, figures, tables, failures, excluded cells, methods.
+
+Modules: `stats` (pure tables), `tables` (Markdown/LaTeX formatting), `findings`
+(the written findings), `figures` (drawing), `markdown` (assembly), `compare`
+(`resnet-bench compare A B`). Same inputs give byte-identical files across runs,
+folders and PYTHONHASHSEED (see `figures`). Intervals are Student-t (exact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from resnet_bench.report.figures import FORMATS, VERSION_COLORS, VERSION_MARKERS  # noqa: F401  (public names)
+from resnet_bench.report.findings import verdict, version_findings  # noqa: F401
+from resnet_bench.report.markdown import build_report, figure_plan  # noqa: F401
+from resnet_bench.report.stats import (EXCLUDED_COLUMNS, SIGN_CONVENTION, accuracy_by_depth,  # noqa: F401
+                                       bench_failures, failures, model_summary, paired_difference, paired_values,
+                                       pareto_front, read_experiment, t_interval, units_error, units_table,
+                                       versions_table)
+from resnet_bench.report.tables import latex_natural_width_pt, to_latex, to_markdown  # noqa: F401
+
+CONTEXTS = ("paper", "notebook", "talk", "poster")
+# report settings: CLI flags and params.yaml `report:` keys have the same names
+DEFAULTS = {"formats": ["pdf", "png"], "dpi": 150, "context": "paper", "pdf": False, "allow_missing": True}
+REQUIRED_CELL_COLUMNS = ("cell_id", "status", "error", "experiment", "dataset", "model", "version", "unit", "depth",
+                         "seed", "test_acc", "params", "fwd_gflops", "train_img_per_s", "bench_train_img_per_s",
+                         "bench_infer_img_per_s", "peak_mem_mib", "bench_enabled", "bench_error")
+REQUIRED_EPOCH_COLUMNS = ("cell_id", "status", "experiment", "dataset", "model", "version", "unit", "depth", "seed",
+                          "epoch", "train_loss", "train_acc", "val_acc")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _validate(settings: dict) -> dict:
+    s = dict(settings)
+    formats = s["formats"]
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    if not isinstance(formats, (list, tuple)) or not formats:
+        raise SettingsError(f"formats must be a list of {', '.join(FORMATS)}, got {s['formats']!r}")
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise SettingsError(f"unknown figure format(s) {', '.join(map(str, bad))}; valid: {', '.join(FORMATS)}")
+    s["formats"] = list(dict.fromkeys(formats))
+    if isinstance(s["dpi"], bool) or not isinstance(s["dpi"], int) or not 20 <= s["dpi"] <= 1200:
+        raise SettingsError(f"dpi must be an integer in 20..1200, got {s['dpi']!r}")
+    if s["context"] not in CONTEXTS:
+        raise SettingsError(f"unknown context {s['context']!r}; valid: {', '.join(CONTEXTS)}")
+    for key in ("pdf", "allow_missing"):
+        if not isinstance(s[key], bool):
+            raise SettingsError(f"{key} must be true or false, got {s[key]!r}")
+    if s["pdf"] and "pdf" not in s["formats"]:
+        s["formats"].append("pdf")
+    return s
+
+
+def resolve_settings(params_path: str | None, cli: dict) -> dict:
+    """Defaults, then the params file's `report:` section, then the command line (same names everywhere)."""
+    settings = {**DEFAULTS, "formats": list(DEFAULTS["formats"])}
+    if params_path:
+        import yaml
+
+        try:
+            doc = yaml.safe_load(Path(params_path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise SettingsError(f"cannot read {params_path}: {err}") from None
+        section = doc.get("report") or {}
+        if not isinstance(section, dict):
+            raise SettingsError(f"{params_path}: `report` must be a mapping")
+        unknown = sorted(set(section) - set(DEFAULTS))
+        if unknown:
+            raise SettingsError(f"{params_path}: unknown report setting(s) {', '.join(unknown)}; valid: "
+                                f"{', '.join(DEFAULTS)}")
+        settings.update(section)
+    settings.update({k: v for k, v in cli.items() if v is not None})
+    return _validate(settings)
+
+
+def load_settings(params_path: str | None) -> dict:
+    """Settings from a params file alone (defaults for absent keys)."""
+    return resolve_settings(params_path, {})
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="resnet-bench report",
+                                description="Findings, figures, LaTeX tables and report.md from one results folder "
+                                            "(cells.parquet + epochs.parquet [+ excluded.csv, experiment.json]); "
+                                            "no training.")
+    p.add_argument("--results", default="results", help="folder with cells.parquet and epochs.parquet")
+    p.add_argument("--out", default="reports", help="folder for figures/, tables/ and report.md")
+    p.add_argument("--params", help="take settings from this YAML file's `report:` section (flags override)")
+    p.add_argument("--formats", help=f"comma-separated figure formats: {', '.join(FORMATS)} (default pdf,png)")
+    p.add_argument("--dpi", type=int, help=f"raster resolution for PNG (default {DEFAULTS['dpi']})")
+    p.add_argument("--context", choices=CONTEXTS, help="seaborn context: font scale (default paper)")
+    p.add_argument("--pdf", action=argparse.BooleanOptionalAction, default=None, help="also write PDF figures")
+    p.add_argument("--allow-missing", dest="allow_missing", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --no-allow-missing, exit 1 (after writing the report) when any cell is missing or "
+                        "failed (default: allowed, the gaps are listed)")
+    return p.parse_args(argv)
+
+
+def read_excluded(results: Path) -> pd.DataFrame | None:
+    """`<results>/excluded.csv` (may be absent); a file without the contract's columns is a ValueError naming them."""
+    path = Path(results) / "excluded.csv"
+    if not path.exists():
+        return None
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    absent = [c for c in EXCLUDED_COLUMNS if c not in df.columns]
+    if absent:
+        raise ValueError(f"{path} lacks column(s) {', '.join(absent)}; expected {', '.join(EXCLUDED_COLUMNS)}")
+    return df[EXCLUDED_COLUMNS]
+
+
+def load_results(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """cells.parquet and epochs.parquet; a missing file or column is a ValueError naming it."""
+    out = []
+    for name, required in (("cells", REQUIRED_CELL_COLUMNS), ("epochs", REQUIRED_EPOCH_COLUMNS)):
+        path = Path(results) / f"{name}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found; run `resnet-bench collect` (or `dvc repro collect`) first")
+        df = pd.read_parquet(path)
+        absent = [c for c in required if c not in df.columns]
+        if absent:
+            raise ValueError(f"{path} lacks column(s) {', '.join(absent)}; re-run `resnet-bench collect`")
+        out.append(df)
+    return out[0], out[1]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = resolve_settings(args.params, {"formats": args.formats, "dpi": args.dpi, "context": args.context,
+                                                  "pdf": args.pdf, "allow_missing": args.allow_missing})
+        results = Path(args.results)
+        cells, epochs = load_results(results)
+        excluded, experiment = read_excluded(results), read_experiment(results)
+    except (SettingsError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    path = build_report(cells, epochs, Path(args.out), formats=settings["formats"], dpi=settings["dpi"],
+                        context=settings["context"], experiment=experiment, excluded=excluded,
+                        experiment_source=f"{results.name}/experiment.json")
+    gaps = cells[cells["status"].isin(["missing", "failed"])]
+    if excluded is not None and len(excluded):
+        gaps = gaps[~gaps["cell_id"].isin(set(excluded["cell_id"]))]
+    print(f"report: {path} ({len(cells)} cells; figures as {', '.join(settings['formats'])})")
+    if len(gaps) and not settings["allow_missing"]:
+        print(f"error: {len(gaps)} cell(s) missing or failed (listed in {path}); allow_missing is false",
+              file=sys.stderr)
+        return 1
+    return 0
