@@ -2,12 +2,13 @@
 
 The generator below writes cell results exactly as docs/ARCHITECTURE.md ("Cell result")
 defines them (and as the sweep writes them: NaN tokens for a diverged loss, atomic
-`<cell_id>.json` names); tests/test_report.py reuses it.
+`<cell_id>.json` names, provenance from the driver); tests/test_report.py reuses it.
 """
 
 import hashlib
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from resnet_bench import collect
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT = "3f2c9a1d0b7e4c5a8f6e1d2c3b4a5f6e7d8c9b0a"
+CODE_FP = "5e1f0c2a9b3d4e6f"  # the training code's fingerprint (resnet_bench.env.code_fingerprint format)
 
 # ---- the fake-cell generator -----------------------------------------------------------------------------
 
@@ -36,6 +39,7 @@ DIGITS_ACC = {("v1", 18, 0): 90.0, ("v1", 18, 1): 91.0, ("v2", 18, 0): 94.0, ("v
               ("v1", 101, 0): 40.0, ("v1", 101, 1): 42.0, ("v2", 101, 0): 85.0, ("v2", 101, 1): 86.0}
 UNIT_VERSION = {"original": "v1", "bn_after_add": "v1", "relu_before_add": "v1", "relu_only_preact": "v1",
                 "full_preact": "v2"}
+VERSION_UNIT = {"v1": "original", "v2": "full_preact"}
 N_EPOCHS = 3
 
 
@@ -45,18 +49,27 @@ def contract_cell_id(config: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
-def make_config(experiment, dataset, version, unit, depth, seed, *, recipe="he2016_cifar", device="cuda"):
+def data_identity(dataset: str, version: str = "1") -> dict:
+    """config.data as the sweep resolves it: the prepared artifact's content hash and its split settings."""
+    return {"content_sha256": hashlib.sha256(f"{dataset}:{version}".encode()).hexdigest(), "val_fraction": 0.1,
+            "split_seed": 0}
+
+
+def make_config(experiment, dataset, version, unit, depth, seed, *, recipe="he2016_cifar", device="cuda",
+                epochs=N_EPOCHS, code_fingerprint=CODE_FP, data=None):
     config = {
         "experiment": experiment, "model": f"resnet{depth}_{version}", "version": version, "unit": unit,
         "depth": depth, "dataset": dataset, "seed": seed,
         "arch": {"stem": "cifar", "width": None if dataset.startswith("cifar") else 8, "zero_init_residual": False},
-        "recipe": {"name": recipe, "epochs": N_EPOCHS, "batch_size": 128, "optimizer": "sgd", "lr": 0.1,
+        "recipe": {"name": recipe, "epochs": epochs, "batch_size": 128, "optimizer": "sgd", "lr": 0.1,
                    "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "schedule": "step",
                    "milestones": [0.5, 0.75], "gamma": 0.1, "warmup_iters": 400, "warmup_lr": 0.01,
                    "label_smoothing": 0.0, "augment": {"crop_pad": 4, "flip": True}},
         "runtime": {"device": device, "amp": "bf16" if device == "cuda" else "none", "channels_last": device == "cuda",
                     "compile": False, "threads": None if device == "cuda" else 1, "deterministic": False},
         "bench": {"enabled": True, "batch_size": 128, "warmup": 2, "repeats": 5, "img_size": None},
+        "data": data_identity(dataset) if data is None else data,
+        "code_fingerprint": code_fingerprint,
     }
     config["cell_id"] = contract_cell_id(config)
     return config
@@ -64,12 +77,25 @@ def make_config(experiment, dataset, version, unit, depth, seed, *, recipe="he20
 
 def env_block(device):
     gpu = device == "cuda"
-    return {"git_commit": COMMIT,
+    # A trial runs outside the repository: its own git lookup finds nothing (the driver's provenance has the commit).
+    return {"git_commit": "unknown",
             "versions": {"torch": "2.14.1", "torchvision": "0.29.1", "numpy": "2.4.6", "pandas": "3.1.1"},
             "hardware": {"cpu_model": "AMD EPYC 9654 96-Core Processor", "cpu_count": 16, "torch_threads": 4,
                          "platform": "Linux-6.8-x86_64", "python": "3.11.7",
                          "gpu_name": "NVIDIA H100 80GB HBM3" if gpu else None, "gpu_count": 1 if gpu else 0,
                          "cuda": "12.8" if gpu else None, "cudnn": 91000 if gpu else None}}
+
+
+def provenance_block(config, *, numeric=True):
+    """record.provenance: the driver's git/code capture plus the trial's node (and numeric environment)."""
+    gpu = config["runtime"]["device"] == "cuda"
+    prov = {"git": {"commit": COMMIT, "dirty": False, "diff_sha256": None},
+            "code_fingerprint": config["code_fingerprint"],
+            "node": {"hostname": "gpu-node-3" if gpu else "cpu-node-1", "node_id": None, "ip": None}}
+    if numeric:  # a failure record written by the sweep has no numeric block
+        prov["numeric"] = {"aten_cpu_capability": "AVX512" if gpu else "AVX2", "pinned": not gpu,
+                           "torch_threads": 4 if gpu else 1}
+    return prov
 
 
 def bench_numbers(config):
@@ -87,8 +113,9 @@ def make_record(config, *, acc, status="ok", n_epochs=N_EPOCHS, bench=True):
     epochs = []
     for e in range(1, n_epochs + 1):
         frac = e / N_EPOCHS
-        epochs.append({"epoch": e, "train_loss": 2.0 * (1 - frac) + 0.1, "train_acc": acc * frac,
-                       "val_loss": 2.1 * (1 - frac) + 0.2, "val_acc": acc - 0.3 * (1 - frac),
+        epochs.append({"epoch": e, "iteration": 100 * e, "train_loss": 2.0 * (1 - frac) + 0.1,
+                       "train_acc": acc * frac, "val_loss": 2.1 * (1 - frac) + 0.2, "val_acc": acc - 0.3 * (1 - frac),
+                       "test_loss": 2.2 * (1 - frac) + 0.3, "test_acc": acc - 0.31 * (1 - frac),
                        "lr": 0.1 * (0.1 if frac > 0.5 else 1.0), "epoch_s": 10.0 + config["depth"] / 10,
                        "train_img_per_s": 5000.0})
     error, metrics = None, {}
@@ -111,6 +138,7 @@ def make_record(config, *, acc, status="ok", n_epochs=N_EPOCHS, bench=True):
               "dataset_meta": {"name": config["dataset"], "num_classes": 10, "channels": 3, "height": 32,
                                "width": 32, "counts": {"train": 45000, "val": 5000, "test": 10000}},
               "env": env_block(config["runtime"]["device"]),
+              "provenance": provenance_block(config, numeric=status != "failed"),
               "started_at": "2026-11-20T10:00:00+00:00", "finished_at": "2026-11-20T10:30:00+00:00",
               "wall_s": 1800.0}
     if status == "failed":
@@ -129,7 +157,7 @@ def fake_grid():
 
     - cifar10-units on cifar10_jpeg: 5 units x depths 110/164 x seeds 0-2; (c) at 164 seed 2 never ran (missing).
     - smoke on digits (CPU): v1/v2 x depths 18/50/101 x seeds 0/1; v1-101 seed 0 diverged, seed 1 failed.
-    - one stale result outside the grid (digits v2-18 seed 7).
+    - one result file that is not a cell of the current grid (excluded, kept on disk): digits v2-18 seed 7.
     """
     expected, records = [], []
     for depth in (110, 164):
@@ -141,8 +169,7 @@ def fake_grid():
                     continue  # missing
                 records.append(make_record(c, acc=1 - (err + off) / 100))
     for (version, depth, seed), acc in DIGITS_ACC.items():
-        c = make_config("smoke", "digits", version, {"v1": "original", "v2": "full_preact"}[version], depth, seed,
-                        recipe="quick", device="cpu")
+        c = make_config("smoke", "digits", version, VERSION_UNIT[version], depth, seed, recipe="quick", device="cpu")
         expected.append(c)
         status = {("v1", 101, 0): "diverged", ("v1", 101, 1): "failed"}.get((version, depth, seed), "ok")
         records.append(make_record(c, acc=acc / 100, status=status, n_epochs={"failed": 1, "diverged": 2}.get(
@@ -152,22 +179,39 @@ def fake_grid():
     return [{"cell_id": c["cell_id"], "config": c} for c in expected], records
 
 
-def write_fake_cells(root: Path) -> tuple[Path, Path]:
-    """Write the fake grid's result files and expected_cells.json under root; returns their paths."""
-    expected, records = fake_grid()
+def write_cells(root: Path, records, expected=None) -> Path:
+    """Result files under root/cells (and root/expected_cells.json), as the sweep leaves them; returns root."""
     cells = root / "cells"
     cells.mkdir(parents=True, exist_ok=True)
     for rec in records:
         (cells / f"{rec['cell_id']}.json").write_text(json.dumps(rec, indent=1, sort_keys=True))
-    (root / "expected_cells.json").write_text(json.dumps(expected, indent=1, sort_keys=True))
-    return cells, root / "expected_cells.json"
+    if expected is not None:
+        (root / "expected_cells.json").write_text(json.dumps(expected, indent=1, sort_keys=True))
+    return root
+
+
+def write_fake_cells(root: Path) -> tuple[Path, Path]:
+    """Write the fake grid's result files and expected_cells.json under root; returns their paths."""
+    expected, records = fake_grid()
+    write_cells(root, records, expected)
+    return root / "cells", root / "expected_cells.json"
 
 
 def run_collect(root: Path) -> Path:
-    cells, expected = write_fake_cells(root)
-    out = root / "results"
-    assert collect.main(["--cells", str(cells), "--expected", str(expected), "--out", str(out)]) == 0
-    return out
+    """The fake grid collected as the pipeline does (`collect --results DIR`); returns DIR (results/<experiment>)."""
+    results = root / "results"
+    write_fake_cells(results)
+    assert collect.main(["--results", str(results)]) == 0
+    return results
+
+
+OUTPUTS = ["cells.csv", "cells.parquet", "epochs.csv", "epochs.parquet", "excluded.csv", "metrics.json"]
+
+
+def outputs_of(results: Path) -> list[Path]:
+    """What collect wrote under a results folder (its inputs, cells/ and expected_cells.json, left out)."""
+    return sorted(p.relative_to(results) for p in results.rglob("*")
+                  if p.is_file() and p.relative_to(results).parts[0] not in ("cells", "expected_cells.json"))
 
 
 @pytest.fixture(scope="module")
@@ -175,14 +219,21 @@ def results(tmp_path_factory) -> Path:
     return run_collect(tmp_path_factory.mktemp("collect"))
 
 
+def metrics_of(path: Path) -> dict:
+    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in {path}"))
+
+
 # ---- tests ---------------------------------------------------------------------------------------------------
 
 
 def test_every_cell_keeps_a_row_with_its_status(results):
     cells = pd.read_parquet(results / "cells.parquet")
-    # 30 unit cells (one missing) + 12 digits cells + 1 stale result
-    assert len(cells) == 43 and cells["cell_id"].is_unique
-    assert cells["status"].value_counts().to_dict() == {"ok": 40, "diverged": 1, "failed": 1, "missing": 1}
+    expected = json.loads((results / "expected_cells.json").read_text())
+    # exactly the current grid: 30 unit cells (one missing) + 12 digits cells; the leftover result is excluded
+    assert len(cells) == 42 and cells["cell_id"].is_unique
+    assert set(cells["cell_id"]) == {e["cell_id"] for e in expected}
+    assert cells["status"].value_counts().to_dict() == {"ok": 39, "diverged": 1, "failed": 1, "missing": 1}
+    assert "in_grid" not in cells.columns
 
     failed = cells[cells["status"] == "failed"].iloc[0]
     assert (failed["dataset"], failed["version"], failed["depth"], failed["seed"]) == ("digits", "v1", 101, 1)
@@ -196,13 +247,20 @@ def test_every_cell_keeps_a_row_with_its_status(results):
     missing = cells[cells["status"] == "missing"].iloc[0]
     assert (missing["unit"], missing["depth"], missing["seed"], missing["model"]) == ("relu_before_add", 164, 2,
                                                                                       "resnet164_v1")
-    assert "no result file" in missing["error"] and missing["in_grid"]
+    assert "no result file" in missing["error"]
     assert missing["recipe"] == "he2016_cifar" and missing["lr"] == 0.1  # config columns filled from expected
+    assert missing["code_fingerprint"] == CODE_FP
+    assert missing["data_sha256"] == data_identity("cifar10_jpeg")["content_sha256"]
     assert pd.isna(missing["test_acc"]) and pd.isna(missing["epochs_completed"]) and pd.isna(missing["git_commit"])
+    assert pd.isna(missing["node_hostname"])
 
-    stale = cells[cells["in_grid"] == False]  # noqa: E712 (nullable boolean)
-    assert list(stale["seed"]) == [7] and stale["status"].iloc[0] == "ok"
-    assert cells["in_grid"].notna().all()
+    # the leftover (a seed no longer in the grid) is in no row, but listed with its reason
+    assert 7 not in set(cells["seed"])
+    excluded = collect.read_table(results / "excluded.csv")
+    assert list(excluded.columns) == [c for c, *_ in collect.EXCLUDED_COLUMNS]
+    assert list(zip(excluded["model"], excluded["seed"], excluded["status"], excluded["reason"])) == [
+        ("resnet18_v2", 7, "ok", "model/dataset/seed not in the current grid")]
+    assert not set(excluded["cell_id"]) & set(cells["cell_id"])
 
     ok = cells[cells["status"] == "ok"]
     assert ok["error"].isna().all()
@@ -223,21 +281,62 @@ def test_config_recipe_runtime_and_environment_are_flattened(results):
         "cuda", "bf16", True, False, False)
     assert pd.isna(r["width"]) and pd.isna(r["threads"]) and r["bench_enabled"]
     assert (r["num_classes"], r["n_train"], r["n_val"], r["n_test"]) == (10, 45000, 5000, 10000)
-    assert (r["git_commit"], r["torch_version"], r["cuda_version"], r["gpu_name"], r["torch_threads"]) == (
-        COMMIT, "2.14.1", "12.8", "NVIDIA H100 80GB HBM3", 4)
+    assert (r["torch_version"], r["cuda_version"], r["gpu_name"], r["torch_threads"]) == (
+        "2.14.1", "12.8", "NVIDIA H100 80GB HBM3", 4)
     assert r["cpu_model"].startswith("AMD EPYC") and r["cpu_count"] == 16 and r["gpu_count"] == 1
+    # provenance: the driver's full commit (the trial's own env.git_commit is "unknown"), code, data, node
+    assert (r["git_commit"], r["git_dirty"], r["code_fingerprint"], r["data_sha256"]) == (
+        COMMIT, False, CODE_FP, data_identity("cifar10_jpeg")["content_sha256"])
+    assert (r["node_hostname"], r["aten_cpu_capability"], r["numeric_pinned"]) == ("gpu-node-3", "AVX512", False)
     # bench numbers, with the derived MiB column
     b = bench_numbers(make_config("x", "cifar10_jpeg", r["version"], r["unit"], int(r["depth"]), 0))
     assert r["bench_train_img_per_s"] == pytest.approx(b["train_img_per_s"])
     assert r["bench_infer_img_per_s_iqr"] == pytest.approx(b["infer_img_per_s_iqr"])
     assert r["peak_mem_bytes"] == b["peak_mem_bytes"] and r["peak_mem_mib"] == pytest.approx(40 + 6 * r["depth"])
     assert r["peak_mem_source"] == "torch.cuda.max_memory_allocated" and pd.isna(r["bench_error"])
-    d = cells[cells["dataset"] == "digits"].iloc[0]
+    d = cells[(cells["dataset"] == "digits") & (cells["status"] == "ok")].iloc[0]
     assert (d["device"], d["amp"], d["threads"], d["width"]) == ("cpu", "none", 1, 8) and pd.isna(d["gpu_name"])
+    assert (d["node_hostname"], d["aten_cpu_capability"], d["numeric_pinned"]) == ("cpu-node-1", "AVX2", True)
+    assert d["data_sha256"] == data_identity("digits")["content_sha256"]
+    # a failure record has git and node provenance but no numeric environment
+    f = cells[cells["status"] == "failed"].iloc[0]
+    assert (f["git_commit"], f["node_hostname"]) == (COMMIT, "cpu-node-1")
+    assert pd.isna(f["aten_cpu_capability"]) and pd.isna(f["numeric_pinned"])
     # integers stay integers, the schema does not depend on which cells finished
     dtypes = {c: str(t) for c, t in cells.dtypes.items()}
     assert dtypes["params"] == dtypes["depth"] == dtypes["peak_mem_bytes"] == "Int64"
     assert dtypes["test_acc"] == "float64" and dtypes["nesterov"] == "boolean"
+    assert dtypes["git_dirty"] == dtypes["numeric_pinned"] == "boolean"
+
+
+def _with_git(rec, *, provenance_git="keep", env_commit="keep"):
+    rec = json.loads(json.dumps(rec))
+    if provenance_git is None:
+        del rec["provenance"]
+    elif provenance_git != "keep":
+        rec["provenance"]["git"] = provenance_git
+    if env_commit != "keep":
+        rec["env"]["git_commit"] = env_commit
+    return rec
+
+
+@pytest.mark.parametrize("provenance_git, env_commit, commit, dirty", [
+    # the driver's provenance wins over the trial's own lookup
+    ("keep", "unknown", COMMIT, False),
+    ("keep", "0" * 40 + "-dirty", COMMIT, False),
+    ({"commit": COMMIT, "dirty": True, "diff_sha256": "ab" * 32}, "unknown", COMMIT, True),
+    # records from before provenance: env.git_commit is '<sha>[-dirty]' or 'unknown'
+    (None, COMMIT, COMMIT, False),
+    (None, COMMIT + "-dirty", COMMIT, True),
+    (None, "unknown", None, None),
+    # a sweep outside git
+    ({"commit": None, "dirty": None, "diff_sha256": None}, "unknown", None, None),
+])
+def test_git_commit_and_dirty_flag_from_provenance_or_legacy_env(provenance_git, env_commit, commit, dirty):
+    rec = make_record(make_config("e", "digits", "v1", "original", 18, 0, device="cpu"), acc=0.9)
+    row = collect.cells_table([_with_git(rec, provenance_git=provenance_git, env_commit=env_commit)]).iloc[0]
+    assert (None if pd.isna(row["git_commit"]) else row["git_commit"]) == commit
+    assert (None if pd.isna(row["git_dirty"]) else bool(row["git_dirty"])) == dirty
 
 
 def test_row_and_column_order_are_fixed(results):
@@ -260,6 +359,9 @@ def test_row_and_column_order_are_fixed(results):
                       epochs["seed"], epochs["cell_id"], epochs["epoch"]))
     assert e_keys == sorted(e_keys)
 
+    excluded = collect.read_table(results / "excluded.csv")
+    assert list(excluded["reason"]) == sorted(excluded["reason"])
+
 
 def test_unit_order_is_the_model_zoo_order():
     from resnet_bench.models import UNITS, VERSION_UNIT
@@ -269,11 +371,21 @@ def test_unit_order_is_the_model_zoo_order():
 
 def test_epochs_keep_partial_curves_and_curves_average_ok_seeds(results):
     epochs = pd.read_parquet(results / "epochs.parquet")
-    # 42 results: 40 ok with 3 epochs each, the failed one with 1, the diverged one with 2
-    assert len(epochs) == 40 * 3 + 1 + 2
-    assert epochs.groupby("status").size().to_dict() == {"diverged": 2, "failed": 1, "ok": 120}
+    # 41 current results: 39 ok with 3 epochs each, the failed one with 1, the diverged one with 2
+    assert len(epochs) == 39 * 3 + 1 + 2
+    assert epochs.groupby("status").size().to_dict() == {"diverged": 2, "failed": 1, "ok": 117}
     diverged = epochs[epochs["status"] == "diverged"].sort_values("epoch")
     assert list(diverged["epoch"]) == [1, 2] and np.isnan(diverged["train_loss"].iloc[-1])
+    excluded = collect.read_table(results / "excluded.csv")
+    assert not set(epochs["cell_id"]) & set(excluded["cell_id"])
+    # per-epoch step count and test curve
+    last = epochs[(epochs["status"] == "ok") & (epochs["epoch"] == 3)]
+    cells = pd.read_parquet(results / "cells.parquet").set_index("cell_id")
+    assert (last["iteration"] == 300).all() and str(epochs["iteration"].dtype) == "Int64"
+    np.testing.assert_allclose(last["test_acc"], cells.loc[last["cell_id"], "test_acc"])
+    np.testing.assert_allclose(last["test_loss"], 0.3)
+    first = epochs[epochs["epoch"] == 1]
+    np.testing.assert_allclose(first["test_loss"], 2.2 * 2 / 3 + 0.3)
 
     files = sorted(p.name for p in (results / "curves").glob("*.csv"))
     # one file per experiment, dataset and depth with v1 (unit a) or v2 (unit e) ok: 110, 164 and digits 18, 50, 101
@@ -282,15 +394,17 @@ def test_epochs_keep_partial_curves_and_curves_average_ok_seeds(results):
     curve = collect.read_table(results / "curves" / "cifar10-units__cifar10_jpeg__resnet110.csv")
     assert list(curve.columns) == [c for c, *_ in collect.CURVE_COLUMNS]
     assert list(curve["epoch"]) == [1, 2, 3] and list(curve["v1_n_seeds"]) == [3, 3, 3]
-    # val_acc at the last epoch equals the test accuracy in the generator: v1 (unit a) 7.0% error over seeds
-    assert curve["v1_val_error"].iloc[-1] == pytest.approx(7.0)
-    # v1 at depth 101 has no ok seed: its columns are empty, v2's are there
+    # val_acc at the last epoch equals the test accuracy in the generator: v1 (unit a) 7.0%, v2 (unit e) 6.8% error;
+    # the ablation units (b)-(d) (8.5, 8.0, 7.1%) are in no curve
+    assert curve["v1_val_error"].iloc[-1] == pytest.approx(7.0) and curve["v2_val_error"].iloc[-1] == pytest.approx(6.8)
+    assert curve["v1_train_error"].iloc[-1] == pytest.approx(7.0)  # train_acc = acc at the last epoch
+    # v1 at depth 101 has no ok seed (one diverged, one failed): its columns are empty, v2's are there
     d101 = collect.read_table(results / "curves" / "smoke__digits__resnet101.csv")
-    assert d101["v1_val_error"].isna().all() and d101["v2_n_seeds"].notna().all()
-    # the stale seed 7 is an ok result: averaged with seeds 0 and 1
+    assert d101["v1_val_error"].isna().all() and d101["v1_n_seeds"].isna().all()
+    assert list(d101["v2_n_seeds"]) == [2, 2, 2]
+    # the excluded seed 7 (acc 0.95) is in no curve: v2 at 18 averages seeds 0 and 1 (both 0.94)
     d18 = collect.read_table(results / "curves" / "smoke__digits__resnet18.csv")
-    assert list(d18["v2_n_seeds"]) == [3, 3, 3]
-    assert d18["v2_val_error"].iloc[-1] == pytest.approx(100 * (1 - (0.94 + 0.94 + 0.95) / 3))
+    assert list(d18["v2_n_seeds"]) == [2, 2, 2] and d18["v2_val_error"].iloc[-1] == pytest.approx(6.0)
 
 
 def test_csv_and_parquet_hold_the_same_table(results):
@@ -304,48 +418,86 @@ def test_csv_and_parquet_hold_the_same_table(results):
     raw = pd.read_csv(results / "cells.csv")
     np.testing.assert_array_equal(raw["test_acc"].to_numpy(), pd.read_parquet(results / "cells.parquet")[
         "test_acc"].to_numpy())
+    # excluded.csv reads back with its own documented types
+    excluded = collect.read_table(results / "excluded.csv")
+    assert list(excluded.columns) == [c for c, *_ in collect.EXCLUDED_COLUMNS]
+    assert str(excluded["depth"].dtype) == "Int64" and excluded["reason"].notna().all()
+    assert list(pd.read_csv(results / "excluded.csv")["cell_id"]) == list(excluded["cell_id"])
+
+
+def _flat_keys(d: dict, prefix="") -> list[str]:
+    out = []
+    for k, v in d.items():
+        out += _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
 
 
 def test_every_column_is_documented(results):
     doc = (REPO / "docs" / "results_schema.md").read_text()
     assert doc == collect.schema_doc(), "regenerate: python -m resnet_bench.collect --schema-doc > docs/results_schema.md"
     tables = [pd.read_parquet(results / "cells.parquet"), pd.read_parquet(results / "epochs.parquet"),
-              pd.read_csv(next((results / "curves").glob("*.csv")))]
+              pd.read_csv(results / "excluded.csv"), pd.read_csv(next((results / "curves").glob("*.csv")))]
     for df in tables:
         for col in df.columns:
             assert f"| `{col}` |" in doc, f"column {col} is not documented"
-    for key, value in json.loads((results / "metrics.json").read_text()).items():
+    assert "excluded.csv" in doc
+    metrics = metrics_of(results / "metrics.json")
+    for key in metrics:
         assert f"`{key}`" in doc or f"`{key}." in doc, key
+    # every nested key follows a documented pattern
+    patterns = {"test_acc": r"test_acc\.[^.]+\.v[12]\.d\d+",
+                "bench_train_img_per_s": r"bench_train_img_per_s\.[^.]+\.v[12]",
+                "v2_minus_v1_pp": r"v2_minus_v1_pp\.[^.]+\.(mean|ci95_lo|ci95_hi|n_pairs)"}
+    for key in _flat_keys(metrics):
+        top = key.split(".")[0]
+        assert (top in patterns and re.fullmatch(patterns[top], key)) or (top == key and f"`{key}`" in doc), key
     # each documented column says its type and unit
-    for col, dtype, unit, meaning in [*collect.CELL_COLUMNS, *collect.EPOCH_COLUMNS]:
+    for col, dtype, unit, meaning in [*collect.CELL_COLUMNS, *collect.EPOCH_COLUMNS, *collect.EXCLUDED_COLUMNS]:
         assert dtype in collect.DTYPES and unit and meaning
 
 
+def _t_interval(values):
+    v = np.asarray(values, dtype=float)
+    return stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+
+
 def test_metrics_json_headline_numbers(results):
-    text = (results / "metrics.json").read_text()
-    metrics = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in metrics.json"))
-    assert {k: metrics[k] for k in ("cells", "ok", "diverged", "failed", "missing")} == {
-        "cells": 43, "ok": 40, "diverged": 1, "failed": 1, "missing": 1}
-    models = metrics["models"]
-    assert len(models) == 16 and list(models) == sorted(models)
-    # units (a) and (e) are the plain v1/v2 models; (b)-(d) carry the unit in the key
-    assert models["cifar10_jpeg/resnet110_v1"]["test_acc_mean"] == pytest.approx(1 - 0.070)
-    assert models["cifar10_jpeg/resnet110_v1"]["test_acc_std"] == pytest.approx(0.002)
-    assert models["cifar10_jpeg/resnet164_v2"]["test_acc_mean"] == pytest.approx(1 - 0.059)
-    assert models["cifar10_jpeg/resnet164_v1/relu_before_add"] == {
-        "test_acc_mean": pytest.approx(1 - (6.5 - 0.1) / 100), "test_acc_std": pytest.approx(0.0014142, abs=1e-6),
-        "n_ok": 2, "n_failed": 0, "n_missing": 1}
-    assert models["digits/resnet101_v1"] == {"test_acc_mean": None, "test_acc_std": None, "n_ok": 0, "n_failed": 2,
-                                             "n_missing": 0}
-    assert models["digits/resnet18_v2"]["n_ok"] == 3  # seeds 0, 1 and the stale seed 7
-    assert metrics["test_acc_mean"] == pytest.approx(
-        pd.read_parquet(results / "cells.parquet").query("status == 'ok'")["test_acc"].mean(), abs=1e-6)
+    metrics = metrics_of(results / "metrics.json")
+    assert {k: metrics[k] for k in ("cells", "excluded", "ok", "diverged", "failed", "missing")} == {
+        "cells": 42, "excluded": 1, "ok": 39, "diverged": 1, "failed": 1, "missing": 1}
+    assert set(metrics) == {"cells", "excluded", "ok", "diverged", "failed", "missing", "test_acc", "v2_minus_v1_pp",
+                            "bench_train_img_per_s"}
+    # mean test accuracy over ok seeds, units (a)/(e) only (the ablation units stay in cells.csv); the excluded
+    # seed 7 (0.95) is not in digits v2 d18
+    approx = lambda x: pytest.approx(x, abs=1e-6)  # noqa: E731
+    assert metrics["test_acc"] == {
+        "cifar10_jpeg": {"v1": {"d110": approx(1 - 0.070), "d164": approx(1 - 0.063)},
+                         "v2": {"d110": approx(1 - 0.068), "d164": approx(1 - 0.059)}},
+        # v1-101: no ok seed (one diverged, one failed) -> no mean; the counts above hold them
+        "digits": {"v1": {"d18": approx(0.905), "d50": approx(0.86)},
+                   "v2": {"d18": approx(0.94), "d50": approx(0.925), "d101": approx(0.855)}}}
+    # paired over (depth, seed): cifar 0.2 pp at 110 and 0.4 pp at 164 (3 seeds each); digits 4, 3, 7, 6 pp
+    cifar = [0.2] * 3 + [0.4] * 3
+    digits = [4.0, 3.0, 7.0, 6.0]
+    diff = metrics["v2_minus_v1_pp"]
+    assert set(diff) == {"cifar10_jpeg", "digits"}
+    for ds, values in (("cifar10_jpeg", cifar), ("digits", digits)):
+        lo, hi = _t_interval(values)
+        assert diff[ds] == {"mean": approx(np.mean(values)), "ci95_lo": approx(lo), "ci95_hi": approx(hi),
+                            "n_pairs": len(values)}, ds
+    # median over the version's depths of the isolated bench throughput
+    thr = lambda v, d: 2.0e5 / d * (1.0 if v == "v1" else 0.95)  # noqa: E731
+    assert metrics["bench_train_img_per_s"] == {
+        "cifar10_jpeg": {"v1": approx((thr("v1", 110) + thr("v1", 164)) / 2),
+                         "v2": approx((thr("v2", 110) + thr("v2", 164)) / 2)},
+        "digits": {"v1": approx((thr("v1", 18) + thr("v1", 50)) / 2), "v2": approx(thr("v2", 50))}}
 
 
 def test_collect_is_deterministic(tmp_path):
     a, b = run_collect(tmp_path / "a"), run_collect(tmp_path / "b")
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 5 + 5  # tables, metrics.json + one curve file per experiment, dataset and depth
+    files = outputs_of(a)
+    assert [str(f) for f in files if f.parts[0] != "curves"] == OUTPUTS and len(files) == len(OUTPUTS) + 5
+    assert outputs_of(b) == files
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
 
@@ -358,8 +510,12 @@ def test_stale_curves_are_removed_and_no_expected_file_is_fine(tmp_path, capsys)
     assert collect.main(["--cells", str(cells), "--out", str(out), "--expected", str(tmp_path / "nope.json")]) == 0
     assert "nope.json not found" in capsys.readouterr().err
     assert not (out / "curves" / "old__model.csv").exists()
+    # without the grid, every result file is a row (the 41 current ones and the leftover) and none is missing
     table = pd.read_parquet(out / "cells.parquet")
-    assert len(table) == 42 and "missing" not in set(table["status"]) and table["in_grid"].isna().all()
+    assert len(table) == 42 and "missing" not in set(table["status"]) and 7 in set(table["seed"])
+    excluded = collect.read_table(out / "excluded.csv")
+    assert len(excluded) == 0 and list(excluded.columns) == [c for c, *_ in collect.EXCLUDED_COLUMNS]
+    assert metrics_of(out / "metrics.json")["excluded"] == 0
 
 
 def test_empty_cells_folder_gives_empty_tables_with_the_schema(tmp_path):
@@ -367,7 +523,10 @@ def test_empty_cells_folder_gives_empty_tables_with_the_schema(tmp_path):
     cells = pd.read_parquet(tmp_path / "r" / "cells.parquet")
     assert len(cells) == 0 and list(cells.columns) == [c for c, *_ in collect.CELL_COLUMNS]
     assert str(cells["depth"].dtype) == "Int64"
-    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["cells"] == 0
+    metrics = metrics_of(tmp_path / "r" / "metrics.json")
+    assert metrics == {"cells": 0, "excluded": 0, "ok": 0, "diverged": 0, "failed": 0, "missing": 0, "test_acc": {},
+                       "v2_minus_v1_pp": {}, "bench_train_img_per_s": {}}
+    assert len(collect.read_table(tmp_path / "r" / "excluded.csv")) == 0
 
 
 @pytest.mark.parametrize("content, fault", [
@@ -402,15 +561,246 @@ def test_every_malformed_file_is_listed_and_a_bad_expected_file_too(tmp_path, ca
     (cells / "bad1.json").unlink()
     (cells / "bad2.json").unlink()
     expected.write_text('[{"cell_id": "x", "config": {"experiment": "e"}}]')
-    assert collect.main(["--cells", str(cells), "--expected", str(expected), "--out", str(tmp_path / "r")]) == 1
+    assert collect.main(["--results", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
     assert f"malformed expected-cells file {expected}, item 0" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "cells.csv").exists()
 
 
 def test_python_dash_m_entry_point(tmp_path):
-    cells, expected = write_fake_cells(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "resnet_bench.collect", "--cells", str(cells), "--expected",
-                           str(expected), "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=REPO,
-                          timeout=120)
+    results = tmp_path / "results" / "smoke"
+    write_fake_cells(results)
+    proc = subprocess.run([sys.executable, "-m", "resnet_bench.collect", "--results", str(results)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "collected 43 cells (ok 40, diverged 1, failed 1, missing 1)" in proc.stdout
-    assert math.isclose(json.loads((tmp_path / "r" / "metrics.json").read_text())["cells"], 43)
+    assert proc.stdout.splitlines() == [
+        f"collected 42 cells (ok 39, diverged 1, failed 1, missing 1), 120 epoch rows, 1 excluded -> {results}",
+        "  excluded 1: model/dataset/seed not in the current grid"]
+    assert math.isclose(metrics_of(results / "metrics.json")["cells"], 42)
+
+
+# ---- issue 10: only the current grid and code is aggregated; NaN, null and diverged cells are counted ---------
+
+
+def digits_config(version, depth, seed, **kw):
+    return make_config("smoke", "digits", version, VERSION_UNIT[version], depth, seed, recipe="quick", device="cpu",
+                       **kw)
+
+
+# The stale-recipe scenario: v2 is truly +0.5 pp better than v1 in the current (3-epoch) recipe, paired over
+# (depth, seed) with some spread; the leftovers of an older 1-epoch recipe (different cell ids, not in
+# expected_cells.json) have v1 far ahead.
+STALE_V1 = {(18, 0): 0.800, (18, 1): 0.812, (18, 2): 0.795, (50, 0): 0.830, (50, 1): 0.821, (50, 2): 0.840}
+STALE_DIFF_PP = {(18, 0): 0.3, (18, 1): 0.5, (18, 2): 0.7, (50, 0): 0.2, (50, 1): 0.5, (50, 2): 0.8}
+
+
+def test_stale_recipe_cells_are_excluded_and_the_true_difference_is_reported(tmp_path, capsys):
+    current, old = [], []
+    for (depth, seed), v1 in STALE_V1.items():
+        for version, acc in (("v1", v1), ("v2", v1 + STALE_DIFF_PP[depth, seed] / 100)):
+            current.append(make_record(digits_config(version, depth, seed), acc=acc))
+        for version, acc in (("v1", 0.90 + seed / 1000), ("v2", 0.40 - seed / 100)):
+            old.append(make_record(digits_config(version, depth, seed, epochs=1), acc=acc, n_epochs=1))
+    assert not {r["cell_id"] for r in current} & {r["cell_id"] for r in old}
+    # the trap is real: averaging every file on disk puts v1 far ahead
+    everything = current + old
+    naive = 100 * (np.mean([r["metrics"]["test_acc"] for r in everything if r["config"]["version"] == "v2"])
+                   - np.mean([r["metrics"]["test_acc"] for r in everything if r["config"]["version"] == "v1"]))
+    assert naive < -20
+    results = write_cells(tmp_path / "results" / "smoke", everything,
+                          [{"cell_id": r["cell_id"], "config": r["config"]} for r in current])
+    assert collect.main(["--results", str(results)]) == 0
+    assert "12 excluded" in capsys.readouterr().out
+
+    cells = pd.read_parquet(results / "cells.parquet")
+    assert sorted(cells["cell_id"]) == sorted(r["cell_id"] for r in current)
+    assert (cells["status"] == "ok").all() and (cells["epochs"] == N_EPOCHS).all()
+    excluded = collect.read_table(results / "excluded.csv")
+    assert sorted(excluded["cell_id"]) == sorted(r["cell_id"] for r in old)
+    assert (excluded["reason"] == "recipe differs").all() and (excluded["status"] == "ok").all()
+    epochs = pd.read_parquet(results / "epochs.parquet")
+    assert set(epochs["cell_id"]) == set(cells["cell_id"]) and len(epochs) == 12 * N_EPOCHS
+
+    metrics = metrics_of(results / "metrics.json")
+    assert (metrics["cells"], metrics["ok"], metrics["excluded"]) == (12, 12, 12)
+    diff = metrics["v2_minus_v1_pp"]["digits"]
+    assert diff["mean"] == pytest.approx(0.5, abs=1e-6) and diff["n_pairs"] == 6
+    lo, hi = _t_interval(list(STALE_DIFF_PP.values()))
+    assert (diff["ci95_lo"], diff["ci95_hi"]) == (pytest.approx(lo, abs=1e-6), pytest.approx(hi, abs=1e-6))
+    assert 0 < diff["ci95_lo"] < 0.5 < diff["ci95_hi"] < 1
+    for depth in (18, 50):
+        v1 = np.mean([STALE_V1[depth, s] for s in range(3)])
+        assert metrics["test_acc"]["digits"]["v1"][f"d{depth}"] == pytest.approx(v1, abs=1e-6)
+        v2 = v1 + np.mean([STALE_DIFF_PP[depth, s] for s in range(3)]) / 100
+        assert metrics["test_acc"]["digits"]["v2"][f"d{depth}"] == pytest.approx(v2, abs=1e-6)
+    assert sorted(p.name for p in (results / "curves").glob("*.csv")) == ["smoke__digits__resnet18.csv",
+                                                                         "smoke__digits__resnet50.csv"]
+    for curve in (results / "curves").glob("*.csv"):
+        t = collect.read_table(curve)
+        assert list(t["epoch"]) == [1, 2, 3], curve.name  # no 1-epoch cell of the old recipe
+        assert list(t["v1_n_seeds"]) == list(t["v2_n_seeds"]) == [3, 3, 3], curve.name
+
+
+@pytest.mark.parametrize("metric", collect.REQUIRED_OK_METRICS)
+@pytest.mark.parametrize("bad", [float("nan"), None, float("inf"), "absent"])
+def test_an_ok_record_with_a_non_finite_metric_is_failed_naming_it(metric, bad):
+    rec = make_record(digits_config("v1", 18, 0), acc=0.9)
+    good = collect.cells_table([rec]).iloc[0]
+    assert good["status"] == "ok" and pd.isna(good["error"])  # the control: the unmodified record is ok
+    if bad == "absent":
+        del rec["metrics"][metric]
+    else:
+        rec["metrics"][metric] = bad
+    row = collect.cells_table([rec]).iloc[0]
+    assert row["status"] == "failed" and metric in row["error"] and "not finite" in row["error"], row["error"]
+    assert set(collect.epochs_table([rec])["status"]) == {"failed"}
+    assert rec["status"] == "ok"  # the record itself is not modified
+
+
+def test_nan_and_null_test_acc_count_as_failed_and_stay_out_of_every_mean(tmp_path):
+    accs = {("v1", 0): 0.90, ("v1", 1): 0.91, ("v1", 2): 0.92, ("v2", 0): 0.93, ("v2", 1): 0.95, ("v2", 2): 0.96}
+    records = [make_record(digits_config(v, 18, s), acc=a) for (v, s), a in accs.items()]
+    by_key = {(r["config"]["version"], r["config"]["seed"]): r for r in records}
+    by_key["v2", 1]["metrics"]["test_acc"] = float("nan")  # written as a NaN token, as json.dumps does
+    by_key["v1", 2]["metrics"]["test_acc"] = None
+    results = write_cells(tmp_path / "r", records, [{"cell_id": r["cell_id"], "config": r["config"]} for r in records])
+    assert "NaN" in (results / "cells" / f"{by_key['v2', 1]['cell_id']}.json").read_text()
+    assert collect.main(["--results", str(results)]) == 0
+
+    cells = pd.read_parquet(results / "cells.parquet").set_index("cell_id")
+    nan_row, null_row = cells.loc[by_key["v2", 1]["cell_id"]], cells.loc[by_key["v1", 2]["cell_id"]]
+    assert nan_row["status"] == null_row["status"] == "failed"
+    assert "test_acc=nan" in nan_row["error"] and "test_acc=None" in null_row["error"]
+    assert pd.isna(nan_row["test_acc"]) and pd.isna(null_row["test_acc"]) and pd.isna(null_row["test_error_pct"])
+    assert nan_row["epochs_completed"] == N_EPOCHS  # what it measured is kept
+    csv = collect.read_table(results / "cells.csv").set_index("cell_id")
+    assert csv.loc[by_key["v2", 1]["cell_id"], "status"] == "failed"
+
+    metrics = metrics_of(results / "metrics.json")
+    assert {k: metrics[k] for k in ("cells", "ok", "failed", "diverged", "missing", "excluded")} == {
+        "cells": 6, "ok": 4, "failed": 2, "diverged": 0, "missing": 0, "excluded": 0}
+    assert metrics["test_acc"]["digits"] == {"v1": {"d18": pytest.approx(0.905, abs=1e-6)},
+                                             "v2": {"d18": pytest.approx(0.945, abs=1e-6)}}
+    # only seed 0 has both versions ok: one pair, no interval
+    assert metrics["v2_minus_v1_pp"]["digits"] == {"mean": pytest.approx(3.0, abs=1e-6), "ci95_lo": None,
+                                                   "ci95_hi": None, "n_pairs": 1}
+    epochs = pd.read_parquet(results / "epochs.parquet")
+    assert set(epochs.loc[epochs["cell_id"].isin([nan_row.name, null_row.name]), "status"]) == {"failed"}
+    curve = collect.read_table(results / "curves" / "smoke__digits__resnet18.csv")
+    assert list(curve["v1_n_seeds"]) == list(curve["v2_n_seeds"]) == [2, 2, 2]
+
+
+def test_a_diverged_cell_keeps_its_row_and_is_counted(tmp_path):
+    records = [make_record(digits_config("v1", 18, 0), acc=0.90), make_record(digits_config("v2", 18, 0), acc=0.93),
+               make_record(digits_config("v1", 18, 1), acc=0.91, status="diverged", n_epochs=2),
+               make_record(digits_config("v2", 18, 1), acc=0.94)]
+    results = write_cells(tmp_path / "r", records, [{"cell_id": r["cell_id"], "config": r["config"]} for r in records])
+    assert collect.main(["--results", str(results)]) == 0
+    cells = pd.read_parquet(results / "cells.parquet")
+    assert len(cells) == 4
+    d = cells[cells["status"] == "diverged"]
+    assert len(d) == 1 and (d["version"].iloc[0], d["seed"].iloc[0]) == ("v1", 1)
+    assert d["error"].iloc[0] == "train loss is nan at epoch 2" and d["epochs_completed"].iloc[0] == 2
+    assert np.isnan(d["final_train_loss"].iloc[0])  # a diverged cell is not turned into a failed one
+    metrics = metrics_of(results / "metrics.json")
+    assert {k: metrics[k] for k in ("cells", "ok", "diverged", "failed", "missing")} == {
+        "cells": 4, "ok": 3, "diverged": 1, "failed": 0, "missing": 0}
+    assert metrics["test_acc"]["digits"]["v1"] == {"d18": pytest.approx(0.90, abs=1e-6)}
+    assert metrics["v2_minus_v1_pp"]["digits"]["n_pairs"] == 1
+    epochs = pd.read_parquet(results / "epochs.parquet")
+    de = epochs[epochs["status"] == "diverged"]
+    assert list(de["epoch"]) == [1, 2] and np.isnan(de["train_loss"].iloc[-1])
+    curve = collect.read_table(results / "curves" / "smoke__digits__resnet18.csv")
+    assert list(curve["v1_n_seeds"]) == [1, 1, 1] and list(curve["v2_n_seeds"]) == [2, 2, 2]
+    assert curve["v1_val_error"].iloc[-1] == pytest.approx(10.0)  # seed 0 only
+
+
+def test_exclusion_reason_names_what_changed():
+    base = digits_config("v1", 18, 0)
+    expected = [{"cell_id": c["cell_id"], "config": c} for c in (base, digits_config("v2", 18, 0))]
+    code = digits_config("v1", 18, 0, code_fingerprint="0123456789abcdef")
+    data = digits_config("v1", 18, 0, data=data_identity("digits", version="2"))
+    split = digits_config("v1", 18, 0, data={**data_identity("digits"), "val_fraction": 0.2})
+    recipe = digits_config("v1", 18, 0, epochs=1)
+    both = digits_config("v1", 18, 0, epochs=1, code_fingerprint="0123456789abcdef")
+    seed = digits_config("v1", 18, 5)
+    model = digits_config("v1", 34, 0)
+    # each differs from its expected twin in exactly what its name says
+    for c, part in ((code, "code_fingerprint"), (data, "data"), (split, "data"), (recipe, "recipe")):
+        assert [k for k in base if base[k] != c[k] and k != "cell_id"] == [part]
+    want = {code["cell_id"]: "training code changed", data["cell_id"]: "prepared data changed",
+            split["cell_id"]: "prepared data changed", recipe["cell_id"]: "recipe differs",
+            both["cell_id"]: "training code changed; recipe differs",
+            seed["cell_id"]: "model/dataset/seed not in the current grid",
+            model["cell_id"]: "model/dataset/seed not in the current grid"}
+    assert len(want) == 7
+    records = [make_record(c, acc=0.9) for c in (base, code, data, split, recipe, both, seed, model)]
+    current, excluded = collect.split_current(records, expected)
+    assert [r["cell_id"] for r in current] == [base["cell_id"]]
+    assert dict(zip(excluded["cell_id"], excluded["reason"])) == want
+    assert list(excluded.columns) == [c for c, *_ in collect.EXCLUDED_COLUMNS]
+    # without the grid nothing is excluded
+    current, excluded = collect.split_current(records, None)
+    assert len(current) == len(records) and len(excluded) == 0
+
+
+def test_main_with_a_results_folder_end_to_end(tmp_path, capsys):
+    results = tmp_path / "results" / "smoke"
+    grid = [digits_config(v, 18, s) for v in ("v1", "v2") for s in (0, 1)]
+    accs = {("v1", 0): 0.90, ("v1", 1): 0.91, ("v2", 0): 0.93, ("v2", 1): 0.95}
+    current = [make_record(c, acc=accs[c["version"], c["seed"]]) for c in grid[:-1]]  # v2 seed 1: not run yet
+    leftovers = [make_record(digits_config("v1", 18, 0, code_fingerprint="0123456789abcdef"), acc=0.5),
+                 make_record(digits_config("v2", 18, 0, data=data_identity("digits", version="2")), acc=0.5),
+                 make_record(digits_config("v1", 18, 1, epochs=1), acc=0.5, n_epochs=1)]
+    write_cells(results, current + leftovers, [{"cell_id": c["cell_id"], "config": c} for c in grid])
+    inputs = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
+    assert len(inputs) == 7
+
+    assert collect.main(["--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        f"collected 4 cells (ok 3, diverged 0, failed 0, missing 1), 9 epoch rows, 3 excluded -> {results}",
+        "  excluded 1: prepared data changed", "  excluded 1: recipe differs", "  excluded 1: training code changed"]
+    # the tables are written into the results folder, next to the untouched inputs
+    assert [str(p) for p in outputs_of(results)] == ["cells.csv", "cells.parquet", "curves/smoke__digits__resnet18.csv",
+                                                     "epochs.csv", "epochs.parquet", "excluded.csv", "metrics.json"]
+    assert {p: p.read_bytes() for p in inputs} == inputs
+    cells = collect.read_table(results / "cells.csv")
+    assert list(cells["status"]) == ["ok", "ok", "ok", "missing"] and sorted(cells["cell_id"]) == sorted(
+        c["cell_id"] for c in grid)
+    excluded = pd.read_csv(results / "excluded.csv")
+    assert list(excluded.columns) == [c for c, *_ in collect.EXCLUDED_COLUMNS]
+    assert dict(zip(excluded["cell_id"], excluded["reason"])) == {
+        leftovers[0]["cell_id"]: "training code changed", leftovers[1]["cell_id"]: "prepared data changed",
+        leftovers[2]["cell_id"]: "recipe differs"}
+    assert list(excluded["reason"]) == sorted(excluded["reason"])
+    assert len(pd.read_parquet(results / "epochs.parquet")) == 3 * N_EPOCHS
+    metrics = metrics_of(results / "metrics.json")
+    assert {k: metrics[k] for k in ("cells", "ok", "missing", "excluded")} == {"cells": 4, "ok": 3, "missing": 1,
+                                                                              "excluded": 3}
+    assert metrics["v2_minus_v1_pp"]["digits"]["mean"] == pytest.approx(3.0, abs=1e-6)
+
+    # --cells/--expected/--out override the folder's defaults; the same inputs give the same bytes
+    other = tmp_path / "other"
+    assert collect.main(["--results", str(tmp_path / "nowhere"), "--cells", str(results / "cells"),
+                         "--expected", str(results / "expected_cells.json"), "--out", str(other)]) == 0
+    assert outputs_of(other) == outputs_of(results)
+    for f in outputs_of(results):
+        assert (other / f).read_bytes() == (results / f).read_bytes(), f
+    assert not (tmp_path / "nowhere").exists()
+    # nothing to read: a usage error, nothing written
+    capsys.readouterr()
+    assert collect.main([]) == 2 and collect.main(["--cells", str(results / "cells")]) == 2
+    assert "give --results DIR" in capsys.readouterr().err
+
+
+def test_bench_throughput_is_the_median_over_depths():
+    # d18 has 3 ok seeds, d50 and d101 one each (the other seeds failed): the median over depths is d50's,
+    # a median over cells would be d18's
+    records = []
+    for depth in (18, 50, 101):
+        for seed in range(3):
+            ok = depth == 18 or seed == 0
+            records.append(make_record(digits_config("v1", depth, seed), acc=0.9, status="ok" if ok else "failed"))
+    metrics = collect.headline_metrics(collect.cells_table(records))
+    assert metrics["ok"] == 5 and metrics["failed"] == 4
+    assert metrics["bench_train_img_per_s"]["digits"]["v1"] == pytest.approx(2.0e5 / 50, abs=1e-6)

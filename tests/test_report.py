@@ -388,7 +388,7 @@ def test_units_ablation_and_old_layout_with_stale_cells(tmp_path):
     assert report.main(["--results", str(results), "--out", str(tmp_path / "o"), "--formats", "png"]) == 0
     md = (tmp_path / "o" / "report.md").read_text()
     assert "Cells: 42 (ok 39, diverged 1, failed 1, missing 1); 1 excluded." in md
-    assert "config not in current grid (in_grid false)" in md
+    assert "model/dataset/seed not in the current grid" in md  # collect's excluded.csv reason
     assert "![units](figures/units.png)" in md and "### Residual units" in md
     assert "| (b) BN after addition | 8.50 ± 0.20 (3) |" in md
 
