@@ -17,6 +17,7 @@ COMMANDS = {
     "sweep": ("resnet_bench.sweep", "main", "run the experiment's grid on Ray Tune"),
     "collect": ("resnet_bench.collect", "main", "tables of all cells"),
     "report": ("resnet_bench.report", "main", "figures and report.md from a results folder"),
+    "verify": ("resnet_bench.verify", "main", "retrain committed cells; identical / within seed spread / outside"),
     "config": ("resnet_bench.cli", "config_main", "show the resolved experiment (with sources) or write the JSON Schema"),
     "compare": ("resnet_bench.report.compare", "main", "paired differences between two results folders"),
 }

@@ -53,6 +53,77 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert ran_stages(log) == ["report"], log
 
 
+def git(project, *args) -> str:
+    proc = subprocess.run(["git", *args], cwd=project, env=venv_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"git {' '.join(args)} failed:\n{proc.stderr}"
+    return proc.stdout
+
+
+def cell_records(project) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (project / "results" / "tiny" / "cells").glob("*.json")}
+
+
+def report_files(project) -> dict[str, bytes]:
+    root = project / "reports" / "tiny"
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    for name in ("cells.csv", "epochs.csv", "excluded.csv", "metrics.json"):
+        files[name] = (project / "results" / "tiny" / name).read_bytes()
+    return files
+
+
+def test_numbers_are_traceable_shared_through_dvc_and_retrained_only_when_code_changes(tmp_path):
+    """Issue 10 end to end: provenance, a DVC remote round trip, code vs comment edits."""
+    project = make_project(tmp_path / "p", git=True)
+    dvc(project, "repro")
+    head = git(project, "rev-parse", "HEAD").strip()
+    first = cell_records(project)
+    assert len(first) == 2
+    for r in first.values():
+        assert r["provenance"]["git"] == {"commit": head, "dirty": False, "diff_sha256": None}
+        assert r["provenance"]["node"]["hostname"] and r["provenance"]["code_fingerprint"]
+
+    # Share through a DVC remote: a second clone pulls data and cells, and trains nothing.
+    dvc(project, "remote", "add", "-d", "store", str(tmp_path / "remote"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "results")
+    dvc(project, "push")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    dvc(clone, "pull")
+    status = dvc(clone, "status")
+    assert "up to date" in status, status
+    assert ran_stages(dvc(clone, "repro")) == []
+    # Regenerated from the pulled cells (forced), the tables and report are byte-identical.
+    log = dvc(clone, "repro", "--force")
+    assert "2 cells, 2 done, 0 to train" in log and "Running stage 'report'" in log, log
+    assert report_files(clone) == report_files(project)
+
+    # A comment-only edit of training code: the sweep stage reruns (its dep changed) and trains nothing.
+    train_py = project / "resnet_bench" / "train.py"
+    train_py.write_text(train_py.read_text() + "\n# a comment changes no number\n")
+    git(project, "commit", "-qam", "comment")
+    log = dvc(project, "repro")
+    assert "2 cells, 2 done, 0 to train" in log, log
+    assert cell_records(project) == first
+
+    # An edit that changes the loss: every cell retrains; the tables hold only the new cells.
+    src = train_py.read_text()
+    assert "label_smoothing=recipe.label_smoothing)" in src
+    train_py.write_text(src.replace("label_smoothing=recipe.label_smoothing)",
+                                    "label_smoothing=recipe.label_smoothing) * 0.5", 1))
+    git(project, "commit", "-qam", "loss x 0.5")
+    log = dvc(project, "repro")
+    assert "2 cells, 0 done, 2 to train" in log, log
+    cells = pd.read_parquet(project / "results" / "tiny" / "cells.parquet")
+    old_fp = {r["config"]["code_fingerprint"] for r in first.values()}
+    assert len(cells) == 2 and (cells["status"] == "ok").all() and not set(cells["code_fingerprint"]) & old_fp
+    new_head = git(project, "rev-parse", "HEAD").strip()
+    assert set(cells["git_commit"]) == {new_head}
+    excluded = pd.read_csv(project / "results" / "tiny" / "excluded.csv")
+    assert sorted(excluded["cell_id"]) == sorted(first) and set(excluded["reason"]) == {"training code changed"}
+    assert "; 2 excluded." in (project / "reports" / "tiny" / "report.md").read_text()
+
+
 def test_bad_params_fail_before_training_with_one_line(tmp_path, prepared_digits):
     project = make_project(tmp_path / "p")
     for key, value, bad, valid in [

@@ -1,0 +1,144 @@
+"""`resnet-bench verify`: retrain committed cells and say whether their numbers reproduce.
+
+What is promised (README, "Reproducibility"): under the same numeric environment
+(code, data, torch build, kernel ISA level, threads; deterministic CPU mode pins
+AVX2 kernels) a cell's numbers are bit-identical; elsewhere they agree within
+seed noise. For each retrained cell this prints one verdict:
+
+- `identical`: every recorded accuracy and loss equal to the last bit;
+- `within seed spread`: test accuracy within 2 standard deviations of the
+  cell's model over seeds (with one seed: 2 x the binomial sampling error of
+  the test accuracy, sqrt(p (1 - p) / n_test));
+- `outside`: further apart, which exits nonzero;
+- `not verifiable`: the record's code or data differ from this checkout's.
+
+Where the numeric environment differs from the record's, the parts that differ
+are named. Inputs are the committed `results/<experiment>/expected_cells.json`
+(full configs) and `cells.parquet` (numbers and environment), so a fresh clone
+can verify without the cell records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+# Numbers compared bit for bit (record column -> train_cell metric).
+COMPARED = ("test_acc", "test_loss", "best_val_acc", "final_train_loss")
+# Numeric-environment columns of cells.parquet compared with this process's.
+ENV_COLUMNS = ("aten_cpu_capability", "numeric_pinned", "torch_version", "torch_threads", "cpu_model", "gpu_name")
+
+
+def load_committed(results: Path) -> tuple[list[dict], "object"]:
+    """(expected cells, cells table) of an experiment's results folder."""
+    from resnet_bench.collect import read_table
+    from resnet_bench.config import ConfigError
+
+    expected_path, table_path = results / "expected_cells.json", results / "cells.parquet"
+    for p in (expected_path, table_path):
+        if not p.is_file():
+            raise ConfigError(f"--results: {p} not found; give an experiment's results folder "
+                              "(results/<experiment>) made by `dvc repro`")
+    return json.loads(expected_path.read_text()), read_table(table_path)
+
+
+def tolerance(cells, row) -> tuple[float, str]:
+    """Seed noise of a cell's test accuracy: 2 sd over its model's ok seeds, else 2 binomial sd."""
+    same = cells[(cells["status"] == "ok") & (cells["model"] == row["model"]) & (cells["unit"] == row["unit"])
+                 & (cells["dataset"] == row["dataset"])]
+    if len(same) >= 2:
+        return 2 * float(same["test_acc"].std(ddof=1)), f"2 sd over {len(same)} seeds"
+    p, n = float(row["test_acc"]), int(row["n_test"])
+    return 2 * math.sqrt(p * (1 - p) / n), f"2 x binomial sd of test accuracy (n_test {n}; 1 seed)"
+
+
+def environment_now(device: str) -> dict:
+    from resnet_bench.env import hardware, numeric_environment, package_versions
+
+    num, hw = numeric_environment(), hardware(device)
+    return {"aten_cpu_capability": num["aten_cpu_capability"], "numeric_pinned": num["pinned"],
+            "torch_version": package_versions(("torch",))["torch"], "torch_threads": hw["torch_threads"],
+            "cpu_model": hw["cpu_model"], "gpu_name": hw["gpu_name"]}
+
+
+def env_differences(row, now: dict) -> list[str]:
+    out = []
+    for key in ENV_COLUMNS:
+        recorded = row.get(key)
+        recorded = None if recorded is None or (isinstance(recorded, float) and math.isnan(recorded)) else recorded
+        if recorded is not None and str(recorded) != str(now[key]):
+            out.append(f"{key} {recorded} -> {now[key]}")
+    return out
+
+
+def verdict(row, record: dict, tol: float) -> str:
+    m = record["metrics"]
+    if all(m.get(k) == row[k] for k in COMPARED):
+        return "identical"
+    return "within seed spread" if abs(m["test_acc"] - row["test_acc"]) <= tol else "outside"
+
+
+def parse_args(argv):
+    from resnet_bench.cli import Parser
+
+    p = Parser(prog="resnet-bench verify", description="Retrain committed cells; report whether they reproduce.")
+    p.add_argument("--results", default="results/smoke", help="an experiment's results folder")
+    p.add_argument("--prepared-dir", default="data/prepared")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--sample", type=int, default=2, help="retrain this many ok cells, chosen at random")
+    group.add_argument("--all", action="store_true", help="retrain every ok cell")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random sample")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from resnet_bench import config as cfg
+    from resnet_bench.env import code_fingerprint
+    from resnet_bench.train import pin_numeric_environment, train_cell
+
+    args = parse_args(argv)
+    try:
+        if args.sample < 1:
+            raise cfg.ConfigError(f"--sample: {args.sample} is invalid: give at least 1 (or --all)")
+        expected, cells = load_committed(Path(args.results))
+        by_id = {e["cell_id"]: cfg.Cell.model_validate(e["config"]) for e in expected}
+        ok = cells[cells["status"] == "ok"].set_index("cell_id", drop=False)
+        ids = sorted(set(ok.index) & set(by_id))
+        if not ids:
+            raise cfg.ConfigError(f"--results: {args.results} has no ok cell to verify")
+        chosen = ids if args.all else sorted(random.Random(args.seed).sample(ids, min(args.sample, len(ids))))
+        prepared = Path(args.prepared_dir)
+        datasets = {by_id[i].dataset for i in chosen}
+        data_now = {ds: cfg.data_identity(prepared / ds) for ds in sorted(datasets)}
+    except cfg.ConfigError as err:
+        print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
+        return 2
+    code_now = code_fingerprint()
+    pin_numeric_environment(by_id[chosen[0]])  # before any computation; the same for every cell here
+    print(f"[verify] {len(chosen)} of {len(ids)} ok cells of {args.results}", file=sys.stderr)
+    counts: dict[str, int] = {}
+    for cid in chosen:
+        cell, row = by_id[cid], ok.loc[cid]
+        if cell.code_fingerprint != code_now or cell.data != data_now[cell.dataset]:
+            why = "code" if cell.code_fingerprint != code_now else "prepared data"
+            result, detail = "not verifiable", f"the record's {why} differs from this checkout's (run `make repro`)"
+        else:
+            record = train_cell(cell, prepared)
+            tol, how = tolerance(cells, row)
+            result = verdict(row, record, tol)
+            diff = record["metrics"]["test_acc"] - row["test_acc"]
+            env = env_differences(row, environment_now(cell.runtime.device))
+            detail = (f"test_acc {row['test_acc']:.6f} -> {record['metrics']['test_acc']:.6f} "
+                      f"(diff {diff:+.6f}, tolerance {tol:.4f}: {how})"
+                      + (f"; numeric environment differs: {', '.join(env)}" if env else "; same numeric environment"))
+        counts[result] = counts.get(result, 0) + 1
+        print(f"{cid}  {cell.label():<40} {result}: {detail}", flush=True)
+    print(f"[verify] " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=sys.stderr)
+    return 1 if counts.get("outside") or counts.get("not verifiable") else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Same numbers on another machine: numeric pin, data in the cell id, committed results current."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import venv_env
+from resnet_bench import config as cfg
+from resnet_bench import data
+from resnet_bench.env import code_fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = REPO / "results" / "smoke"
+TIMING = {"epoch_s", "train_img_per_s", "train_time_s"}
+
+
+def train_record(prepared: Path, out: Path, extra_env: dict) -> dict:
+    env = {**venv_env(), **extra_env}
+    for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR"):
+        if k not in extra_env:
+            env.pop(k, None)
+    proc = subprocess.run([sys.executable, "-m", "resnet_bench", "train", "--model", "resnet18_v2", "--width", "4",
+                           "--epochs", "1", "--prepared-dir", str(prepared), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+def numbers(rec: dict) -> dict:
+    return {"metrics": {k: v for k, v in rec["metrics"].items() if k not in TIMING},
+            "epochs": [{k: v for k, v in e.items() if k not in TIMING} for e in rec["epochs"]]}
+
+
+def test_pinned_cpu_run_gives_the_same_bits_on_a_simulated_avx2_host(prepared_digits, tmp_path):
+    import torch
+
+    native = train_record(prepared_digits, tmp_path / "native.json", {})
+    # What an AVX2-only x86 server (no AVX-512) dispatches to natively.
+    older = train_record(prepared_digits, tmp_path / "avx2.json",
+                         {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    for rec in (native, older):
+        num = rec["provenance"]["numeric"]
+        assert num["pinned"] and num["aten_cpu_capability"] == "AVX2", num
+    assert numbers(native) == numbers(older), (
+        f"this machine dispatches natively to {torch.backends.cpu.get_cpu_capability()}")
+
+
+def test_changing_split_seed_changes_every_cell_id(tmp_path):
+    for seed in (0, 1):
+        assert data.main(["--name", "digits", "--out", str(tmp_path / f"s{seed}" / "digits"),
+                          "--split-seed", str(seed)]) == 0
+    layer = cfg.Layer("t", {"grid": {"versions": ["v1", "v2"], "depths": [18], "datasets": ["digits"],
+                                     "seeds": [0, 1]}})
+    exp = cfg.resolve_layers("t", [layer], cfg.Params(), check_datasets=False).experiment
+    ids = [{c.cell_id for c in cfg.expand_grid(exp, data={"digits": cfg.data_identity(tmp_path / f"s{s}" / "digits")})}
+           for s in (0, 1)]
+    assert len(ids[0]) == len(ids[1]) == 4 and not ids[0] & ids[1]
+
+
+def test_committed_results_are_made_by_this_code():
+    expected = json.loads((COMMITTED / "expected_cells.json").read_text())
+    stale = {e["config"]["code_fingerprint"] for e in expected} - {code_fingerprint()}
+    assert not stale, ("results/smoke was made by other training code (fingerprint "
+                       f"{sorted(stale)} != {code_fingerprint()}): run `make repro` and commit results/ and reports/")
+    cells = pd.read_parquet(COMMITTED / "cells.parquet")
+    assert set(cells["cell_id"]) == {e["cell_id"] for e in expected} and (cells["status"] == "ok").all()
+
+
+@pytest.mark.slow
+def test_verify_reproduces_a_committed_smoke_cell_and_flags_a_tampered_one(prepared_digits, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "resnet_bench", "verify", "--results", str(COMMITTED),
+                           "--prepared-dir", str(prepared_digits), "--sample", "1"],
+                          env=venv_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and " identical: " in proc.stdout, proc.stdout + proc.stderr
+    assert "same numeric environment" in proc.stdout, proc.stdout
+
+    tampered = tmp_path / "smoke"
+    shutil.copytree(COMMITTED, tampered, ignore=shutil.ignore_patterns("cells", "checkpoints"))
+    cells = pd.read_parquet(tampered / "cells.parquet")
+    cells["test_acc"] = cells["test_acc"] - 0.2  # as if another machine had printed 20 pp less
+    cells["aten_cpu_capability"] = "AVX512"
+    cells.to_parquet(tampered / "cells.parquet", index=False)
+    proc = subprocess.run([sys.executable, "-m", "resnet_bench", "verify", "--results", str(tampered),
+                           "--prepared-dir", str(prepared_digits), "--sample", "1"],
+                          env=venv_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and " outside: " in proc.stdout, proc.stdout + proc.stderr
+    assert "aten_cpu_capability AVX512 -> AVX2" in proc.stdout
