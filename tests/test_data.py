@@ -450,7 +450,7 @@ def test_val_folder_is_the_validation_split(tmp_path):
                  str(write_source(tmp_path / "s.tar.gz", items)), "--val-fraction", "0.25")
     assert ds.meta["counts"] == {"train": 8, "val": 6, "test": 4}  # val/ whole, nothing held out of train
     assert ds.meta["split"]["validation"] == "val/ folder" and ds.meta["split"]["test"] == "test/ folder"
-    assert ds.val_y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert sorted(ds.val_y.tolist()) == [0, 0, 0, 1, 1, 1]
 
 
 def test_train_and_val_only_is_imagenette_layout(tmp_path):
@@ -621,3 +621,43 @@ def test_loader_trains_from_an_artifact_larger_than_its_memory(tmp_path):
     assert resident == "False" and int(seen) == n
     # A resident copy would add the padded split (61 MB -> 98 MB); streaming adds a few batches.
     assert int(grew) < int(nbytes) // 4, (grew, nbytes)
+
+
+@pytest.mark.slow
+def test_dvc_repro_prepares_a_varied_size_image_folder_from_params(tmp_path):
+    """The real `dvc repro` in a temp git repo: params.yaml alone sets the image folder and its size."""
+    import yaml
+
+    from conftest import make_project, venv_env
+
+    project = make_project(tmp_path / "p")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):  # Imagenette's layout: train/ and val/
+        for cls in ("tench", "church"):
+            for i in range(n):
+                h, w = (int(v) for v in rng.integers(10, 40, 2))  # every image its own size and aspect
+                f = project / "data" / "raw" / "nette" / split / cls / f"{i}.jpg"
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_bytes(encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "JPEG"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["prepare"]["files"] = {"nette": {"format": "imagefolder", "source": "data/raw/nette", "sha256": "",
+                                            "image_size": 16}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = venv_env()
+    run = lambda *cmd: subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    for cmd in (("git", "init", "-q"), ("dvc", "init", "-q"), ("dvc", "config", "core.analytics", "false")):
+        assert run(*cmd).returncode == 0
+    proc = run("dvc", "repro", "prepare_file@nette")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ds = data.load_prepared(project / "data" / "prepared" / "nette")
+    assert ds.train_x.shape[1:] == (3, 16, 16) and ds.meta["counts"]["test"] == 4
+    assert ds.meta["resize"] == {"policy": "shorter_side_center_crop", "size": 16,
+                                 "filter": "bilinear (Pillow, antialiased)"}
+    first = ds.meta["content_sha256"]
+    params["prepare"]["files"]["nette"]["image_size"] = 8
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run("dvc", "repro", "prepare_file@nette")
+    assert proc.returncode == 0 and "Running stage 'prepare_file@nette'" in proc.stdout, proc.stdout + proc.stderr
+    ds = data.load_prepared(project / "data" / "prepared" / "nette")
+    assert ds.train_x.shape[1:] == (3, 8, 8) and ds.meta["content_sha256"] != first
+    assert sorted(p.name for p in (project / "data" / "prepared").iterdir()) == ["nette"]
