@@ -63,7 +63,8 @@ def run_once(source: Path, out: Path, code: Path, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "resnet_bench.data", "--name", "m", "--format", "imagefolder",
            "--source", str(source), "--out", str(out), *extra]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # cwd=code: `python -m` puts the working directory first on sys.path
+    proc = subprocess.Popen(cmd, env=env, cwd=code, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ps = psutil.Process(proc.pid)
     peak = [0, 0, 0]
     while proc.poll() is None:
