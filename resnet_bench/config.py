@@ -442,7 +442,10 @@ class Experiment(Strict):
 class DatasetFile(Strict):
     format: Literal[DATASET_FORMATS]  # type: ignore[valid-type]
     source: str = Field(min_length=1)
-    sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")  # "" = not checked
+    sha256: str = Field(pattern=r"^([0-9a-f]{64})?$")  # "" = not checked
+    # Shorter side resized to this, then centre-cropped square (resnet_bench.data); 0 = keep sizes.
+    # Required, as are the others: dvc.yaml passes every key on the command line.
+    image_size: int = Field(ge=0, le=4096)
 
 
 class PrepareParams(Strict):
