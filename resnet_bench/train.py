@@ -150,7 +150,8 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_path: str | Path | None = None,
-               on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None) -> dict:
+               on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None,
+               on_checkpoint: Callable[[Path, dict], None] | None = None) -> dict:
     """Train and evaluate one cell; returns its result record (status ok or diverged).
 
     Exceptions other than divergence propagate: the caller (the sweep) records them.
@@ -158,6 +159,8 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     cell id is resumed, giving the same numbers as an uninterrupted run on CPU.
     `provenance`: what the driver captured once (git commit, code fingerprint); the
     record adds this process's node and numeric environment.
+    `on_checkpoint(path, epoch_record)` runs once that epoch's checkpoint file is
+    complete on disk (the sweep hands it to Ray Tune, which persists it to storage).
     """
     cell = cell if isinstance(cell, cfg.Cell) else cfg.Cell.model_validate(cell)
     started, t0 = utcnow(), time.perf_counter()
@@ -242,6 +245,8 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(ckpt, {"cell_id": cell.cell_id, "epoch": epoch, "model": model.state_dict(),
                                     "optimizer": optimizer.state_dict(), "history": history})
+            if on_checkpoint:
+                on_checkpoint(ckpt, record)
 
     metrics = summarize(history)
     metrics["params"] = sum(p.numel() for p in model.parameters())
