@@ -253,7 +253,7 @@ def _benchmark_once(model_fn, batch, img, in_ch, ncls, device, amp, channels_las
 
 
 def parse_args(argv):
-    from resnet_bench.cli import Parser
+    from resnet_bench.argparsing import Parser
     from resnet_bench.config import Bench
 
     d = Bench()  # the one place bench defaults live (resnet_bench.config)
@@ -289,7 +289,7 @@ class BenchInput(BaseModel):
 def check_args(args) -> list[str]:
     """Every flag through the schema (resnet_bench.config); all problems, one line each."""
     from resnet_bench import config as cfg
-    from resnet_bench.cli import check_output_path
+    from resnet_bench.argparsing import output_file_problem
     from resnet_bench.models import available_models
 
     problems: list[str] = []
@@ -319,10 +319,8 @@ def check_args(args) -> list[str]:
         problems.append(f"--device: {args.device!r} but this machine has no CUDA GPU; valid here: cpu")
     if args.amp != "none" and not args.device.startswith("cuda"):
         problems.append(f"--amp: {args.amp!r} needs --device cuda (CPU runs float32)")
-    try:
-        check_output_path(args.out)
-    except cfg.ConfigError as err:
-        problems += err.problems
+    if output_file_problem(args.out):
+        problems.append(output_file_problem(args.out))
     return problems
 
 

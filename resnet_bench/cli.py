@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
-from pathlib import Path
+
+from resnet_bench.argparsing import Parser, output_file_problem
 
 # subcommand -> (module, entry point, one-line help)
 COMMANDS = {
@@ -23,28 +23,10 @@ COMMANDS = {
 }
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `error: PROG: MESSAGE (see PROG --help)`, exit 2."""
-
-    def error(self, message):
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def check_output_path(path: str | Path, *, kind: str = "file") -> Path:
-    """Refuse an output path that is an existing directory (for a file) or a file (for a directory)."""
-    from resnet_bench.config import ConfigError
-
-    p = Path(path)
-    if kind == "file" and p.is_dir():
-        raise ConfigError(f"--out: {p} is a directory; give a file path")
-    if kind == "dir" and p.exists() and not p.is_dir():
-        raise ConfigError(f"--out: {p} is a file; give a directory")
-    return p
-
-
 def config_main(argv=None) -> int:
     """`resnet-bench config show|schema`."""
     import json
+    from pathlib import Path
 
     from resnet_bench import config as cfg
 
@@ -63,7 +45,10 @@ def config_main(argv=None) -> int:
             data = cfg.experiment_json_schema() if args.of == "experiment" else cfg.params_json_schema()
             text = json.dumps(data, indent=2, sort_keys=True) + "\n"
             if args.out:
-                check_output_path(args.out).write_text(text)
+                problem = output_file_problem(args.out)
+                if problem:
+                    raise cfg.ConfigError(problem)
+                Path(args.out).write_text(text)
             else:
                 sys.stdout.write(text)
             return 0

@@ -27,7 +27,6 @@ from there, so the schema does not depend on which cells happened to finish.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from resnet_bench.argparsing import Parser
 
 STATUSES = ("ok", "diverged", "failed", "missing")
 RESULT_STATUSES = ("ok", "diverged", "failed")  # what a result file may say
@@ -648,7 +648,7 @@ def schema_doc() -> str:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="resnet-bench collect", description="Tidy tables of every cell result.")
+    p = Parser(prog="resnet-bench collect", description="Tidy tables of every cell result.")
     p.add_argument("--results", help="the experiment's results folder (results/<experiment>): reads cells/ and "
                                      "expected_cells.json there and writes the tables there")
     p.add_argument("--cells", help="folder of <cell_id>.json results (default: RESULTS/cells)")

@@ -27,7 +27,6 @@ host and moved to the device.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import io
@@ -49,6 +48,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import numpy as np
+from resnet_bench.argparsing import Parser
 
 FORMATS = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder")
 # File suffix -> the only Pillow format an image-folder member may be decoded as. A file is never
@@ -1088,7 +1088,7 @@ def prepare(name: str, fmt: str, *, source=None, sha256=None, download_data=Fals
     if fmt not in FORMATS:
         raise DatasetError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     if not 0 <= val_fraction < 1:
-        raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise DatasetError(f"--val-fraction: {val_fraction} is invalid: must be in [0, 1)")
     image_size = int(image_size) if image_size else None
     if image_size is not None and (image_size < 1 or fmt != "imagefolder"):
         raise DatasetError(f"image_size {image_size} is invalid for format {fmt!r}: a positive size applies "
@@ -1320,7 +1320,7 @@ class DeviceLoader:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="resnet-bench prepare", description="Prepare one dataset artifact.")
+    p = Parser(prog="resnet-bench prepare", description="Prepare one dataset artifact.")
     p.add_argument("--name", required=True, help="artifact name, e.g. digits, cifar10_jpeg")
     p.add_argument("--format", choices=FORMATS, help="defaults to --name when that is a format")
     p.add_argument("--source", help="file or folder with the raw data")

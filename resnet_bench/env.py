@@ -93,9 +93,19 @@ def environment(device: str | torch.device | None = None, cwd=None) -> dict:
 
 # ---- code fingerprint -------------------------------------------------------------------------
 
-# Modules whose code decides a cell's numbers: the networks, the training/evaluation loop and
-# schedule, the loader and augmentation. (Recipe values are in the cell config itself.)
-FINGERPRINT_MODULES = ("models.py", "train.py", "data.py")
+# The code that decides a cell's numbers, per module: the networks, the training and
+# evaluation loop and schedule, the loader and augmentation, the numeric pin. Each entry
+# names the top-level functions training calls; the fingerprint covers them and every
+# top-level name of the same module they reference, transitively, plus every definition
+# registered through a decorator they reference (the model registry). Recipe values are in
+# the cell config and what `prepare` writes is in the data's content hash, so command-line
+# and preparation code are left out: editing them retrains nothing.
+FINGERPRINT_ROOTS = {
+    "models.py": {"build_model", "model_flops", "count_params"},
+    "train.py": {"train_cell", "build_cell_model", "pin_numeric_environment"},
+    "data.py": {"load_prepared", "DeviceLoader", "Augment"},
+    "env.py": {"pinned_env"},
+}
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -107,19 +117,60 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def source_fingerprint(text: str) -> str:
-    """SHA-256 of a module's syntax tree without comments, docstrings or line numbers."""
+def _top_level(tree: ast.Module) -> dict[str, list[ast.AST]]:
+    """Top-level definitions by name (imports left out: what they bind is code elsewhere)."""
+    out: dict[str, list[ast.AST]] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.setdefault(node.name, []).append(node)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name):
+                        out.setdefault(n.id, []).append(node)
+    return out
+
+
+def _decorators(node: ast.AST) -> set[str]:
+    return {n.id for d in getattr(node, "decorator_list", []) for n in ast.walk(d) if isinstance(n, ast.Name)}
+
+
+def source_fingerprint(text: str, roots: set[str]) -> str:
+    """SHA-256 of the syntax trees of `roots` and what they reach: no comments, docstrings or line numbers."""
     tree = _strip_docstrings(ast.parse(text))
-    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+    defs = _top_level(tree)
+    chosen: set[str] = set()
+    todo = [r for r in roots if r in defs]
+    while todo:
+        while todo:
+            name = todo.pop()
+            if name in chosen:
+                continue
+            chosen.add(name)
+            for node in defs[name]:
+                todo += [n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in defs]
+        # Definitions registered through a decorator that reaches a chosen name (e.g. @_register,
+        # which stores builders in the _MODELS that build_model reads), and that decorator.
+        reaching = {d for d, nodes in defs.items()
+                    if d in chosen or any(n.id in chosen for node in nodes for n in ast.walk(node)
+                                          if isinstance(n, ast.Name))}
+        todo = [name for name, nodes in defs.items() if name not in chosen
+                and any(_decorators(n) & reaching for n in nodes)]
+        todo += sorted({d for name in todo for n in defs[name] for d in _decorators(n) if d in defs})
+    nodes = {id(n): n for name in sorted(chosen) for n in defs[name]}
+    parts = [ast.dump(n, include_attributes=False) for n in sorted(nodes.values(), key=lambda n: n.lineno)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 @functools.cache
 def code_fingerprint(package_dir: str | None = None) -> str:
-    """16 hex digits over FINGERPRINT_MODULES: a comment-only edit keeps it, a code edit changes it."""
+    """16 hex digits over FINGERPRINT_ROOTS: a comment or CLI edit keeps it, a training-code edit changes it."""
     root = Path(package_dir) if package_dir else Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for name in FINGERPRINT_MODULES:
-        h.update(name.encode() + b"\0" + source_fingerprint((root / name).read_text()).encode() + b"\0")
+    for name, roots in sorted(FINGERPRINT_ROOTS.items()):
+        fp = source_fingerprint((root / name).read_text(), roots)
+        h.update(name.encode() + b"\0" + fp.encode() + b"\0")
     return h.hexdigest()[:16]
 
 

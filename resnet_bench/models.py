@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, Union
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+from resnet_bench.argparsing import Parser
 
 __all__ = [
     "BasicBlock",
@@ -934,7 +935,7 @@ def model_row(name: str, *, img: int | None = None, num_classes: int | None = No
 
 def models_main(argv: Sequence[str] | None = None) -> int:
     """`resnet-bench models`: parameters, MACs and FLOPs of registered models, each at its family's input."""
-    p = argparse.ArgumentParser(prog="resnet-bench models", description=models_main.__doc__)
+    p = Parser(prog="resnet-bench models", description=models_main.__doc__)
     p.add_argument("names", nargs="*", metavar="NAME", help="models to list (default: all)")
     p.add_argument("--img", type=_positive_int,
                    help="input height = width for every model (default: 224 ImageNet family, 32 CIFAR)")
@@ -1009,7 +1010,7 @@ def _layer_rows(model: nn.Module, x: Tensor, max_depth: int) -> list[tuple[str, 
 
 def summary_main(argv: Sequence[str] | None = None) -> int:
     """`resnet-bench summary NAME`: layer-by-layer output shapes and parameters of one model."""
-    p = argparse.ArgumentParser(prog="resnet-bench summary", description=summary_main.__doc__)
+    p = Parser(prog="resnet-bench summary", description=summary_main.__doc__)
     p.add_argument("name", help="registered model name, e.g. resnet50_v2")
     p.add_argument("--img", type=int, help="input height = width (default 224 ImageNet family, 32 CIFAR)")
     p.add_argument("--in-channels", type=int, default=3)

@@ -14,7 +14,6 @@ Local Ray by default; `RAY_ADDRESS` or `sweep.ray_address` joins a cluster.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -331,7 +330,7 @@ def run_bench_phase(groups: dict[str, list[cfg.Cell]], *, metas: dict[str, dict]
 
 
 def parse_args(argv):
-    from resnet_bench.cli import Parser
+    from resnet_bench.argparsing import Parser
 
     p = Parser(prog="resnet-bench sweep", description=__doc__.splitlines()[0])
     p.add_argument("--params", default="params.yaml")

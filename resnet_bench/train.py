@@ -321,7 +321,7 @@ FLAG_KEYS = {
 
 
 def parse_args(argv):
-    from resnet_bench.cli import Parser
+    from resnet_bench.argparsing import Parser
 
     p = Parser(prog="resnet-bench train", description="Train one grid cell by hand.")
     p.add_argument("--model", required=True, help="registered model name, e.g. resnet18_v2")
@@ -397,12 +397,12 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     args = parse_args(argv)
-    from resnet_bench.cli import check_output_path
+    from resnet_bench.argparsing import output_file_problem
 
     try:
         cell = cell_from_args(args)
-        if args.out:
-            check_output_path(args.out)
+        if args.out and output_file_problem(args.out):
+            raise cfg.ConfigError(output_file_problem(args.out))
     except cfg.ConfigError as err:
         print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
         return 2

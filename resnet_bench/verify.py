@@ -82,7 +82,7 @@ def verdict(row, record: dict, tol: float) -> str:
 
 
 def parse_args(argv):
-    from resnet_bench.cli import Parser
+    from resnet_bench.argparsing import Parser
 
     p = Parser(prog="resnet-bench verify", description="Retrain committed cells; report whether they reproduce.")
     p.add_argument("--results", default="results/smoke", help="an experiment's results folder")
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
                       + (f"; numeric environment differs: {', '.join(env)}" if env else "; same numeric environment"))
         counts[result] = counts.get(result, 0) + 1
         print(f"{cid}  {cell.label():<40} {result}: {detail}", flush=True)
-    print(f"[verify] " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=sys.stderr)
+    print("[verify] " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=sys.stderr)
     return 1 if counts.get("outside") or counts.get("not verifiable") else 0
 
 

@@ -1,7 +1,6 @@
 """Same numbers on another machine: numeric pin, data in the cell id, committed results current."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -91,3 +90,41 @@ def test_verify_reproduces_a_committed_smoke_cell_and_flags_a_tampered_one(prepa
                           env=venv_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1 and " outside: " in proc.stdout, proc.stdout + proc.stderr
     assert "aten_cpu_capability AVX512 -> AVX2" in proc.stdout
+
+
+@pytest.mark.parametrize("module, old, new, changes", [
+    ("train.py", "def lr_at(", "# a comment\ndef lr_at(", False),
+    ("train.py", '"Train one grid cell by hand."', '"Train one cell."', False),  # CLI text
+    ("train.py", "passed = sum(frac >= m for m in recipe.milestones)",
+     "passed = sum(frac > m for m in recipe.milestones)", True),
+    ("models.py", "def models_main(", "def _unused():\n    return 1\n\n\ndef models_main(", False),
+    ("models.py", "class BasicBlock(", "EPS = 1\n\n\nclass BasicBlock(", False),  # unreferenced constant
+    ("data.py", "def check_out_dir(", "def _prepare_only():\n    return 2\n\n\ndef check_out_dir(", False),
+    ("data.py", "class DeviceLoader", "LOADER_NOTE = 1\n\n\nclass DeviceLoader", False),
+    ("env.py", '"MKL_CBWR": "AVX2"', '"MKL_CBWR": "AVX512"', True),
+])
+def test_code_fingerprint_follows_training_code_only(tmp_path, module, old, new, changes):
+    pkg = tmp_path / "resnet_bench"
+    shutil.copytree(REPO / "resnet_bench", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    before = code_fingerprint(str(pkg))
+    src = (pkg / module).read_text()
+    assert old in src, f"{module} no longer contains {old!r}: update this test"
+    (pkg / module).write_text(src.replace(old, new, 1))
+    code_fingerprint.cache_clear()
+    assert (code_fingerprint(str(pkg)) != before) == changes
+
+
+def test_code_fingerprint_sees_loader_and_model_edits(tmp_path):
+    pkg = tmp_path / "resnet_bench"
+    shutil.copytree(REPO / "resnet_bench", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    before = code_fingerprint(str(pkg))
+    for module in ("data.py", "models.py"):
+        src = (pkg / module).read_text()
+        cls = "class DeviceLoader" if module == "data.py" else "class BasicBlock("
+        body = src.index(":\n", src.index(cls)) + 2
+        # A statement inside the class body: code that runs, not a comment.
+        (pkg / module).write_text(src[:body] + "    _fingerprint_probe = 1\n" + src[body:])
+        code_fingerprint.cache_clear()
+        after = code_fingerprint(str(pkg))
+        assert after != before, module
+        before = after

@@ -36,6 +36,7 @@ from resnet_bench.report.stats import (EXCLUDED_COLUMNS, SIGN_CONVENTION, accura
                                        pareto_front, read_experiment, t_interval, units_error, units_table,
                                        versions_table)
 from resnet_bench.report.tables import latex_natural_width_pt, to_latex, to_markdown  # noqa: F401
+from resnet_bench.argparsing import Parser
 
 CONTEXTS = ("paper", "notebook", "talk", "poster")
 # report settings: CLI flags and params.yaml `report:` keys have the same names
@@ -102,7 +103,7 @@ def load_settings(params_path: str | None) -> dict:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="resnet-bench report",
+    p = Parser(prog="resnet-bench report",
                                 description="Findings, figures, LaTeX tables and report.md from one results folder "
                                             "(cells.parquet + epochs.parquet [+ excluded.csv, experiment.json]); "
                                             "no training.")

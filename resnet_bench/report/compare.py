@@ -9,7 +9,6 @@ the pairs of each model. Prints a table; with `--out DIR` also writes
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 
 from resnet_bench.collect import UNIT_ORDER
 from resnet_bench.report import figures, findings, stats, tables
+from resnet_bench.argparsing import Parser
 
 PAIR_KEYS = ["dataset", "model", "version", "unit", "depth", "seed"]
 
@@ -82,7 +82,7 @@ def fig_compare(table: pd.DataFrame, pairs: pd.DataFrame, plt):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="resnet-bench compare",
+    p = Parser(prog="resnet-bench compare",
                                 description="Paired differences B - A in test accuracy (pp) for the cells two results "
                                             "folders share (same dataset, model, unit and seed, both ok).")
     p.add_argument("a", help="results folder A (the baseline), e.g. results/smoke")

@@ -18,7 +18,6 @@ import pandas as pd
 
 from resnet_bench.collect import UNIT_ORDER, VERSION_UNIT
 from resnet_bench.report import stats
-from resnet_bench.report.stats import PANEL_KEYS
 from resnet_bench.report.tables import UNIT_LABELS, panel_title
 
 VERSION_COLORS = {"v1": "#0072B2", "v2": "#D55E00"}

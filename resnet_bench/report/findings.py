@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from resnet_bench.report.stats import PANEL_KEYS, SIGN_CONVENTION, test_sampling_se_pp
+from resnet_bench.report.stats import SIGN_CONVENTION, test_sampling_se_pp
 from resnet_bench.report.tables import UNIT_LABELS, fmt_interval, fmt_num, panel_title
 
 
