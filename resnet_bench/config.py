@@ -34,7 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 # He et al. 2016 ("Identity Mappings in Deep Residual Networks"), Table 2 / Fig. 4:
 # the five residual units; `original` is v1 (He et al. 2015), `full_preact` is v2.
 # Only (e) is "v2", so the ablation's units (a)-(d) are labelled v1.
-from resnet_bench.models import UNITS, VERSION_UNIT  # noqa: E402  (one definition, in models)
+# He et al. 2016, Table 2 / Fig. 4: the five residual units (a)-(e). The schema is the one
+# place these choices are written; resnet_bench.models builds them.
+UNITS = ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")
+VERSION_UNIT = {"v1": "original", "v2": "full_preact"}
 
 UNIT_VERSION = {unit: ("v2" if unit == "full_preact" else "v1") for unit in UNITS}
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
@@ -265,11 +268,11 @@ RecipeSection = _partial(Recipe, "RecipeSection", name=(RecipeName, DEFAULT_RECI
 
 def resolve_recipe(section: dict) -> Recipe:
     """The named recipe with the section's overrides applied, validated as a whole."""
-    sec = _validate(RecipeSection, section, "recipe")
+    sec = validate(RecipeSection, section, "recipe")
     given = sec.model_dump(exclude_none=True)
     name = given.pop("name")
     merged = deep_merge(RECIPES[name], given)
-    return _validate(Recipe, {"name": name, **merged}, "recipe")
+    return validate(Recipe, {"name": name, **merged}, "recipe")
 
 
 # ---- architecture, runtime, bench, resources, grid -----------------------------------------------
@@ -487,10 +490,15 @@ class SweepParams(Strict):
 
 
 class ReportParams(Strict):
-    formats: list[Literal[REPORT_FORMATS]] = Field(default_factory=lambda: ["png", "svg"],  # type: ignore
+    """params.yaml `report` (the report stage; its flags of the same names override)."""
+
+    # Vector PDF for papers, PNG to look at.
+    formats: list[Literal[REPORT_FORMATS]] = Field(default_factory=lambda: ["pdf", "png"],  # type: ignore
                                                    min_length=1)
-    dpi: int = Field(150, ge=50, le=1200)
-    context: Literal[REPORT_CONTEXTS] = "paper"  # type: ignore[valid-type]
+    dpi: int = Field(150, ge=20, le=1200)  # PNG resolution
+    context: Literal[REPORT_CONTEXTS] = "paper"  # type: ignore[valid-type]  # seaborn font scale
+    pdf: bool = False  # also write PDF figures (adds pdf to formats)
+    allow_missing: bool = True  # false: exit 1 when any cell is missing or failed
 
     @model_validator(mode="after")
     def _rules(self):
@@ -552,8 +560,8 @@ def _problems(err: ValidationError, model: type[BaseModel], where: str, prefix: 
         if e["type"] == "extra_forbidden":
             valid = _field_names(model, loc[:-1])
             hint = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-            did = f"; did you mean {hint[0]!r}?" if hint else ""
-            out.append(f"{origin}: {path}: unknown key{did} valid: {', '.join(valid) or '(none)'}")
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            out.append(f"{origin}: {path}: unknown key{did}; valid: {', '.join(valid) or '(none)'}")
             continue
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] in ("missing",):
@@ -576,7 +584,7 @@ def _origin(path: str, sources: dict[str, str], fallback: str) -> str:
     return " + ".join(given or under) or fallback
 
 
-def _validate(model: type[BaseModel], data: Any, where: str, prefix: str = "",
+def validate(model: type[BaseModel], data: Any, where: str, prefix: str = "",
               sources: dict[str, str] | None = None):
     try:
         return model.model_validate(data)
@@ -654,7 +662,7 @@ def available_experiments(experiments_dir: str | Path = "experiments") -> list[s
 
 
 def load_params(path: str | Path) -> Params:
-    return _validate(Params, load_yaml(path), str(path))
+    return validate(Params, load_yaml(path), str(path))
 
 
 def resolve_experiment(params: Params, experiments_dir: str | Path = "experiments", *,
@@ -667,7 +675,7 @@ def resolve_experiment(params: Params, experiments_dir: str | Path = "experiment
         raise ConfigError(f"{params_label}: sweep.experiment: unknown experiment {name!r}; "
                           f"valid: {', '.join(valid) or '(none in ' + str(experiments_dir) + ')'}")
     path = Path(experiments_dir) / f"{name}.yaml"
-    file_exp = _validate(ExperimentFile, load_yaml(path), str(path))
+    file_exp = validate(ExperimentFile, load_yaml(path), str(path))
     layers = [Layer(str(path), file_exp.model_dump(exclude_unset=True, exclude_none=True))]
     layers.append(Layer(f"{params_label} sweep", _sweep_overrides(params.sweep)))
     layers += extra or []
@@ -719,7 +727,7 @@ def resolve_layers(name: str, layers: list[Layer], params: Params, *, check_data
     for key, model in (("grid", Grid), ("arch", Arch), ("runtime", Runtime), ("bench", Bench),
                        ("resources", Resources)):
         try:
-            sections[key] = _validate(model, merged[key], every, key, sources)
+            sections[key] = validate(model, merged[key], every, key, sources)
         except ConfigError as err:
             problems += err.problems
     try:
@@ -728,7 +736,7 @@ def resolve_layers(name: str, layers: list[Layer], params: Params, *, check_data
         problems += err.problems
     if merged.get("paper") is not None:
         try:
-            sections["paper"] = _validate(Paper, merged["paper"], every, "paper", sources)
+            sections["paper"] = validate(Paper, merged["paper"], every, "paper", sources)
         except ConfigError as err:
             problems += err.problems
     if not problems:
@@ -750,10 +758,10 @@ def resolve_layers(name: str, layers: list[Layer], params: Params, *, check_data
 
 
 def _validate_recipe(section: dict, sources: dict[str, str], where: str) -> Recipe:
-    sec = _validate(RecipeSection, section, where, "recipe", sources)
+    sec = validate(RecipeSection, section, where, "recipe", sources)
     given = sec.model_dump(exclude_none=True)
     name = given.pop("name")
-    return _validate(Recipe, {"name": name, **deep_merge(RECIPES[name], given)}, where, "recipe", sources)
+    return validate(Recipe, {"name": name, **deep_merge(RECIPES[name], given)}, where, "recipe", sources)
 
 
 # ---- cells ----------------------------------------------------------------------------------------

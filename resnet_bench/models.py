@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from resnet_bench.argparsing import Parser
+from resnet_bench.config import UNITS, VERSION_UNIT
 
 __all__ = [
     "BasicBlock",
@@ -62,12 +63,11 @@ __all__ = [
     "summary_main",
 ]
 
-# [v2] Fig. 4 / Table 2, panels (a)-(e). (a) is the v1 unit, (e) the v2 unit.
-UNITS = ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")
+# [v2] Fig. 4 / Table 2, panels (a)-(e): UNITS; (a) is the v1 unit, (e) the v2 unit
+# (VERSION_UNIT). Both are written once, in the schema (resnet_bench.config).
 # Units whose activation sits at the start of the residual branch; the trunk then moves
 # the stem's activation into the first unit and adds one after the last ([v2] Sec. 4.1).
 PREACT_UNITS = ("relu_only_preact", "full_preact")
-VERSION_UNIT = {"v1": "original", "v2": "full_preact"}
 # Units a name's version admits: the config labels (a)-(d) v1 and only (e) v2
 # (resnet_bench.config.UNIT_VERSION), so resnet20_v2 with unit 'original' is a contradiction.
 VERSION_UNITS = {"v1": UNITS[:4], "v2": UNITS[4:]}

@@ -133,11 +133,11 @@ def test_settings_from_params_then_flags(tmp_path):
     assert s == {"formats": ["png", "svg", "pdf"], "dpi": 300, "context": "talk", "pdf": True, "allow_missing": True}
     assert report.resolve_settings(None, {})["formats"] == ["pdf", "png"]  # vector for papers by default
     assert report.load_settings(str(REPO / "params.yaml"))["formats"][0] == "pdf"
-    for bad, message in [("report: {colour: red}", "unknown report setting(s) colour; valid: formats, dpi"),
-                         ("report: {formats: [png, gif]}", "unknown figure format(s) gif"),
-                         ("report: {dpi: 0}", "dpi must be an integer"),
-                         ("report: {context: huge}", "unknown context 'huge'"),
-                         ("report: {allow_missing: maybe}", "allow_missing must be true or false")]:
+    for bad, message in [("report: {colour: red}", "report.colour: unknown key"),
+                         ("report: {formats: [png, gif]}", "report.formats.1: 'gif' is invalid"),
+                         ("report: {dpi: 0}", "report.dpi: 0 is invalid"),
+                         ("report: {context: huge}", "report.context: 'huge' is invalid"),
+                         ("report: {allow_missing: maybe}", "report.allow_missing: 'maybe' is invalid")]:
         params.write_text(bad)
         with pytest.raises(report.SettingsError, match=re.escape(message)):
             report.load_settings(str(params))
@@ -254,8 +254,8 @@ def test_five_seeds_figure_set(five):
         width_px = int.from_bytes(png[16:20], "big")
         assert 3.2 * 150 <= width_px <= 6.8 * 150, (f, width_px)  # one or two columns at 150 dpi
         assert (out / "figures" / f"{f}.pdf").read_bytes()[:5] == b"%PDF-"
-    # the error curves come from the epochs (no per-epoch test accuracy in these records: validation)
-    assert "the solid line is the validation split" in md
+    # the error curves come from the epochs' per-epoch test accuracy (train dashed, test solid)
+    assert "train error dashed, test error solid" in md and "the solid line is the validation split" not in md
 
 
 def test_five_seeds_latex_fits_the_column_by_construction(five):
@@ -357,7 +357,7 @@ def test_bad_inputs_fail_with_one_line(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text("report: {colour: red}\n")
     assert report.main(["--results", str(results), "--out", str(tmp_path / "o"), "--params",
                         str(tmp_path / "params.yaml")]) == 2
-    assert "unknown report setting(s) colour" in capsys.readouterr().err
+    assert "report.colour: unknown key; valid: allow_missing, context" in capsys.readouterr().err
     assert report.main(["--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "cells.parquet not found" in capsys.readouterr().err
     (results / "excluded.csv").write_text("cell_id,why\nabc,old\n")  # a malformed excluded.csv

@@ -40,7 +40,6 @@ from resnet_bench.argparsing import Parser
 
 CONTEXTS = ("paper", "notebook", "talk", "poster")
 # report settings: CLI flags and params.yaml `report:` keys have the same names
-DEFAULTS = {"formats": ["pdf", "png"], "dpi": 150, "context": "paper", "pdf": False, "allow_missing": True}
 REQUIRED_CELL_COLUMNS = ("cell_id", "status", "error", "experiment", "dataset", "model", "version", "unit", "depth",
                          "seed", "test_acc", "params", "fwd_gflops", "train_img_per_s", "bench_train_img_per_s",
                          "bench_infer_img_per_s", "peak_mem_mib", "bench_enabled", "bench_error")
@@ -52,49 +51,31 @@ class SettingsError(ValueError):
     pass
 
 
-def _validate(settings: dict) -> dict:
-    s = dict(settings)
-    formats = s["formats"]
-    if isinstance(formats, str):
-        formats = [f.strip() for f in formats.split(",") if f.strip()]
-    if not isinstance(formats, (list, tuple)) or not formats:
-        raise SettingsError(f"formats must be a list of {', '.join(FORMATS)}, got {s['formats']!r}")
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise SettingsError(f"unknown figure format(s) {', '.join(map(str, bad))}; valid: {', '.join(FORMATS)}")
-    s["formats"] = list(dict.fromkeys(formats))
-    if isinstance(s["dpi"], bool) or not isinstance(s["dpi"], int) or not 20 <= s["dpi"] <= 1200:
-        raise SettingsError(f"dpi must be an integer in 20..1200, got {s['dpi']!r}")
-    if s["context"] not in CONTEXTS:
-        raise SettingsError(f"unknown context {s['context']!r}; valid: {', '.join(CONTEXTS)}")
-    for key in ("pdf", "allow_missing"):
-        if not isinstance(s[key], bool):
-            raise SettingsError(f"{key} must be true or false, got {s[key]!r}")
-    if s["pdf"] and "pdf" not in s["formats"]:
-        s["formats"].append("pdf")
-    return s
+SETTINGS_FLAGS = {"formats": "--formats", "dpi": "--dpi", "context": "--context", "pdf": "--pdf",
+                  "allow_missing": "--allow-missing"}
 
 
 def resolve_settings(params_path: str | None, cli: dict) -> dict:
-    """Defaults, then the params file's `report:` section, then the command line (same names everywhere)."""
-    settings = {**DEFAULTS, "formats": list(DEFAULTS["formats"])}
-    if params_path:
-        import yaml
+    """Defaults, then the params file's `report:` section, then the command line (same names everywhere).
 
-        try:
-            doc = yaml.safe_load(Path(params_path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise SettingsError(f"cannot read {params_path}: {err}") from None
-        section = doc.get("report") or {}
-        if not isinstance(section, dict):
-            raise SettingsError(f"{params_path}: `report` must be a mapping")
-        unknown = sorted(set(section) - set(DEFAULTS))
-        if unknown:
-            raise SettingsError(f"{params_path}: unknown report setting(s) {', '.join(unknown)}; valid: "
-                                f"{', '.join(DEFAULTS)}")
-        settings.update(section)
-    settings.update({k: v for k, v in cli.items() if v is not None})
-    return _validate(settings)
+    Validated by the schema (resnet_bench.config.ReportParams), one line per problem.
+    """
+    from resnet_bench import config as cfg
+
+    try:
+        section = (cfg.load_yaml(params_path).get("report") or {}) if params_path else {}
+        base = cfg.validate(cfg.ReportParams, section, str(params_path), "report")
+        given = {k: v for k, v in cli.items() if v is not None}
+        if isinstance(given.get("formats"), str):
+            given["formats"] = [f.strip() for f in given["formats"].split(",") if f.strip()]
+        merged = cfg.validate_flags(cfg.ReportParams, {**base.model_dump(), **given}, SETTINGS_FLAGS)
+    except cfg.ConfigError as err:
+        raise SettingsError(str(err)) from None
+    s = merged.model_dump()
+    s["formats"] = list(dict.fromkeys(s["formats"]))
+    if s["pdf"] and "pdf" not in s["formats"]:
+        s["formats"].append("pdf")
+    return s
 
 
 def load_settings(params_path: str | None) -> dict:
@@ -111,7 +92,7 @@ def parse_args(argv):
     p.add_argument("--out", default="reports", help="folder for figures/, tables/ and report.md")
     p.add_argument("--params", help="take settings from this YAML file's `report:` section (flags override)")
     p.add_argument("--formats", help=f"comma-separated figure formats: {', '.join(FORMATS)} (default pdf,png)")
-    p.add_argument("--dpi", type=int, help=f"raster resolution for PNG (default {DEFAULTS['dpi']})")
+    p.add_argument("--dpi", type=int, help=f"raster resolution for PNG (default 150)")
     p.add_argument("--context", choices=CONTEXTS, help="seaborn context: font scale (default paper)")
     p.add_argument("--pdf", action=argparse.BooleanOptionalAction, default=None, help="also write PDF figures")
     p.add_argument("--allow-missing", dest="allow_missing", action=argparse.BooleanOptionalAction, default=None,
