@@ -78,12 +78,14 @@ def test_every_stage_declares_exactly_the_modules_it_imports():
 
 
 def test_stages_declare_the_params_sections_their_code_reads():
-    """`params.<section>` in a stage's modules means that section is a params dep."""
+    """A section the stage's own module reads (`params.<section>`, `.get("<section>")`) is a params dep."""
+    pattern = r"""\bparams\.(prepare|sweep|report)\b|\.get\(["'](prepare|sweep|report)["']\)"""
     for name, stage in stages().items():
-        files = closure(stage_module(stage))
+        entry = module_file(stage_module(stage))
+        own = entry.parent.glob("*.py") if entry.name == "__init__.py" else [entry]
         read = set()
-        for f in files:
-            read |= set(re.findall(r"\bparams\.(prepare|sweep|report)\b", (REPO / f).read_text()))
+        for f in own:
+            read |= {a or b for a, b in re.findall(pattern, f.read_text())}
         declared = {p.split(".")[0] for p in (stage["do"] if "do" in stage else stage).get("params", [])}
         if name.startswith("prepare"):
             continue  # prepare reads its values from the command line (val_fraction, split_seed)
