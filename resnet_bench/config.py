@@ -84,7 +84,7 @@ DEFAULT_EXPERIMENT: dict[str, Any] = {
 GRID_AXES = ("versions", "units", "depths", "models", "datasets", "seeds")
 # Keys of params.yaml's `sweep` section that steer the sweep itself, not the cells.
 SWEEP_KEYS = ("experiment", "experiments_dir", "ray_address", "storage_path",
-              "allow_failures", "results_dir", "prepared_dir")
+              "allow_failures", "max_failures", "results_dir", "prepared_dir")
 
 
 class ConfigError(ValueError):

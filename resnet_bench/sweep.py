@@ -10,22 +10,34 @@ Two phases:
    CPUs), merged into the cells' records.
 
 Local Ray by default; `RAY_ADDRESS` or `sweep.ray_address` joins a cluster.
+Fault tolerance is Ray Tune's: every epoch's checkpoint is reported to Tune,
+which persists it under `storage_path`; a trial whose worker or node dies is
+retried up to `sweep.max_failures` times and resumes from its last checkpoint
+on any node. A cell that exhausts its retries is recorded `failed`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
 
 from resnet_bench import config as cfg
+
+# The train_cell checkpoint file inside each Tune checkpoint directory.
+CKPT_FILE = "cell.pt"
+# Retries of a trial whose worker/node died, when params.yaml has no sweep.max_failures.
+DEFAULT_MAX_FAILURES = 2
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -75,28 +87,55 @@ def bench_key(config: dict, meta: dict) -> str:
 # ---- trial functions: run in Ray worker processes -------------------------------------------
 
 
+def node_info() -> dict:
+    """Where this process runs: the Ray node id, hostname and IP (recorded; shown on the console)."""
+    import socket
+
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
+            "ip": ray.util.get_node_ip_address()}
+
+
 def train_trial(trial_config: dict) -> None:
-    """One cell. Reports the whole record as the final result; never raises for a cell error."""
+    """One cell. Reports the whole record as the final result; never raises for a cell error.
+
+    Every epoch's checkpoint goes to Tune (`tune.report(..., checkpoint=...)`), which copies it
+    to `storage_path`; when Tune retries the trial after its worker or node died, possibly on
+    another node, `tune.get_checkpoint()` hands it back and training resumes after that epoch.
+    A trial's process dying is left to Tune (not caught): that is what triggers the retry.
+    """
     from ray import tune
 
     from resnet_bench.train import train_cell
 
     config, paths = trial_config["cell"], trial_config["paths"]
+    node = node_info()
     epochs: list[dict] = []
-
-    def on_epoch(rec):
-        epochs.append(rec)
-        tune.report({"epoch": rec["epoch"], "val_acc": rec["val_acc"], "train_loss": rec["train_loss"],
-                     "final": False})
-
+    # A private local directory: the checkpoint is written here, then Tune copies it to storage.
+    work = Path(tempfile.mkdtemp(prefix=f"resnet-bench-{config['cell_id']}-"))
     try:
-        record = train_cell(config, paths["prepared_dir"],
-                            checkpoint_path=Path(paths["checkpoint_dir"]) / f"{config['cell_id']}.pt",
-                            on_epoch=on_epoch)
-    except Exception as err:  # recorded, never swallowed: the record carries the traceback
-        tb = traceback.format_exc(limit=-8)
-        record = failure_record(config, f"{type(err).__name__}: {err}\n{tb}", epochs)
-    tune.report({"final": True, "record_json": json.dumps(record, default=str)})
+        restored = tune.get_checkpoint()
+        if restored is None and trial_config.get("resume_from"):
+            # Left by an earlier sweep that was killed mid-cell (see adopt_prior_checkpoint).
+            restored = tune.Checkpoint(trial_config["resume_from"])
+        if restored is not None:
+            restored.to_directory(str(work))
+
+        def on_checkpoint(path: Path, rec: dict) -> None:
+            tune.report({"final": False, "epoch": rec["epoch"], "epoch_json": json.dumps(rec), **node},
+                        checkpoint=tune.Checkpoint.from_directory(str(path.parent)))
+
+        try:
+            record = train_cell(config, paths["prepared_dir"], checkpoint_path=work / CKPT_FILE,
+                                on_epoch=epochs.append, on_checkpoint=on_checkpoint)
+        except Exception as err:  # recorded, never swallowed: the record carries the traceback
+            tb = traceback.format_exc(limit=-8)
+            record = failure_record(config, f"{type(err).__name__}: {err}\n{tb}", epochs)
+        record["node"] = node
+        tune.report({"final": True, "record_json": json.dumps(record, default=str), **node})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def bench_trial(trial_config: dict) -> None:
@@ -119,7 +158,7 @@ def bench_trial(trial_config: dict) -> None:
             num_classes=meta["num_classes"], device=rt["device"], amp=rt["amp"],
             channels_last=rt["channels_last"], compile=rt["compile"],
             warmup=b["warmup"], repeats=b["repeats"])
-        out = {"status": "ok", "result": result}
+        out = {"status": "ok", "result": {**result, "node": node_info()}}
     except Exception as err:
         out = {"status": "failed", "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-6)}"}
     tune.report({"final": True, "bench_json": json.dumps(out, default=str)})
@@ -128,23 +167,57 @@ def bench_trial(trial_config: dict) -> None:
 # ---- driver --------------------------------------------------------------------------------
 
 
+def _short(node_id: str | None) -> str:
+    return (node_id or "?")[:8]
+
+
 class Progress:
-    """One line per finished cell: done/total, failures, estimated time left."""
+    """The `[sweep]` console lines: cells done/total, failures, time left, per-cell node and retries.
 
-    def __init__(self, total: int, already: int, concurrency: int, stream=sys.stderr):
+    The estimate of time left counts epochs, not cells: finished epochs this run per second of
+    wall time, times the epochs the unfinished cells still have to train.
+    """
+
+    def __init__(self, total: int, already: int, pending: list[dict], stream=sys.stderr,
+                 epoch_every_s: float = 30.0):
         self.total, self.done, self.failed = total, already, 0
-        self.concurrency, self.stream = max(1, concurrency), stream
-        self.t0, self.finished_now = time.perf_counter(), 0
+        self.stream, self.epoch_every_s = stream, epoch_every_s
+        self.epochs_left = {c["cell_id"]: c["recipe"]["epochs"] for c in pending}
+        self.epochs_total = dict(self.epochs_left)
+        self.t0, self.epochs_run = time.perf_counter(), 0
+        self._last_line: dict[str, float] = {}
 
-    def update(self, label: str, status: str, detail: str = "") -> None:
-        self.done += 1
-        self.finished_now += 1
-        self.failed += status == "failed"
+    def eta_s(self) -> float:
         elapsed = time.perf_counter() - self.t0
-        left = self.total - self.done
-        eta = elapsed / self.finished_now * left if self.finished_now else float("nan")
-        print(f"[sweep] {self.done}/{self.total} cells, {self.failed} failed, ~{_fmt_s(eta)} left | "
-              f"{label}: {status} {detail}", file=self.stream, flush=True)
+        left = sum(self.epochs_left.values())
+        return elapsed / self.epochs_run * left if self.epochs_run else float("nan")
+
+    def _print(self, text: str) -> None:
+        print(f"[sweep] {self.done}/{self.total} cells, {self.failed} failed, ~{_fmt_s(self.eta_s())} left"
+              f" | {text}", file=self.stream, flush=True)
+
+    def epoch(self, cell_id: str, label: str, epoch: int, node: dict, retries: int,
+              first_of_attempt: bool) -> None:
+        """One trained epoch; printed for an attempt's first epoch, then at most every epoch_every_s."""
+        self.epochs_run += 1
+        if cell_id in self.epochs_left:
+            self.epochs_left[cell_id] = max(0, self.epochs_total[cell_id] - epoch)
+        now = time.perf_counter()
+        if first_of_attempt or now - self._last_line.get(cell_id, -math.inf) >= self.epoch_every_s:
+            self._last_line[cell_id] = now
+            retry = f", retry {retries}" if retries else ""
+            self._print(f"{label}: epoch {epoch}/{self.epochs_total.get(cell_id, '?')} on "
+                        f"{node.get('hostname')} (node {_short(node.get('node_id'))}){retry}")
+
+    def note(self, text: str) -> None:
+        self._print(text)
+
+    def update(self, label: str, status: str, detail: str = "", cell_id: str | None = None) -> None:
+        """A cell ended (ok, diverged or failed for good)."""
+        self.done += 1
+        self.failed += status == "failed"
+        self.epochs_left.pop(cell_id, None)
+        self._print(f"{label}: {status} {detail}")
 
 
 def _fmt_s(seconds: float) -> str:
@@ -153,42 +226,131 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def _record_writer(cells_dir: Path, checkpoint_dir: Path, progress: Progress):
+def _trial_error(trial) -> str:
+    """The last lines of the error Tune recorded for a trial (the driver keeps the error file)."""
+    err = getattr(trial, "error_file", None)
+    try:
+        return Path(err).read_text()[-2000:] if err else "trial process failed"
+    except OSError:
+        return "trial process failed"
+
+
+def _first_line(text: str) -> str:
+    """The line naming the cause: Tune's error file starts with 'Failure # n (occurred at ...)'."""
+    lines = [l.strip() for l in (text or "").splitlines() if l.strip() and not l.startswith("Failure #")]
+    return lines[-1][:200] if lines else ""
+
+
+def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failures: int):
     from ray import tune
 
     class WriteRecord(tune.Callback):
-        """Runs in the driver: persists each cell the moment its trial reports the final record."""
+        """Runs in the driver: persists each cell the moment its trial reports the final record.
+
+        It also keeps, per cell, the attempts Tune made (node, first and last epoch trained,
+        why it ended), so a record shows where it was trained and that a retried trial resumed
+        after its last checkpoint instead of starting over.
+        """
+
+        def __init__(self):
+            self.attempts: dict[str, list[dict]] = {}
+            self.retries: dict[str, int] = {}
+
+        def _attempt(self, cell_id: str) -> dict | None:
+            runs = self.attempts.get(cell_id) or []
+            return runs[-1] if runs and runs[-1].get("open") else None
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            # Tune calls this for the first start and for each restart after on_trial_recover.
+            cid = trial.config["trial"]["cell"]["cell_id"]
+            if self._attempt(cid) is None:
+                self.attempts.setdefault(cid, []).append(
+                    {"open": True, "node": None, "first_epoch": None, "last_epoch": None, "error": None})
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            cell = trial.config["trial"]["cell"]
+            cid = cell["cell_id"]
+            run = self._attempt(cid)
+            if run is None:  # a result without a start event: count it as a fresh attempt
+                self.on_trial_start(iteration, trials, trial)
+                run = self._attempt(cid)
+            node = {k: result.get(k) for k in ("node_id", "hostname", "ip")}
+            first = run["node"] is None
+            run["node"] = node
             if not result.get("final"):
+                run["first_epoch"] = run["first_epoch"] or result["epoch"]
+                run["last_epoch"] = result["epoch"]
+                run.setdefault("epochs", []).append(json.loads(result["epoch_json"]))
+                progress.epoch(cid, _label(cell), result["epoch"], node, self.retries.get(cid, 0), first)
                 return
             record = json.loads(result["record_json"])
+            run["open"] = False
+            record["retries"] = self.retries.get(cid, 0)
+            record["attempts"] = self._public_attempts(cid)
             atomic_write_json(cells_dir / f"{record['cell_id']}.json", record)
-            if record["status"] != "failed":
-                # Finished for good: its resume checkpoint is no longer needed (on a cluster it may
-                # live on the worker's node, hence missing_ok).
-                (checkpoint_dir / f"{record['cell_id']}.pt").unlink(missing_ok=True)
             m = record.get("metrics", {})
             detail = (f"test_acc={m['test_acc']:.4f}" if m.get("test_acc") is not None
-                      else (record.get("error") or "").splitlines()[0][:200])
-            progress.update(_label(record["config"]), record["status"], detail)
+                      else _first_line(record.get("error") or ""))
+            detail += f" on {node['hostname']} (node {_short(node['node_id'])})"
+            if record["retries"]:
+                detail += f" after {record['retries']} retr{'y' if record['retries'] == 1 else 'ies'}"
+            progress.update(_label(record["config"]), record["status"], detail, cid)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            cid = trial.config["trial"]["cell"]["cell_id"]
+            rec = read_record(cells_dir / f"{cid}.json")
+            if rec and rec.get("status") in ("ok", "diverged"):
+                # Finished for good: its resume checkpoints are no longer needed.
+                drop_checkpoints(storage, cid)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            # The trial's worker or node died; Tune restarts it from its last checkpoint.
+            cell = trial.config["trial"]["cell"]
+            cid = cell["cell_id"]
+            self.retries[cid] = self.retries.get(cid, 0) + 1
+            cause = _first_line(_trial_error(trial))
+            run = self._attempt(cid)
+            last = run["last_epoch"] if run else None
+            if run:
+                run.update(open=False, error=cause)
+            where = f" on {run['node']['hostname']} (node {_short(run['node']['node_id'])})" \
+                if run and run["node"] else ""
+            limit = "unlimited" if max_failures < 0 else str(max_failures)
+            progress.note(f"{_label(cell)}: trial died{where}: {cause}; retry {self.retries[cid]}/{limit} "
+                          f"from {'epoch ' + str(last) + ' checkpoint' if last else 'the start'}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            # The worker process died (killed, segfault, lost node): record it as failed.
-            config = trial.config["cell"]
-            path = cells_dir / f"{config['cell_id']}.json"
+            # Out of retries (or max_failures=0): recorded failed with the cause; the others go on.
+            config = trial.config["trial"]["cell"]
+            cid = config["cell_id"]
+            path = cells_dir / f"{cid}.json"
             rec = read_record(path)
             if rec and rec.get("status") in ("ok", "diverged"):
                 return
-            err = getattr(trial, "error_file", None) or "trial process failed"
-            try:
-                err = Path(err).read_text()[-2000:]
-            except OSError:
-                pass
-            atomic_write_json(path, failure_record(config, f"TrialError: {err}"))
-            progress.update(_label(config), "failed", "trial process failed")
+            err = _trial_error(trial)
+            run = self._attempt(cid)
+            if run:
+                run.update(open=False, error=_first_line(err))
+            epochs = [e for a in self.attempts.get(cid, []) for e in a.get("epochs", [])]
+            record = failure_record(config, f"TrialError after {self.retries.get(cid, 0)} retries: {err}",
+                                    _dedupe_epochs(epochs))
+            record["retries"] = self.retries.get(cid, 0)
+            record["attempts"] = self._public_attempts(cid)
+            record["node"] = (run or {}).get("node")
+            atomic_write_json(path, record)
+            progress.update(_label(config), "failed", _first_line(err), cid)
+
+        def _public_attempts(self, cid: str) -> list[dict]:
+            return [{k: a[k] for k in ("node", "first_epoch", "last_epoch", "error")}
+                    for a in self.attempts.get(cid, [])]
 
     return WriteRecord()
+
+
+def _dedupe_epochs(epochs: list[dict]) -> list[dict]:
+    """One record per epoch number, the latest attempt's (a retry re-trains after its checkpoint)."""
+    by_epoch = {e["epoch"]: e for e in epochs}
+    return [by_epoch[k] for k in sorted(by_epoch)]
 
 
 def _label(c: dict) -> str:
@@ -196,7 +358,86 @@ def _label(c: dict) -> str:
     return f"{c['model']}{unit}/{c['dataset']}/seed{c['seed']}"
 
 
-def init_ray(address: str | None, quiet: bool = True) -> None:
+# ---- checkpoints in storage ----------------------------------------------------------------
+# Tune keeps a trial's checkpoints in <storage>/train/<cell_id>/checkpoint_NNNNNN/ (the trial
+# directory is named by cell id, see _run_tuner). A checkpoint left there by a sweep that was
+# killed is moved to <storage>/resume/<cell_id>/ before the next sweep, whose fresh trial
+# would otherwise overwrite it with its own checkpoint_000000.
+
+
+def _fs(uri: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def _join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *parts])
+
+
+def _checkpoint_dirs(storage: str, cell_id: str) -> list[str]:
+    """URIs of the cell's Tune checkpoints in storage, oldest first (by Tune's index)."""
+    import pyarrow.fs
+
+    trial_uri = _join(storage, "train", cell_id)
+    fs, path = _fs(trial_uri)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        return []
+    names = sorted(info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(path))
+                   if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+    return [_join(trial_uri, n) for n in names]
+
+
+def _exists(uri: str) -> bool:
+    import pyarrow.fs
+
+    fs, path = _fs(uri)
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def _delete_dir(uri: str) -> None:
+    fs, path = _fs(uri)
+    if _exists(uri):
+        fs.delete_dir(path)
+
+
+def adopt_prior_checkpoint(storage: str, cell_id: str) -> str | None:
+    """The URI of the newest checkpoint an earlier, interrupted sweep left for this cell, or None."""
+    import pyarrow.fs
+
+    resume = _join(storage, "resume", cell_id)
+    dirs = [d for d in _checkpoint_dirs(storage, cell_id) if _exists(_join(d, CKPT_FILE))]
+    if dirs:
+        # The trial dir's checkpoints are newer than resume/: that run started from resume/.
+        _delete_dir(resume)
+        src_fs, src = _fs(dirs[-1])
+        dst_fs, dst = _fs(resume)
+        dst_fs.create_dir(dst)
+        pyarrow.fs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
+    for d in _checkpoint_dirs(storage, cell_id):
+        _delete_dir(d)
+    return resume if _exists(_join(resume, CKPT_FILE)) else None
+
+
+def drop_checkpoints(storage: str, cell_id: str) -> None:
+    """A finished cell's checkpoints (Tune's and an adopted one) are no longer needed."""
+    for d in _checkpoint_dirs(storage, cell_id):
+        _delete_dir(d)
+    _delete_dir(_join(storage, "resume", cell_id))
+
+
+# ---- Ray -----------------------------------------------------------------------------------
+
+
+def init_ray(address: str | None, quiet: bool = True, stream=sys.stderr) -> Path:
+    """Start or join Ray; print which cluster was joined and its nodes. Returns Ray's log dir.
+
+    With `quiet`, Ray's own output goes to files in the Ray session's log directory, not the
+    terminal: worker stdout/stderr stay there (log_to_driver=False), Ray's and Tune's Python
+    loggers write to `sweep-driver.log`, and what Ray prints on the driver's stdout (a dead
+    raylet's last log lines, hundreds of `[state-dump]` lines) to `sweep-driver.out`.
+    The `[sweep]` lines go to stderr and stay on the terminal.
+    """
     import logging
 
     import ray
@@ -211,10 +452,73 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
         # Ray workers must import this package from the same place as the driver.
         kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
             [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}}
-    ray.init(**kwargs)
+    ctx = ray.init(**kwargs)
+    log_dir = Path(ctx.address_info["session_dir"]) / "logs"
+    if quiet:
+        _route_ray_logging(log_dir / "sweep-driver.log")
     # Tune's result-grid summary warns that per-trial result files are absent: they are
     # disabled on purpose (records are written by our callback), so keep that quiet.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # ray.init() with no address joins a cluster started on this machine with `ray start`
+    # (Ray's convention), so say which one this is.
+    started = bool(getattr(ray._private.worker._global_node, "head", False))
+    how = "started a local Ray instance" if started else "joined the Ray cluster"
+    print(f"[sweep] {how} at {ctx.address_info['gcs_address']}; Ray logs in {log_dir}",
+          file=stream, flush=True)
+    for line in describe_nodes(ray.nodes()):
+        print(f"[sweep]   {line}", file=stream, flush=True)
+    return log_dir
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, quiet: bool = True, stream=sys.stderr):
+    """Ray from init to shutdown; with `quiet`, the driver's stdout goes to Ray's log dir meanwhile.
+
+    Ray's driver thread that relays cluster errors (ray._private.worker.listen_error_messages)
+    prints them to whatever `sys.stdout` is at that moment; the sweep itself prints only to stderr.
+    """
+    import ray
+
+    saved = sys.stdout
+    log_dir = init_ray(address, quiet=quiet, stream=stream)
+    out = open(log_dir / "sweep-driver.out", "a", buffering=1) if quiet else None
+    if out:
+        sys.stdout = out
+    try:
+        yield log_dir
+    finally:
+        ray.shutdown()
+        sys.stdout = saved
+        if out:
+            out.close()
+
+
+def describe_nodes(nodes: list[dict]) -> list[str]:
+    """One line per alive node of `ray.nodes()`: id, host, IP, CPUs/GPUs, head or worker."""
+    out = []
+    for n in nodes:
+        if not n.get("Alive"):
+            continue
+        res = n.get("Resources", {})
+        role = "head" if "node:__internal_head__" in res else "worker"
+        out.append(f"node {_short(n.get('NodeID'))} {n.get('NodeManagerHostname')} {n.get('NodeManagerAddress')}"
+                   f" ({role}): {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU")
+    return out
+
+
+def _route_ray_logging(path: Path) -> None:
+    """Ray's and Tune's Python loggers write to `path` instead of the terminal."""
+    import logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def check_resources(resources: dict) -> None:
@@ -231,7 +535,7 @@ def check_resources(resources: dict) -> None:
 
 
 def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name: str,
-               storage_path: Path, callbacks) -> None:
+               storage_path: str, callbacks, max_failures: int = 0) -> None:
     from ray import tune
 
     trainable = tune.with_resources(fn, resources)
@@ -241,8 +545,12 @@ def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, num_samples=1, reuse_actors=True,
                                     trial_name_creator=lambda t: t.config["trial"]["cell"]["cell_id"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["cell"]["cell_id"]),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage_path.resolve()), verbose=0,
-                                  callbacks=callbacks, log_to_file=True),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage_path, verbose=0, callbacks=callbacks, log_to_file=True,
+            # A trial whose worker or node died is restarted from its latest checkpoint.
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            # Only the newest checkpoint is needed to resume (each is a whole model + optimiser).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     tuner.fit()
 
@@ -255,23 +563,51 @@ def _unwrap(fn):
     return trial
 
 
-def run_train_phase(pending, *, paths, exp, cells_dir, storage_path, progress) -> None:
+def run_train_phase(pending, *, paths, exp, cells_dir, storage_path: str, progress, max_failures: int) -> None:
     res = exp["resources"]
-    configs = [{"cell": c, "paths": paths} for c in pending]
-    # Tune reports per epoch + the final record; the callback persists it.
+    configs = []
+    for c in pending:
+        resume = adopt_prior_checkpoint(storage_path, c["cell_id"])
+        if resume:
+            progress.note(f"{_label(c)}: resuming from the checkpoint an interrupted sweep left")
+        configs.append({"cell": c, "paths": paths, "resume_from": resume})
+    # Tune reports per epoch (with the checkpoint) + the final record; the callback persists it.
     _run_tuner(_unwrap(train_trial), configs,
                resources={"cpu": res["cpus_per_trial"], "gpu": res.get("gpus_per_trial") or 0},
                max_concurrent=res.get("max_concurrent"), name="train", storage_path=storage_path,
-               callbacks=[_record_writer(cells_dir, Path(paths["checkpoint_dir"]), progress)])
+               callbacks=[_record_writer(cells_dir, storage_path, progress, max_failures)],
+               max_failures=max_failures)
 
 
-def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_path) -> int:
-    """Bench every distinct architecture once, alone on its device; merge into cell records.
-
-    Returns the number of measurements that failed.
-    """
+def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str) -> dict[str, dict]:
+    """One Tune run over bench configs; {key: {"status": ..., ...}} for those that reported."""
     from ray import tune
 
+    results: dict[str, dict] = {}
+
+    class Collect(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("final"):
+                results[trial.config["trial"]["key"]] = json.loads(result["bench_json"])
+
+    res = exp["resources"]
+    gpus = res.get("gpus_per_trial") or 0
+    # A timing run holds a whole GPU, or, on CPU, runs alone (max_concurrent=1) so no
+    # other trial shares the cores it is timed on.
+    resources = {"cpu": res["cpus_per_trial"], "gpu": 1 if gpus > 0 else 0}
+    _run_tuner(_unwrap(bench_trial), configs, resources=resources,
+               max_concurrent=None if gpus > 0 else 1, name=name,
+               storage_path=storage_path, callbacks=[Collect()])
+    return results
+
+
+def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_path: str,
+                    stream=sys.stderr) -> int:
+    """Bench every distinct architecture once, alone on its device; merge into cell records.
+
+    A measurement that fails (an error, or its worker/node died) is retried once in a second
+    pass. Returns the number of measurements that failed both times.
+    """
     metas, groups = {}, {}
     for cell in cells:
         rec = read_record(cells_dir / f"{cell['cell_id']}.json")
@@ -285,26 +621,17 @@ def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_
         groups.setdefault(bench_key(cell, metas[ds]), []).append(cell)
     if not groups:
         return 0
-    results: dict[str, dict] = {}
-
-    class Collect(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get("final"):
-                results[trial.config["trial"]["key"]] = json.loads(result["bench_json"])
-
-    configs = [{"cell": g[0], "meta": metas[g[0]["dataset"]], "key": k} for k, g in groups.items()]
-    res = exp["resources"]
-    gpus = res.get("gpus_per_trial") or 0
-    # A timing run holds a whole GPU, or, on CPU, runs alone (max_concurrent=1) so no
-    # other trial shares the cores it is timed on.
-    resources = {"cpu": res["cpus_per_trial"], "gpu": 1 if gpus > 0 else 0}
-    print(f"[sweep] bench: {len(configs)} distinct architecture(s), one at a time", file=sys.stderr)
-    _run_tuner(_unwrap(bench_trial), configs, resources=resources,
-               max_concurrent=None if gpus > 0 else 1, name="bench",
-               storage_path=storage_path, callbacks=[Collect()])
+    configs = {k: {"cell": g[0], "meta": metas[g[0]["dataset"]], "key": k} for k, g in groups.items()}
+    print(f"[sweep] bench: {len(configs)} distinct architecture(s), one at a time", file=stream, flush=True)
+    results = _bench_pass(list(configs.values()), exp=exp, storage_path=storage_path, name="bench")
+    again = [k for k in configs if results.get(k, {}).get("status") != "ok"]
+    if again:
+        print(f"[sweep] bench: {len(again)} measurement(s) failed, retrying once", file=stream, flush=True)
+        results.update(_bench_pass([configs[k] for k in again], exp=exp, storage_path=storage_path,
+                                   name="bench-retry"))
     failed = 0
     for key, group in groups.items():
-        out = results.get(key, {"status": "failed", "error": "bench trial did not report"})
+        out = results.get(key, {"status": "failed", "error": "bench trial did not report (its worker died)"})
         for cell in group:
             path = cells_dir / f"{cell['cell_id']}.json"
             rec = read_record(path)
@@ -323,8 +650,27 @@ def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_
             else:
                 rec["bench_error"] = out["error"]
             atomic_write_json(path, rec)
-        failed += out["status"] != "ok"
+        if out["status"] != "ok":
+            failed += 1
+            print(f"[sweep] bench FAILED {_label(group[0])}: {_first_line(out['error'])}", file=stream,
+                  flush=True)
     return failed
+
+
+def storage_uri(value: str | None) -> str:
+    """Tune storage as a URI or absolute path: s3://, gs://... kept as is; local paths resolved."""
+    value = value or "scratch/ray_results"
+    return value if "://" in value else str(Path(value).resolve())
+
+
+def parse_max_failures(value) -> int:
+    """sweep.max_failures: retries of a trial whose worker or node died (-1: unlimited, Tune's)."""
+    if value is None:
+        return DEFAULT_MAX_FAILURES
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise cfg.ConfigError(f"sweep.max_failures={value!r} in params.yaml; valid: an integer >= 0, "
+                              f"or -1 for unlimited retries")
+    return value
 
 
 def load_params(path: str | Path) -> dict:
@@ -378,33 +724,30 @@ def main(argv=None) -> int:
         return 0
 
     allow_failures = args.allow_failures or bool(sweep.get("allow_failures"))
+    try:
+        max_failures = parse_max_failures(sweep.get("max_failures"))
+    except cfg.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     address = args.ray_address or sweep.get("ray_address") or os.environ.get("RAY_ADDRESS")
-    storage_path = Path(args.storage_path or sweep.get("storage_path") or "scratch/ray_results")
-    paths = {"prepared_dir": str(prepared_dir),
-             "checkpoint_dir": str((results_dir / "checkpoints").resolve())}
+    storage_path = storage_uri(args.storage_path or sweep.get("storage_path"))
+    paths = {"prepared_dir": str(prepared_dir)}
     needs_bench = any(c["bench"].get("enabled") for c in cells)
     if pending or needs_bench:
-        import ray
-
-        init_ray(address)
-        try:
+        with ray_session(address):
             try:
                 check_resources(exp["resources"])
             except cfg.ConfigError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 2
             if pending:
-                res = exp["resources"]
-                total_cpus = ray.cluster_resources().get("CPU", 1)
-                concurrency = min(len(pending), int(total_cpus // max(res["cpus_per_trial"], 1e-9)) or 1,
-                                  res.get("max_concurrent") or len(pending))
-                progress = Progress(len(cells), len(done), concurrency)
+                print(f"[sweep] checkpoints in {storage_path}; a trial whose worker or node dies is "
+                      f"retried up to {max_failures} time(s) from its last epoch", file=sys.stderr)
+                progress = Progress(len(cells), len(done), pending)
                 run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir,
-                                storage_path=storage_path, progress=progress)
+                                storage_path=storage_path, progress=progress, max_failures=max_failures)
             bench_failed = run_bench_phase(cells, prepared_dir=prepared_dir, cells_dir=cells_dir,
                                            exp=exp, storage_path=storage_path)
-        finally:
-            ray.shutdown()
     else:
         bench_failed = 0
 
@@ -416,9 +759,9 @@ def main(argv=None) -> int:
     for c, r in failed:
         reason = ((r or {}).get("error") or "no result written").strip().splitlines()
         print(f"[sweep] FAILED {c['cell_id']} {_label(c)}: {reason[0] if reason else ''}", file=sys.stderr)
-    if failed and not allow_failures:
-        print("[sweep] rerun `dvc repro` to retry only the failed cells, or set sweep.allow_failures: "
-              "true to report with the gaps shown", file=sys.stderr)
+    if (failed or bench_failed) and not allow_failures:
+        print("[sweep] rerun `dvc repro` to retry only the failed cells and measurements, or set "
+              "sweep.allow_failures: true to report with the gaps shown", file=sys.stderr)
         return 1
     return 0
 

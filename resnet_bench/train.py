@@ -144,12 +144,15 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def train_cell(config: dict, prepared_dir: str | Path, *, checkpoint_path: str | Path | None = None,
-               on_epoch: Callable[[dict], None] | None = None) -> dict:
+               on_epoch: Callable[[dict], None] | None = None,
+               on_checkpoint: Callable[[Path, dict], None] | None = None) -> dict:
     """Train and evaluate one cell; returns its result record (status ok or diverged).
 
     Exceptions other than divergence propagate: the caller (the sweep) records them.
     A checkpoint is written after every epoch; an existing checkpoint for the same
     cell id is resumed, giving the same numbers as an uninterrupted run on CPU.
+    `on_checkpoint(path, epoch_record)` runs once that epoch's checkpoint file is
+    complete on disk (the sweep hands it to Ray Tune, which persists it to storage).
     """
     started, t0 = utcnow(), time.perf_counter()
     runtime = config["runtime"]
@@ -229,6 +232,8 @@ def train_cell(config: dict, prepared_dir: str | Path, *, checkpoint_path: str |
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(ckpt, {"cell_id": config["cell_id"], "epoch": epoch, "model": model.state_dict(),
                                     "optimizer": optimizer.state_dict(), "history": history})
+            if on_checkpoint:
+                on_checkpoint(ckpt, record)
 
     metrics = summarize(history)
     metrics["params"] = sum(p.numel() for p in model.parameters())
