@@ -34,8 +34,9 @@ from pathlib import Path
 
 from resnet_bench import config as cfg
 
-# The train_cell checkpoint file inside each Tune checkpoint directory.
-CKPT_FILE = "cell.pt"
+# The train_cell checkpoint file inside each Tune checkpoint directory, and beside it its
+# size in bytes (JSON), so that a copy to storage cut short by a kill is recognised as such.
+CKPT_FILE, CKPT_META = "cell.pt", "cell.json"
 # Retries of a trial whose worker/node died, when params.yaml has no sweep.max_failures.
 DEFAULT_MAX_FAILURES = 2
 
@@ -123,6 +124,8 @@ def train_trial(trial_config: dict) -> None:
             restored.to_directory(str(work))
 
         def on_checkpoint(path: Path, rec: dict) -> None:
+            meta = {"cell_id": config["cell_id"], "epoch": rec["epoch"], "bytes": path.stat().st_size}
+            (path.parent / CKPT_META).write_text(json.dumps(meta))
             tune.report({"final": False, "epoch": rec["epoch"], "epoch_json": json.dumps(rec), **node},
                         checkpoint=tune.Checkpoint.from_directory(str(path.parent)))
 
@@ -401,12 +404,29 @@ def _delete_dir(uri: str) -> None:
         fs.delete_dir(path)
 
 
+def is_complete_checkpoint(uri: str) -> bool:
+    """Both files are there and the checkpoint has the size its metadata says (Tune's copy to
+    storage is not atomic: a sweep killed mid-copy leaves a truncated file)."""
+    fs, path = _fs(_join(uri, CKPT_FILE))
+    info = fs.get_file_info(path)
+    if not _exists(_join(uri, CKPT_META)) or info.size is None:
+        return False
+    meta_fs, meta_path = _fs(_join(uri, CKPT_META))
+    try:
+        with meta_fs.open_input_stream(meta_path) as f:
+            meta = json.loads(f.readall())
+    except (OSError, ValueError):
+        return False
+    return meta.get("bytes") == info.size
+
+
 def adopt_prior_checkpoint(storage: str, cell_id: str) -> str | None:
-    """The URI of the newest checkpoint an earlier, interrupted sweep left for this cell, or None."""
+    """The URI of the newest complete checkpoint an earlier, interrupted sweep left for this
+    cell (moved to <storage>/resume/<cell_id>), or None."""
     import pyarrow.fs
 
     resume = _join(storage, "resume", cell_id)
-    dirs = [d for d in _checkpoint_dirs(storage, cell_id) if _exists(_join(d, CKPT_FILE))]
+    dirs = [d for d in _checkpoint_dirs(storage, cell_id) if is_complete_checkpoint(d)]
     if dirs:
         # The trial dir's checkpoints are newer than resume/: that run started from resume/.
         _delete_dir(resume)
@@ -416,7 +436,7 @@ def adopt_prior_checkpoint(storage: str, cell_id: str) -> str | None:
         pyarrow.fs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
     for d in _checkpoint_dirs(storage, cell_id):
         _delete_dir(d)
-    return resume if _exists(_join(resume, CKPT_FILE)) else None
+    return resume if is_complete_checkpoint(resume) else None
 
 
 def drop_checkpoints(storage: str, cell_id: str) -> None:
@@ -702,6 +722,7 @@ def main(argv=None) -> int:
 
         cells = cfg.expand_grid(exp, valid_datasets=cfg.prepared_datasets(params),
                                 valid_models=available_models())
+        max_failures = parse_max_failures(sweep.get("max_failures"))
     except cfg.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -724,11 +745,6 @@ def main(argv=None) -> int:
         return 0
 
     allow_failures = args.allow_failures or bool(sweep.get("allow_failures"))
-    try:
-        max_failures = parse_max_failures(sweep.get("max_failures"))
-    except cfg.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     address = args.ray_address or sweep.get("ray_address") or os.environ.get("RAY_ADDRESS")
     storage_path = storage_uri(args.storage_path or sweep.get("storage_path"))
     paths = {"prepared_dir": str(prepared_dir)}

@@ -8,6 +8,7 @@ looks like to Ray), and checks that Tune retried the trial on the head node from
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,9 +17,10 @@ import tempfile
 import threading
 
 import pytest
+import yaml
 
 from conftest import TINY_EXPERIMENT, make_project, venv_env
-from resnet_bench import train
+from resnet_bench import sweep, train
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +30,9 @@ EPOCHS = 12
 EPOCH_LINE = re.compile(r"\| (?P<label>\S+): epoch (?P<epoch>\d+)/\d+ on \S+ \(node (?P<node>[0-9a-f]{8})\)")
 
 
-@pytest.fixture
-def two_node_cluster(monkeypatch):
-    """A head and a worker node, 1 CPU each, with Ray's files in a private temp dir.
+@pytest.fixture(scope="module")
+def ray_head():
+    """A head node with 1 CPU, shared by this module's tests, Ray's files in a private temp dir.
 
     Cluster writes <RAY_TMPDIR>/ray/ray_current_cluster, which a bare `ray.init()` anywhere on
     this machine would join (Ray's convention), so the dir is private to this test. It is short
@@ -39,14 +41,29 @@ def two_node_cluster(monkeypatch):
     from ray.cluster_utils import Cluster
 
     tmp = tempfile.mkdtemp(prefix="rb-", dir="/tmp")
-    monkeypatch.setenv("RAY_TMPDIR", tmp)
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
-        worker = cluster.add_node(num_cpus=1)
-        yield cluster, worker
+        yield cluster
     finally:
         cluster.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def two_node_cluster(ray_head):
+    """The head plus a fresh worker node with 1 CPU (each test kills its worker)."""
+    worker = ray_head.add_node(num_cpus=1)
+    try:
+        yield ray_head, worker
+    finally:
+        if worker in ray_head.worker_nodes:
+            ray_head.remove_node(worker)
 
 
 def strip_timing(record: dict) -> dict:
@@ -54,6 +71,10 @@ def strip_timing(record: dict) -> dict:
     timing = {"epoch_s", "train_img_per_s", "train_time_s"}
     return {"metrics": {k: v for k, v in record["metrics"].items() if k not in timing},
             "epochs": [{k: v for k, v in e.items() if k not in timing} for e in record["epochs"]]}
+
+
+def records(project) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (project / "results" / "cells").glob("*.json")]
 
 
 def run_and_kill_worker(project, prepared, cluster, worker) -> tuple[int, str, dict]:
@@ -94,7 +115,7 @@ def test_worker_node_lost_mid_training_cells_resume_on_head(tmp_path, prepared_d
     assert "[state-dump]" not in log and "(raylet)" not in log, log
     assert re.search(r"trial died on .*retry 1/2 from epoch \d+ checkpoint", log), log
 
-    recs = [json.loads(p.read_text()) for p in (project / "results" / "cells").glob("*.json")]
+    recs = records(project)
     assert len(recs) == 2 and all(r["status"] == "ok" for r in recs), log
     for r in recs:
         assert set(r["node"]) == {"node_id", "hostname", "ip"} and r["node"]["hostname"] and r["node"]["ip"]
@@ -127,4 +148,29 @@ def test_worker_node_lost_mid_training_cells_resume_on_head(tmp_path, prepared_d
     finally:
         torch.set_num_threads(threads)
     assert strip_timing(moved) == strip_timing(uninterrupted)
+
+
+
+def test_cell_out_of_retries_is_recorded_failed_and_the_sweep_goes_on(tmp_path, prepared_digits, two_node_cluster):
+    cluster, worker = two_node_cluster
+    exp = {**TINY_EXPERIMENT, "recipe": {**TINY_EXPERIMENT["recipe"], "epochs": EPOCHS}}
+    project = make_project(tmp_path / "p", exp)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["sweep"]["max_failures"] = 0  # the first node loss is final
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    rc, log, killed = run_and_kill_worker(project, prepared_digits, cluster, worker)
+
+    assert killed, f"no cell reported an epoch from the worker node:\n{log}"
+    assert rc == 1, log
+    recs = {r["status"]: r for r in records(project)}
+    assert set(recs) == {"ok", "failed"}, log
+    lost, other = recs["failed"], recs["ok"]
+    assert sweep._label(lost["config"]) == killed["label"]
+    # The cause, where it ran, and what it trained before the node died.
+    assert lost["error"].startswith("TrialError after 0 retries") and lost["retries"] == 0
+    assert lost["node"]["node_id"] == worker.node_id and lost["attempts"][0]["error"]
+    assert [e["epoch"] for e in lost["epochs"]] == list(range(1, lost["attempts"][0]["last_epoch"] + 1))
+    assert other["node"]["node_id"] == cluster.head_node.node_id and other["metrics"]["test_acc"] >= 0
+    assert f"[sweep] FAILED {lost['cell_id']}" in log and "1 failed" in log, log
 

@@ -149,3 +149,103 @@ def test_gpu_trial_on_a_cluster_without_gpus_fails_up_front(tmp_path, prepared_d
     rc, log = run_sweep(project, prepared_digits)
     assert rc == 2 and "gpus_per_trial=1" in log and "0 GPU" in log, log
     assert not (project / "results" / "cells").exists()
+
+
+def strip_timing(record: dict) -> dict:
+    """The numbers that must repeat exactly; wall-clock fields never do."""
+    timing = {"epoch_s", "train_img_per_s", "train_time_s"}
+    return {"metrics": {k: v for k, v in record["metrics"].items() if k not in timing},
+            "epochs": [{k: v for k, v in e.items() if k not in timing} for e in record["epochs"]]}
+
+
+def test_sweep_killed_mid_cell_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, prepared_digits):
+    epochs = 30  # ~0.25 s each on one core: the kill lands a few epochs in
+    exp = {**TINY_EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "versions": ["v2"]},
+           "recipe": {**TINY_EXPERIMENT["recipe"], "epochs": epochs}}
+    project = make_project(tmp_path / "p", exp)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet_bench.sweep", "--prepared-dir", str(prepared_digits)],
+        cwd=project, env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    trial_dirs = project / "scratch" / "ray_results" / "train"
+    deadline = time.time() + 300
+    # checkpoint_000001 exists only once Tune has finished persisting checkpoint_000000.
+    while time.time() < deadline and not list(trial_dirs.glob("*/checkpoint_000001")) and proc.poll() is None:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not records(project), "the kill should land mid-cell"
+
+    rc, log = run_sweep(project, prepared_digits)
+    assert rc == 0, log
+    assert "resuming from the checkpoint an interrupted sweep left" in log, log
+    (rec,) = records(project).values()
+    assert rec["status"] == "ok" and [e["epoch"] for e in rec["epochs"]] == list(range(1, epochs + 1))
+    (attempt,) = rec["attempts"]
+    assert 2 <= attempt["first_epoch"] <= epochs and rec["retries"] == 0
+    assert not list(trial_dirs.glob("*/checkpoint_*")) and not list(trial_dirs.parent.glob("resume/*"))
+
+    import torch
+
+    from resnet_bench import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the 1-CPU Ray worker
+    try:
+        uninterrupted = train.train_cell(rec["config"], prepared_digits)
+    finally:
+        torch.set_num_threads(threads)
+    assert strip_timing(rec) == strip_timing(uninterrupted)
+
+
+def _write_checkpoint(d: Path, payload: bytes, *, size: int | None = None) -> None:
+    d.mkdir(parents=True)
+    (d / sweep.CKPT_FILE).write_bytes(payload)
+    (d / sweep.CKPT_META).write_text(json.dumps({"bytes": len(payload) if size is None else size}))
+
+
+def test_prior_checkpoint_is_the_newest_complete_one_and_is_dropped_when_done(tmp_path):
+    storage, trial = str(tmp_path / "s"), tmp_path / "s" / "train" / "abc"
+    _write_checkpoint(trial / "checkpoint_000000", b"old")
+    _write_checkpoint(trial / "checkpoint_000002", b"new")
+    _write_checkpoint(trial / "checkpoint_000003", b"cut sh", size=9)  # a copy cut short by a kill
+    uri = sweep.adopt_prior_checkpoint(storage, "abc")
+    assert uri == str(tmp_path / "s" / "resume" / "abc")
+    assert (Path(uri) / sweep.CKPT_FILE).read_bytes() == b"new"
+    assert not list(trial.glob("checkpoint_*"))  # the next trial's checkpoint_000000 starts afresh
+    # A rerun killed before its first checkpoint: the adopted one stays.
+    assert sweep.adopt_prior_checkpoint(storage, "abc") == uri
+    # A rerun that checkpointed again supersedes it.
+    _write_checkpoint(trial / "checkpoint_000000", b"newer")
+    assert (Path(sweep.adopt_prior_checkpoint(storage, "abc")) / sweep.CKPT_FILE).read_bytes() == b"newer"
+    sweep.drop_checkpoints(storage, "abc")
+    assert not Path(uri).exists() and sweep.adopt_prior_checkpoint(storage, "abc") is None
+
+
+@pytest.mark.parametrize("bad", ["two", -2, 1.5, True])
+def test_bad_max_failures_fails_before_ray_with_one_line(tmp_path, prepared_digits, capsys, bad):
+    project = make_project(tmp_path / "p")
+    set_params(project, max_failures=bad)
+    rc = sweep.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
+                     "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results")])
+    assert rc == 2
+    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and f"sweep.max_failures={bad!r}" in errors[0] and "-1" in errors[0], errors
+    assert not (project / "results").exists()
+
+
+def test_failed_bench_measurement_is_retried_once_then_fails_the_sweep(tmp_path, prepared_digits):
+    # One image of 1x1 pixels: BatchNorm in training mode sees one value per channel and raises,
+    # on every try.
+    exp = {**TINY_EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "versions": ["v2"]},
+           "bench": {"enabled": True, "batch_size": 1, "img_size": 1, "warmup": 1, "repeats": 1}}
+    project = make_project(tmp_path / "p", exp)
+    rc, log = run_sweep(project, prepared_digits)
+    assert rc == 1, log
+    assert "bench: 1 measurement(s) failed, retrying once" in log and "1 bench measurement(s) failed" in log
+    (rec,) = records(project).values()
+    assert rec["status"] == "ok" and "Expected more than 1 value per channel" in rec["bench_error"]
+    assert rec["metrics"].get("bench_train_img_per_s") is None
+
+    rc, log = run_sweep(project, prepared_digits, "--allow-failures")
+    assert rc == 0 and trained_count(log) == 0, log
