@@ -187,13 +187,16 @@ class Progress:
         self.stream, self.epoch_every_s = stream, epoch_every_s
         self.epochs_left = {c["cell_id"]: c["recipe"]["epochs"] for c in pending}
         self.epochs_total = dict(self.epochs_left)
-        self.t0, self.epochs_run = time.perf_counter(), 0
+        # The clock starts at the first reported epoch: what came before is Ray's and the
+        # trials' start-up, which does not repeat per epoch.
+        self.t_first, self.epochs_run = None, 0
         self._last_line: dict[str, float] = {}
 
     def eta_s(self) -> float:
-        elapsed = time.perf_counter() - self.t0
-        left = sum(self.epochs_left.values())
-        return elapsed / self.epochs_run * left if self.epochs_run else float("nan")
+        if self.t_first is None or self.epochs_run < 2:
+            return float("nan")
+        rate = (self.epochs_run - 1) / max(time.perf_counter() - self.t_first, 1e-9)  # epochs/s
+        return sum(self.epochs_left.values()) / rate
 
     def _print(self, text: str) -> None:
         print(f"[sweep] {self.done}/{self.total} cells, {self.failed} failed, ~{_fmt_s(self.eta_s())} left"
@@ -202,6 +205,8 @@ class Progress:
     def epoch(self, cell_id: str, label: str, epoch: int, node: dict, retries: int,
               first_of_attempt: bool) -> None:
         """One trained epoch; printed for an attempt's first epoch, then at most every epoch_every_s."""
+        if self.t_first is None:
+            self.t_first = time.perf_counter()
         self.epochs_run += 1
         if cell_id in self.epochs_left:
             self.epochs_left[cell_id] = max(0, self.epochs_total[cell_id] - epoch)
@@ -238,10 +243,11 @@ def _trial_error(trial) -> str:
         return "trial process failed"
 
 
-def _first_line(text: str) -> str:
+def _cause_line(text: str, limit: int = 160) -> str:
     """The line naming the cause: Tune's error file starts with 'Failure # n (occurred at ...)'."""
     lines = [l.strip() for l in (text or "").splitlines() if l.strip() and not l.startswith("Failure #")]
-    return lines[-1][:200] if lines else ""
+    line = lines[-1] if lines else ""
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failures: int):
@@ -293,7 +299,7 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             atomic_write_json(cells_dir / f"{record['cell_id']}.json", record)
             m = record.get("metrics", {})
             detail = (f"test_acc={m['test_acc']:.4f}" if m.get("test_acc") is not None
-                      else _first_line(record.get("error") or ""))
+                      else _cause_line(record.get("error") or ""))
             detail += f" on {node['hostname']} (node {_short(node['node_id'])})"
             if record["retries"]:
                 detail += f" after {record['retries']} retr{'y' if record['retries'] == 1 else 'ies'}"
@@ -311,8 +317,8 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             cell = trial.config["trial"]["cell"]
             cid = cell["cell_id"]
             self.retries[cid] = self.retries.get(cid, 0) + 1
-            cause = _first_line(_trial_error(trial))
             run = self._attempt(cid)
+            cause = _cause_line(_trial_error(trial))
             last = run["last_epoch"] if run else None
             if run:
                 run.update(open=False, error=cause)
@@ -332,16 +338,17 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
                 return
             err = _trial_error(trial)
             run = self._attempt(cid)
+            cause = _cause_line(_trial_error(trial))
             if run:
-                run.update(open=False, error=_first_line(err))
+                run.update(open=False, error=cause)
             epochs = [e for a in self.attempts.get(cid, []) for e in a.get("epochs", [])]
-            record = failure_record(config, f"TrialError after {self.retries.get(cid, 0)} retries: {err}",
+            record = failure_record(config, f"TrialError after {self.retries.get(cid, 0)} retries: {cause}\n{err}",
                                     _dedupe_epochs(epochs))
             record["retries"] = self.retries.get(cid, 0)
             record["attempts"] = self._public_attempts(cid)
             record["node"] = (run or {}).get("node")
             atomic_write_json(path, record)
-            progress.update(_label(config), "failed", _first_line(err), cid)
+            progress.update(_label(config), "failed", cause, cid)
 
         def _public_attempts(self, cid: str) -> list[dict]:
             return [{k: a[k] for k in ("node", "first_epoch", "last_epoch", "error")}
@@ -672,7 +679,7 @@ def run_bench_phase(cells, *, prepared_dir: Path, cells_dir: Path, exp, storage_
             atomic_write_json(path, rec)
         if out["status"] != "ok":
             failed += 1
-            print(f"[sweep] bench FAILED {_label(group[0])}: {_first_line(out['error'])}", file=stream,
+            print(f"[sweep] bench FAILED {_label(group[0])}: {_cause_line(out['error'])}", file=stream,
                   flush=True)
     return failed
 
