@@ -338,7 +338,7 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
                 return
             err = _trial_error(trial)
             run = self._attempt(cid)
-            cause = _cause_line(_trial_error(trial))
+            cause = _cause_line(err)
             if run:
                 run.update(open=False, error=cause)
             epochs = [e for a in self.attempts.get(cid, []) for e in a.get("epochs", [])]
