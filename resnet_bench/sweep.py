@@ -690,6 +690,16 @@ def storage_uri(value: str | None) -> str:
     return value if "://" in value else str(Path(value).resolve())
 
 
+def check_address(address: str | None) -> None:
+    """Ray Client (`ray://`) is refused: under it Tune runs its driver loop as an actor on the
+    head node (ray.tune.Tuner, client mode), so the result files would be written there."""
+    if address and address.startswith("ray://"):
+        raise cfg.ConfigError(
+            f"Ray address {address!r} (RAY_ADDRESS / sweep.ray_address) uses Ray Client, which runs the "
+            f"sweep's driver on the head node; valid: run the sweep on a node of the cluster with the "
+            f"GCS address, e.g. <head-ip>:6379, or unset it for local Ray")
+
+
 def parse_max_failures(value) -> int:
     """sweep.max_failures: retries of a trial whose worker or node died (-1: unlimited, Tune's)."""
     if value is None:
@@ -730,6 +740,8 @@ def main(argv=None) -> int:
         cells = cfg.expand_grid(exp, valid_datasets=cfg.prepared_datasets(params),
                                 valid_models=available_models())
         max_failures = parse_max_failures(sweep.get("max_failures"))
+        address = args.ray_address or sweep.get("ray_address") or os.environ.get("RAY_ADDRESS")
+        check_address(address)
     except cfg.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -752,7 +764,6 @@ def main(argv=None) -> int:
         return 0
 
     allow_failures = args.allow_failures or bool(sweep.get("allow_failures"))
-    address = args.ray_address or sweep.get("ray_address") or os.environ.get("RAY_ADDRESS")
     storage_path = storage_uri(args.storage_path or sweep.get("storage_path"))
     paths = {"prepared_dir": str(prepared_dir)}
     needs_bench = any(c["bench"].get("enabled") for c in cells)

@@ -249,3 +249,14 @@ def test_failed_bench_measurement_is_retried_once_then_fails_the_sweep(tmp_path,
 
     rc, log = run_sweep(project, prepared_digits, "--allow-failures")
     assert rc == 0 and trained_count(log) == 0, log
+
+
+def test_ray_client_address_is_refused_before_anything_runs(tmp_path, prepared_digits, capsys, monkeypatch):
+    project = make_project(tmp_path / "p")
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head.example:10001")
+    rc = sweep.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
+                     "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results")])
+    assert rc == 2
+    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "ray://head.example:10001" in errors[0] and "<head-ip>:6379" in errors[0]
+    assert not (project / "results").exists()
