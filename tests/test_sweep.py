@@ -50,7 +50,8 @@ def test_rerun_trains_nothing_and_growing_grid_trains_only_new_cells(tmp_path, p
     for r in first.values():
         assert 0.0 <= r["metrics"]["test_acc"] <= 1.0 and r["epochs"][0]["epoch"] == 1
         assert r["env"]["git_commit"] and r["config"]["cell_id"] == r["cell_id"]
-    assert not list((project / "results" / "checkpoints").glob("*.pt"))  # finished cells need no resume point
+    storage = project / "scratch" / "ray_results"  # finished cells need no resume point
+    assert not list(storage.glob("train/*/checkpoint_*")) and not list(storage.glob("resume/*"))
 
     rc, log = run_sweep(project, prepared_digits)
     assert rc == 0 and trained_count(log) == 0, log
