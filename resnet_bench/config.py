@@ -487,6 +487,9 @@ class SweepParams(Strict):
     ray_address: Optional[str] = None  # or RAY_ADDRESS; None = start Ray locally
     storage_path: Optional[str] = None  # Ray Tune storage; shared storage for multi-node runs
     allow_failures: bool = False
+    # Retries of a trial whose worker or node died, resumed from its last epoch checkpoint
+    # (Ray Tune FailureConfig; -1 = unlimited).
+    max_failures: int = Field(2, ge=-1, le=1000)
 
 
 class ReportParams(Strict):

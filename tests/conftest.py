@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -70,3 +71,18 @@ def prepared_digits(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     assert data.main(["--name", "digits", "--out", str(out / "digits")]) == 0
     return out
+
+
+def train_in_fresh_process(config: dict, prepared: Path, workdir: Path) -> dict:
+    """Train a cell config in a new process started as the sweep's workers start: pinned numeric
+    environment, 1 thread (a process that already computed keeps its kernel choice)."""
+    from resnet_bench.env import pinned_env
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "cell.json").write_text(json.dumps(config))
+    script = ("import json, sys; from resnet_bench import train; "
+              "r = train.train_cell(json.load(open(sys.argv[1])), sys.argv[2]); "
+              "open(sys.argv[3], 'w').write(json.dumps(r))")
+    subprocess.run([sys.executable, "-c", script, str(workdir / "cell.json"), str(prepared),
+                    str(workdir / "record.json")], env={**venv_env(), **pinned_env(1)}, check=True, timeout=600)
+    return json.loads((workdir / "record.json").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_EXPERIMENT, make_project, venv_env
+from conftest import TINY_EXPERIMENT, make_project, train_in_fresh_process, venv_env
 from resnet_bench import sweep
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,8 @@ def test_rerun_trains_nothing_and_growing_grid_trains_only_new_cells(tmp_path, p
         assert 0.0 <= r["metrics"]["test_acc"] <= 1.0 and r["epochs"][0]["epoch"] == 1
         assert r["provenance"]["code_fingerprint"] == r["config"]["code_fingerprint"]
         assert r["config"]["cell_id"] == r["cell_id"] and r["provenance"]["node"]["hostname"]
-    assert not list((project / "results" / "tiny" / "checkpoints").glob("*.pt"))  # finished cells need no resume point
+    storage = project / "scratch" / "ray_results"  # finished cells need no resume point
+    assert not list(storage.glob("train/*/checkpoint_*")) and not list(storage.glob("resume/*"))
 
     rc, log = run_sweep(project, prepared_digits)
     assert rc == 0 and trained_count(log) == 0, log
@@ -159,3 +160,106 @@ def test_gpu_trial_on_a_cluster_without_gpus_fails_up_front(tmp_path, prepared_d
     rc, log = run_sweep(project, prepared_digits, "--ray-address", "local")
     assert rc == 2 and "gpus_per_trial=1" in log and "0 GPU" in log, log
     assert not (project / "results" / "tiny" / "cells").exists()
+    
+
+def strip_timing(record: dict) -> dict:
+    """The numbers that must repeat exactly; wall-clock fields never do."""
+    timing = {"epoch_s", "train_img_per_s", "train_time_s"}
+    return {"metrics": {k: v for k, v in record["metrics"].items() if k not in timing},
+            "epochs": [{k: v for k, v in e.items() if k not in timing} for e in record["epochs"]]}
+
+
+def test_sweep_killed_mid_cell_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, prepared_digits):
+    epochs = 30  # ~0.25 s each on one core: the kill lands a few epochs in
+    exp = {**TINY_EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "versions": ["v2"]},
+           "recipe": {**TINY_EXPERIMENT["recipe"], "epochs": epochs}}
+    project = make_project(tmp_path / "p", exp)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet_bench.sweep", "--prepared-dir", str(prepared_digits)],
+        cwd=project, env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    trial_dirs = project / "scratch" / "ray_results" / "train"
+    deadline = time.time() + 300
+    # checkpoint_000001 exists only once Tune has finished persisting checkpoint_000000.
+    while time.time() < deadline and not list(trial_dirs.glob("*/checkpoint_000001")) and proc.poll() is None:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not records(project), "the kill should land mid-cell"
+
+    rc, log = run_sweep(project, prepared_digits)
+    assert rc == 0, log
+    assert "resuming from the checkpoint an interrupted sweep left" in log, log
+    (rec,) = records(project).values()
+    assert rec["status"] == "ok" and [e["epoch"] for e in rec["epochs"]] == list(range(1, epochs + 1))
+    (attempt,) = rec["attempts"]
+    assert 2 <= attempt["first_epoch"] <= epochs and rec["retries"] == 0
+    assert not list(trial_dirs.glob("*/checkpoint_*")) and not list(trial_dirs.parent.glob("resume/*"))
+
+    # The same cell uninterrupted, in a fresh process started as the sweep's workers are.
+    uninterrupted = train_in_fresh_process(rec["config"], prepared_digits, tmp_path / "fresh")
+    assert strip_timing(rec) == strip_timing(uninterrupted)
+
+
+def _write_checkpoint(d: Path, payload: bytes, *, size: int | None = None) -> None:
+    d.mkdir(parents=True)
+    (d / sweep.CKPT_FILE).write_bytes(payload)
+    (d / sweep.CKPT_META).write_text(json.dumps({"bytes": len(payload) if size is None else size}))
+
+
+def test_prior_checkpoint_is_the_newest_complete_one_and_is_dropped_when_done(tmp_path):
+    storage, trial = str(tmp_path / "s"), tmp_path / "s" / "train" / "abc"
+    _write_checkpoint(trial / "checkpoint_000000", b"old")
+    _write_checkpoint(trial / "checkpoint_000002", b"new")
+    _write_checkpoint(trial / "checkpoint_000003", b"cut sh", size=9)  # a copy cut short by a kill
+    uri = sweep.adopt_prior_checkpoint(storage, "abc")
+    assert uri == str(tmp_path / "s" / "resume" / "abc")
+    assert (Path(uri) / sweep.CKPT_FILE).read_bytes() == b"new"
+    assert not list(trial.glob("checkpoint_*"))  # the next trial's checkpoint_000000 starts afresh
+    # A rerun killed before its first checkpoint: the adopted one stays.
+    assert sweep.adopt_prior_checkpoint(storage, "abc") == uri
+    # A rerun that checkpointed again supersedes it.
+    _write_checkpoint(trial / "checkpoint_000000", b"newer")
+    assert (Path(sweep.adopt_prior_checkpoint(storage, "abc")) / sweep.CKPT_FILE).read_bytes() == b"newer"
+    sweep.drop_checkpoints(storage, "abc")
+    assert not Path(uri).exists() and sweep.adopt_prior_checkpoint(storage, "abc") is None
+
+
+@pytest.mark.parametrize("bad", ["two", -2, 1.5, True])
+def test_bad_max_failures_fails_before_ray_with_one_line(tmp_path, prepared_digits, capsys, bad):
+    project = make_project(tmp_path / "p")
+    set_params(project, max_failures=bad)
+    rc = sweep.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
+                     "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results")])
+    assert rc == 2
+    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "sweep.max_failures" in errors[0] and repr(bad) in errors[0], errors
+    assert not (project / "results").exists()
+
+
+def test_failed_bench_measurement_is_retried_once_then_fails_the_sweep(tmp_path, prepared_digits):
+    # One image of 1x1 pixels: BatchNorm in training mode sees one value per channel and raises,
+    # on every try.
+    exp = {**TINY_EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "versions": ["v2"]},
+           "bench": {"enabled": True, "batch_size": 1, "img_size": 1, "warmup": 1, "repeats": 1}}
+    project = make_project(tmp_path / "p", exp)
+    rc, log = run_sweep(project, prepared_digits)
+    assert rc == 1, log
+    assert "bench: 1 measurement(s) failed, retrying once" in log and "1 bench measurement(s) failed" in log
+    (rec,) = records(project).values()
+    assert rec["status"] == "ok" and "Expected more than 1 value per channel" in rec["bench_error"]
+    assert rec["metrics"].get("bench_train_img_per_s") is None
+
+    rc, log = run_sweep(project, prepared_digits, "--allow-failures")
+    assert rc == 0 and trained_count(log) == 0, log
+
+
+def test_ray_client_address_is_refused_before_anything_runs(tmp_path, prepared_digits, capsys, monkeypatch):
+    project = make_project(tmp_path / "p")
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head.example:10001")
+    rc = sweep.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
+                     "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results")])
+    assert rc == 2
+    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "ray://head.example:10001" in errors[0] and "<head-ip>:6379" in errors[0]
+    assert not (project / "results").exists()

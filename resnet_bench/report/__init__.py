@@ -92,7 +92,7 @@ def parse_args(argv):
     p.add_argument("--out", default="reports", help="folder for figures/, tables/ and report.md")
     p.add_argument("--params", help="take settings from this YAML file's `report:` section (flags override)")
     p.add_argument("--formats", help=f"comma-separated figure formats: {', '.join(FORMATS)} (default pdf,png)")
-    p.add_argument("--dpi", type=int, help=f"raster resolution for PNG (default 150)")
+    p.add_argument("--dpi", type=int, help="raster resolution for PNG (default 150)")
     p.add_argument("--context", choices=CONTEXTS, help="seaborn context: font scale (default paper)")
     p.add_argument("--pdf", action=argparse.BooleanOptionalAction, default=None, help="also write PDF figures")
     p.add_argument("--allow-missing", dest="allow_missing", action=argparse.BooleanOptionalAction, default=None,
