@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -182,26 +183,33 @@ def _short(node_id: str | None) -> str:
 class Progress:
     """The `[sweep]` console lines: cells done/total, failures, time left, per-cell node and retries.
 
-    The estimate of time left counts epochs, not cells: finished epochs this run per second of
-    wall time, times the epochs the unfinished cells still have to train.
+    The estimate of time left counts epochs, not cells: the median wall time of an epoch
+    (between a cell's consecutive epoch reports; a cell's first epoch also holds its start-up)
+    times the epochs the unfinished cells still have to train, divided by the trials that
+    run at once (`concurrency`).
     """
 
     def __init__(self, total: int, already: int, pending: list[dict], stream=sys.stderr,
-                 epoch_every_s: float = 30.0):
+                 epoch_every_s: float = 30.0, concurrency: int = 1):
         self.total, self.done, self.failed = total, already, 0
-        self.stream, self.epoch_every_s = stream, epoch_every_s
+        self.stream, self.epoch_every_s, self.concurrency = stream, epoch_every_s, max(1, concurrency)
         self.epochs_left = {c["cell_id"]: c["recipe"]["epochs"] for c in pending}
         self.epochs_total = dict(self.epochs_left)
-        # The clock starts at the first reported epoch: what came before is Ray's and the
-        # trials' start-up, which does not repeat per epoch.
-        self.t_first, self.epochs_run = None, 0
+        self.t_start = time.perf_counter()
+        self.epoch_s: list[float] = []  # wall seconds of each reported epoch
+        self._last_epoch: dict[str, float] = {}
         self._last_line: dict[str, float] = {}
 
+    def started(self, cell_id: str) -> None:
+        """A trial (re)started: its next epoch is timed from now, not from the phase start."""
+        self._last_epoch[cell_id] = time.perf_counter()
+
     def eta_s(self) -> float:
-        if self.t_first is None or self.epochs_run < 2:
+        if not self.epoch_s:
             return float("nan")
-        rate = (self.epochs_run - 1) / max(time.perf_counter() - self.t_first, 1e-9)  # epochs/s
-        return sum(self.epochs_left.values()) / rate
+        left = [n for n in self.epochs_left.values() if n > 0]
+        at_once = max(1, min(self.concurrency, len(left)))
+        return sum(left) * statistics.median(self.epoch_s) / at_once
 
     def _print(self, text: str) -> None:
         print(f"[sweep] {self.done}/{self.total} cells, {self.failed} failed, ~{_fmt_s(self.eta_s())} left"
@@ -210,12 +218,11 @@ class Progress:
     def epoch(self, cell_id: str, label: str, epoch: int, node: dict, retries: int,
               first_of_attempt: bool) -> None:
         """One trained epoch; printed for an attempt's first epoch, then at most every epoch_every_s."""
-        if self.t_first is None:
-            self.t_first = time.perf_counter()
-        self.epochs_run += 1
+        now = time.perf_counter()
+        self.epoch_s.append(now - self._last_epoch.get(cell_id, self.t_start))
+        self._last_epoch[cell_id] = now
         if cell_id in self.epochs_left:
             self.epochs_left[cell_id] = max(0, self.epochs_total[cell_id] - epoch)
-        now = time.perf_counter()
         if first_of_attempt or now - self._last_line.get(cell_id, -math.inf) >= self.epoch_every_s:
             self._last_line[cell_id] = now
             retry = f", retry {retries}" if retries else ""
@@ -277,6 +284,7 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
         def on_trial_start(self, iteration, trials, trial, **info):
             # Tune calls this for the first start and for each restart after on_trial_recover.
             cid = trial.config["trial"]["cell"]["cell_id"]
+            progress.started(cid)
             if self._attempt(cid) is None:
                 self.attempts.setdefault(cid, []).append(
                     {"open": True, "node": None, "first_epoch": None, "last_epoch": None, "error": None})
@@ -828,7 +836,12 @@ def main(argv=None) -> int:
                 limit = "unlimited" if max_failures < 0 else max_failures
                 print(f"[sweep] checkpoints in {storage_path}; a trial whose worker or node dies is "
                       f"retried up to {limit} time(s) from its last epoch", file=sys.stderr)
-                progress = Progress(len(cells), len(done), [c.to_dict() for c in pending])
+                import ray
+
+                res = exp.resources
+                slots = int(ray.cluster_resources().get("CPU", 1) // res.cpus_per_trial) or 1
+                concurrency = min(len(pending), slots, res.max_concurrent or len(pending))
+                progress = Progress(len(cells), len(done), [c.to_dict() for c in pending], concurrency=concurrency)
                 run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir, storage_path=storage_path,
                                 progress=progress, max_failures=max_failures, provenance=provenance)
                 groups = bench_groups(cells, cells_dir, metas)

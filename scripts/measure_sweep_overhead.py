@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from conftest import TINY_EXPERIMENT, make_project, venv_env  # noqa: E402
 from resnet_bench import config as cfg, data  # noqa: E402
 from resnet_bench.env import hardware  # noqa: E402
-from resnet_bench.models import available_models  # noqa: E402
+from resnet_bench.env import code_fingerprint  # noqa: E402
 from resnet_bench.sweep import atomic_write_json  # noqa: E402
 from resnet_bench.train import train_cell  # noqa: E402
 
@@ -38,7 +38,7 @@ def loop_run(cells, prepared: Path, out: Path) -> float:
     t0 = time.perf_counter()
     for cell in cells:
         record = train_cell(cell, prepared)
-        atomic_write_json(out / f"{cell['cell_id']}.json", record)
+        atomic_write_json(out / f"{cell.cell_id}.json", record)
     return time.perf_counter() - t0
 
 
@@ -63,9 +63,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data.main(["--name", "digits", "--out", str(tmp / "prepared" / "digits")])
-        full = cfg.deep_merge(cfg.DEFAULT_EXPERIMENT, exp)
-        full["name"] = "tiny"
-        cells = cfg.expand_grid(full, valid_datasets=["digits"], valid_models=available_models())
+        resolved = cfg.resolve_layers("tiny", [cfg.Layer("tiny", exp)], cfg.Params())
+        digits = cfg.data_identity(tmp / "prepared" / "digits")
+        cells = cfg.expand_grid(resolved.experiment, data={"digits": digits}, code_fingerprint=code_fingerprint())
         loops, sweeps = [], []
         for r in range(args.repeats):
             out = tmp / f"loop{r}"

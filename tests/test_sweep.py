@@ -263,3 +263,21 @@ def test_ray_client_address_is_refused_before_anything_runs(tmp_path, prepared_d
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "ray://head.example:10001" in errors[0] and "<head-ip>:6379" in errors[0]
     assert not (project / "results").exists()
+
+
+def test_progress_eta_counts_epochs_left_over_concurrent_trials(monkeypatch):
+    import io
+
+    clock = [0.0]
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: clock[0])
+    cells = [{"cell_id": c, "recipe": {"epochs": 3}} for c in ("a", "b", "c", "d")]
+    out = io.StringIO()
+    p = sweep.Progress(4, 0, cells, stream=out, concurrency=2)
+    assert p.eta_s() != p.eta_s()  # NaN before any epoch
+    p.started("a"), p.started("b")
+    clock[0] = 100.0
+    p.epoch("a", "A", 1, {"hostname": "h", "node_id": "n"}, 0, True)
+    p.epoch("b", "B", 1, {"hostname": "h", "node_id": "n"}, 0, True)
+    # 100 s per epoch; 10 epochs left (2 + 2 + 3 + 3), two at a time: 500 s.
+    assert p.eta_s() == 500.0
+    assert "~8.3 min left" in out.getvalue().splitlines()[-1]
