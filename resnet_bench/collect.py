@@ -53,7 +53,7 @@ DTYPES = {"str": "str", "int": "Int64", "float": "float64", "bool": "boolean"}
 CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     # identity and outcome
     ("cell_id", "str", "-", "stable id: first 12 hex digits of the SHA-256 of the resolved config "
-                            "(experiment label excluded); the result file is `results/cells/<cell_id>.json`"),
+                            "(experiment label excluded) and of its data and code identity; the result file is `results/<experiment>/cells/<cell_id>.json`"),
     ("status", "str", "-", "`ok` | `diverged` (non-finite training loss; a result, not retried) | "
                            "`failed` (exception, see `error`) | `missing` (in expected_cells.json, no result file)"),
     ("error", "str", "-", "error text (type, message, traceback tail) of a failed or diverged cell; "

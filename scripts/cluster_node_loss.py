@@ -110,7 +110,7 @@ def run(args) -> int:
 
 
 def report(project: Path, rc: int, killed, head_id: str, epochs: int, repro_s: float, *, keep, work) -> int:
-    recs = [json.loads(p.read_text()) for p in sorted((project / "results" / "cells").glob("*.json"))]
+    recs = [json.loads(p.read_text()) for p in sorted((project / "results" / "tiny" / "cells").glob("*.json"))]
     problems = []
     if rc != 0:
         problems.append(f"dvc repro exited {rc}")
