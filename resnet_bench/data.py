@@ -906,8 +906,10 @@ def write_imagefolder(path: Path, tmp: Path, *, image_size: int | None, val_frac
         results = map(_worker_call, tasks)
         pool = None
     else:
-        # fork: workers inherit the imported modules (no torch here) and start in milliseconds.
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        # forkserver, not fork: a caller that already runs threads (torch's OpenMP pool, a test
+        # runner) can deadlock a forked child on a lock held at fork time. Workers start from a
+        # clean server process once per pool (~0.1-0.5 s); the output is identical either way.
+        pool = multiprocessing.get_context("forkserver").Pool(workers)
         results = pool.imap_unordered(_worker_call, tasks)
     try:
         for res in results:
