@@ -110,7 +110,7 @@ def run(args) -> int:
 
 
 def report(project: Path, rc: int, killed, head_id: str, epochs: int, repro_s: float, *, keep, work) -> int:
-    recs = [json.loads(p.read_text()) for p in sorted((project / "results" / "tiny" / "cells").glob("*.json"))]
+    recs = [json.loads(p.read_text()) for p in sorted((project / "results" / "node-loss" / "cells").glob("*.json"))]
     problems = []
     if rc != 0:
         problems.append(f"dvc repro exited {rc}")
@@ -136,8 +136,8 @@ def report(project: Path, rc: int, killed, head_id: str, epochs: int, repro_s: f
             problems.append(f"{r['cell_id']}: no bench measurement")
     if not any(r.get("retries") for r in recs):
         problems.append("no cell was retried")
-    if not (project / "reports" / "report.md").exists():
-        problems.append("no reports/report.md")
+    if not (project / "reports" / "node-loss" / "report.md").exists():
+        problems.append("no reports/node-loss/report.md")
     for p in problems:
         print(f"CHECK FAILED: {p}")
     print("all checks passed" if not problems else f"{len(problems)} check(s) failed")
