@@ -62,13 +62,22 @@ def test_changing_split_seed_changes_every_cell_id(tmp_path):
     assert len(ids[0]) == len(ids[1]) == 4 and not ids[0] & ids[1]
 
 
-def test_committed_results_are_made_by_this_code():
-    expected = json.loads((COMMITTED / "expected_cells.json").read_text())
+@pytest.mark.parametrize("experiment", sorted(p.parent.name for p in (REPO / "results").glob("*/expected_cells.json")))
+def test_committed_results_are_made_by_this_code(experiment):
+    results = REPO / "results" / experiment
+    expected = json.loads((results / "expected_cells.json").read_text())
     stale = {e["config"]["code_fingerprint"] for e in expected} - {code_fingerprint()}
-    assert not stale, ("results/smoke was made by other training code (fingerprint "
-                       f"{sorted(stale)} != {code_fingerprint()}): run `make repro` and commit results/ and reports/")
-    cells = pd.read_parquet(COMMITTED / "cells.parquet")
+    how = ("`make repro`" if experiment == "smoke" else
+           f"`dvc exp run -S sweep.experiment={experiment}` (docs/{experiment.replace('-', '_')}.md)")
+    assert not stale, (f"results/{experiment} was made by other training code (fingerprint {sorted(stale)} != "
+                       f"{code_fingerprint()}): rerun {how} and commit results/ and reports/")
+    cells = pd.read_parquet(results / "cells.parquet")
     assert set(cells["cell_id"]) == {e["cell_id"] for e in expected} and (cells["status"] == "ok").all()
+    assert (REPO / "reports" / experiment / "report.md").is_file()
+
+
+def test_smoke_results_are_committed():
+    assert (COMMITTED / "expected_cells.json").is_file()
 
 
 @pytest.mark.slow
