@@ -419,7 +419,7 @@ def test_cpu_cells_get_fixed_threads(tmp_path):
 
 
 def test_json_schema_validates_shipped_experiments_and_rejects_a_typo(repo_root):
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # a dev dependency (pyproject.toml): a missing one must fail, not skip
     schema_path = repo_root / "experiments" / "experiment.schema.json"
     committed = json.loads(schema_path.read_text())
     assert committed == cfg.experiment_json_schema(), (
