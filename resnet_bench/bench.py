@@ -338,7 +338,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     options = {k: v for k, v in (("stem", args.stem), ("width", args.width)) if v}
-    env = environment(args.device)
+    env = environment(args.device, git=True)
     rows = []
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)

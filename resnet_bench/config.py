@@ -778,35 +778,22 @@ class DataIdentity(Strict):
     split_seed: int = Field(ge=0)
 
 
-# meta.json keys that do not change what a model sees (where the raw file lay, when it was read).
-_META_NOT_CONTENT = ("source", "prepared_at", "content_sha256")
-
-
 def data_identity(prepared: str | Path) -> DataIdentity:
     """Content hash and split settings of a prepared dataset folder (`data/prepared/<name>`).
 
-    Uses meta.json's `content_sha256` when `prepare` wrote one; otherwise hashes the
-    array files and the meta fields that affect training (classes, statistics, split).
+    The hash is the one `prepare` computed and wrote to meta.json (resnet_bench.data.
+    content_sha256); DVC keeps the folder and its meta consistent.
     """
-    prepared = Path(prepared)
-    meta_path = prepared / "meta.json"
+    meta_path = Path(prepared) / "meta.json"
     if not meta_path.is_file():
         raise ConfigError(f"{prepared}: not a prepared dataset (no meta.json); run `dvc repro` (prepare stages)")
     meta = json.loads(meta_path.read_text())
+    if not meta.get("content_sha256"):
+        raise ConfigError(f"{meta_path}: no content_sha256 (prepared by an older version); rerun its prepare "
+                          "stage (`dvc repro`)")
     split = meta.get("split") or {}
-    digest = meta.get("content_sha256")
-    if not digest:
-        h = hashlib.sha256()
-        for f in sorted(prepared.glob("*.npy")):
-            h.update(f.name.encode() + b"\0")
-            with f.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-        kept = {k: v for k, v in meta.items() if k not in _META_NOT_CONTENT}
-        h.update(json.dumps(kept, sort_keys=True).encode())
-        digest = h.hexdigest()
     try:
-        return DataIdentity(content_sha256=digest, val_fraction=split.get("val_fraction"),
+        return DataIdentity(content_sha256=meta["content_sha256"], val_fraction=split.get("val_fraction"),
                             split_seed=split.get("seed"))
     except ValidationError as err:
         raise ConfigError(_problems(err, DataIdentity, str(meta_path))) from None

@@ -82,13 +82,17 @@ def hardware(device: str | torch.device | None = None) -> dict:
     return hw
 
 
-def environment(device: str | torch.device | None = None, cwd=None) -> dict:
-    """Everything a result needs to be traced: git commit, versions, hardware."""
-    return {
-        "git_commit": git_commit(cwd),
-        "versions": package_versions(),
-        "hardware": hardware(device),
-    }
+def environment(device: str | torch.device | None = None, cwd=None, *, git: bool = False) -> dict:
+    """Library versions and hardware; with `git`, the commit of `cwd` too.
+
+    Cell records leave git out: the sweep driver captures it once in the repository
+    (`git_info`, record["provenance"]["git"]), while a trial's working directory, often on
+    another node, is not the repository and would say "unknown" (or another repo's commit).
+    """
+    out = {"versions": package_versions(), "hardware": hardware(device)}
+    if git:
+        out["git_commit"] = git_commit(cwd)
+    return out
 
 
 # ---- code fingerprint -------------------------------------------------------------------------

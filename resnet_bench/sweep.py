@@ -91,16 +91,6 @@ def bench_key(cell: cfg.Cell, meta: dict) -> str:
 # ---- trial functions: run in Ray worker processes -------------------------------------------
 
 
-def node_info() -> dict:
-    """Where this process runs: the Ray node id, hostname and IP (recorded; shown on the console)."""
-    import socket
-
-    import ray
-
-    return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
-            "ip": ray.util.get_node_ip_address()}
-
-
 def train_trial(trial_config: dict) -> None:
     """One cell. Reports the whole record as the final result; never raises for a cell error.
 
@@ -111,7 +101,7 @@ def train_trial(trial_config: dict) -> None:
     """
     from ray import tune
 
-    from resnet_bench.env import node_info as process_node
+    from resnet_bench.env import node_info
     from resnet_bench.train import train_cell
 
     cell = cfg.Cell.model_validate(trial_config["cell"])  # validated again on arrival
@@ -141,7 +131,7 @@ def train_trial(trial_config: dict) -> None:
         except Exception as err:  # recorded, never swallowed: the record carries the traceback
             tb = traceback.format_exc(limit=-8)
             record = failure_record(cell, f"{type(err).__name__}: {err}\n{tb}", epochs,
-                                    {**provenance, "node": process_node()})
+                                    {**provenance, "node": node})
         record["node"] = node
         tune.report({"final": True, "record_json": json.dumps(record, default=str), **node})
     finally:
@@ -152,6 +142,7 @@ def bench_trial(trial_config: dict) -> None:
     from ray import tune
 
     from resnet_bench.bench import benchmark_model
+    from resnet_bench.env import node_info
     from resnet_bench.train import build_cell_model
 
     cell, meta = cfg.Cell.model_validate(trial_config["cell"]), trial_config["meta"]

@@ -25,6 +25,21 @@ TINY_EXPERIMENT = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _numeric_env_restored():
+    """`resnet-bench train`/`verify` pin the numeric environment of their process (os.environ);
+    called in-process by a test, that must not leak into the subprocesses of later tests."""
+    from resnet_bench.env import NUMERIC_ENV_VARS
+
+    saved = {k: os.environ.get(k) for k in NUMERIC_ENV_VARS}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
@@ -71,6 +86,13 @@ def prepared_digits(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     assert data.main(["--name", "digits", "--out", str(out / "digits")]) == 0
     return out
+
+
+def strip_timing(record: dict) -> dict:
+    """The numbers of a cell record that must repeat exactly; wall-clock fields never do."""
+    timing = {"epoch_s", "train_img_per_s", "train_time_s"}
+    return {"metrics": {k: v for k, v in record["metrics"].items() if k not in timing},
+            "epochs": [{k: v for k, v in e.items() if k not in timing} for e in record["epochs"]]}
 
 
 def train_in_fresh_process(config: dict, prepared: Path, workdir: Path) -> dict:

@@ -19,7 +19,7 @@ import threading
 import pytest
 import yaml
 
-from conftest import TINY_EXPERIMENT, make_project, train_in_fresh_process, venv_env
+from conftest import TINY_EXPERIMENT, make_project, strip_timing, train_in_fresh_process, venv_env
 from resnet_bench import sweep
 
 pytestmark = pytest.mark.slow
@@ -64,13 +64,6 @@ def two_node_cluster(ray_head):
     finally:
         if worker in ray_head.worker_nodes:
             ray_head.remove_node(worker)
-
-
-def strip_timing(record: dict) -> dict:
-    """The numbers that must repeat exactly; wall-clock fields never do."""
-    timing = {"epoch_s", "train_img_per_s", "train_time_s"}
-    return {"metrics": {k: v for k, v in record["metrics"].items() if k not in timing},
-            "epochs": [{k: v for k, v in e.items() if k not in timing} for e in record["epochs"]]}
 
 
 def records(project) -> list[dict]:

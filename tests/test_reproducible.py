@@ -9,14 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import venv_env
+from conftest import strip_timing, venv_env
 from resnet_bench import config as cfg
 from resnet_bench import data
 from resnet_bench.env import code_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "results" / "smoke"
-TIMING = {"epoch_s", "train_img_per_s", "train_time_s"}
 
 
 def train_record(prepared: Path, out: Path, extra_env: dict) -> dict:
@@ -31,11 +30,6 @@ def train_record(prepared: Path, out: Path, extra_env: dict) -> dict:
     return json.loads(out.read_text())
 
 
-def numbers(rec: dict) -> dict:
-    return {"metrics": {k: v for k, v in rec["metrics"].items() if k not in TIMING},
-            "epochs": [{k: v for k, v in e.items() if k not in TIMING} for e in rec["epochs"]]}
-
-
 def test_pinned_cpu_run_gives_the_same_bits_on_a_simulated_avx2_host(prepared_digits, tmp_path):
     import torch
 
@@ -46,7 +40,7 @@ def test_pinned_cpu_run_gives_the_same_bits_on_a_simulated_avx2_host(prepared_di
     for rec in (native, older):
         num = rec["provenance"]["numeric"]
         assert num["pinned"] and num["aten_cpu_capability"] == "AVX2", num
-    assert numbers(native) == numbers(older), (
+    assert strip_timing(native) == strip_timing(older), (
         f"this machine dispatches natively to {torch.backends.cpu.get_cpu_capability()}")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_EXPERIMENT, make_project, train_in_fresh_process, venv_env
+from conftest import TINY_EXPERIMENT, make_project, strip_timing, train_in_fresh_process, venv_env
 from resnet_bench import sweep
 
 pytestmark = pytest.mark.slow
@@ -33,6 +33,18 @@ def trained_count(log: str) -> int:
     """Cells the sweep said it would train ('... N to train')."""
     line = next(l for l in log.splitlines() if "to train" in l)
     return int(line.split(" done, ")[1].split(" to train")[0])
+
+
+def start_sweep_until(project: Path, prepared: Path, ready, timeout_s: float = 300) -> subprocess.Popen:
+    """A sweep in its own process group, returned once `ready()` holds (or it exited, or time ran out)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet_bench.sweep", "--prepared-dir", str(prepared)],
+        cwd=project, env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and not ready() and proc.poll() is None:
+        time.sleep(0.1)
+    return proc
 
 
 def set_params(project: Path, **sweep_overrides):
@@ -111,14 +123,8 @@ def test_killed_sweep_loses_no_finished_cell_and_rerun_finishes(tmp_path, prepar
     exp = {**TINY_EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "seeds": [0, 1, 2]},
            "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 1}}
     project = make_project(tmp_path / "p", exp)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "resnet_bench.sweep", "--prepared-dir", str(prepared_digits)],
-        cwd=project, env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
     cells = project / "results" / "tiny" / "cells"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(cells.glob("*.json")):
-        time.sleep(0.2)
+    proc = start_sweep_until(project, prepared_digits, lambda: list(cells.glob("*.json")))
     os.killpg(proc.pid, sig)  # the whole process group, as Ctrl-C in a terminal does
     try:
         proc.wait(timeout=120)
@@ -162,27 +168,14 @@ def test_gpu_trial_on_a_cluster_without_gpus_fails_up_front(tmp_path, prepared_d
     assert not (project / "results" / "tiny" / "cells").exists()
     
 
-def strip_timing(record: dict) -> dict:
-    """The numbers that must repeat exactly; wall-clock fields never do."""
-    timing = {"epoch_s", "train_img_per_s", "train_time_s"}
-    return {"metrics": {k: v for k, v in record["metrics"].items() if k not in timing},
-            "epochs": [{k: v for k, v in e.items() if k not in timing} for e in record["epochs"]]}
-
-
 def test_sweep_killed_mid_cell_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, prepared_digits):
     epochs = 30  # ~0.25 s each on one core: the kill lands a few epochs in
     exp = {**TINY_EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "versions": ["v2"]},
            "recipe": {**TINY_EXPERIMENT["recipe"], "epochs": epochs}}
     project = make_project(tmp_path / "p", exp)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "resnet_bench.sweep", "--prepared-dir", str(prepared_digits)],
-        cwd=project, env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
     trial_dirs = project / "scratch" / "ray_results" / "train"
-    deadline = time.time() + 300
     # checkpoint_000001 exists only once Tune has finished persisting checkpoint_000000.
-    while time.time() < deadline and not list(trial_dirs.glob("*/checkpoint_000001")) and proc.poll() is None:
-        time.sleep(0.1)
+    proc = start_sweep_until(project, prepared_digits, lambda: list(trial_dirs.glob("*/checkpoint_000001")))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert not records(project), "the kill should land mid-cell"

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from conftest import strip_timing
 from resnet_bench import config as cfg
 from resnet_bench import train
 
@@ -19,15 +20,6 @@ def tiny_cell(arch=None, runtime=None, **recipe) -> cfg.Cell:
     exp = cfg.resolve_layers("t", [layer], cfg.Params(), check_datasets=False).experiment
     (cell,) = cfg.expand_grid(exp)
     return cell
-
-
-def strip_timing(record: dict) -> dict:
-    """The numbers that must repeat exactly; wall-clock fields never do."""
-    timing = {"epoch_s", "train_img_per_s", "train_time_s"}
-    return {
-        "metrics": {k: v for k, v in record["metrics"].items() if k not in timing},
-        "epochs": [{k: v for k, v in e.items() if k not in timing} for e in record["epochs"]],
-    }
 
 
 def test_he2016_step_schedule_with_warmup():
