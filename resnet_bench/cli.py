@@ -9,12 +9,12 @@ from resnet_bench.argparsing import Parser, output_file_problem
 
 # subcommand -> (module, entry point, one-line help)
 COMMANDS = {
-    "models": ("resnet_bench.models", "models_main", "table of every model: parameters, forward GFLOPs"),
-    "summary": ("resnet_bench.models", "summary_main", "layer-by-layer summary of one model"),
-    "prepare": ("resnet_bench.data", "main", "turn a dataset into a prepared artifact"),
+    "models": ("resnet_bench.models.cli", "models_main", "table of every model: parameters, forward GFLOPs"),
+    "summary": ("resnet_bench.models.cli", "summary_main", "layer-by-layer summary of one model"),
+    "prepare": ("resnet_bench.data.prepare", "main", "turn a dataset into a prepared artifact"),
     "train": ("resnet_bench.train", "main", "train one cell by hand"),
     "bench": ("resnet_bench.bench", "main", "throughput, memory and FLOPs of models"),
-    "sweep": ("resnet_bench.sweep", "main", "run the experiment's grid on Ray Tune"),
+    "sweep": ("resnet_bench.sweep.driver", "main", "run the experiment's grid on Ray Tune"),
     "collect": ("resnet_bench.collect", "main", "tables of all cells"),
     "report": ("resnet_bench.report", "main", "figures and report.md from a results folder"),
     "verify": ("resnet_bench.verify", "main", "retrain committed cells; identical / within seed spread / outside"),

@@ -36,13 +36,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from resnet_bench.argparsing import Parser
-
-STATUSES = ("ok", "diverged", "failed", "missing")
-RESULT_STATUSES = ("ok", "diverged", "failed")  # what a result file may say
-# He et al. 2016 Fig. 4 order (a)-(e); the same tuple as resnet_bench.models.UNITS
-# (kept here so that collect/report never import torch).
-UNIT_ORDER = ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")
-VERSION_UNIT = {"v1": "original", "v2": "full_preact"}
+from resnet_bench.vocab import CELL_STATUSES as STATUSES
+from resnet_bench.vocab import RECORD_STATUSES as RESULT_STATUSES  # what a result file may say
+from resnet_bench.vocab import UNITS as UNIT_ORDER  # He et al. 2016 Fig. 4 order (a)-(e)
+from resnet_bench.vocab import VERSION_UNIT
 CONFIG_KEYS = ("experiment", "model", "version", "unit", "depth", "dataset", "seed")
 
 # dtype names: "str" (text, null when absent), "int" (nullable Int64), "float" (float64,

@@ -104,10 +104,16 @@ def environment(device: str | torch.device | None = None, cwd=None, *, git: bool
 # registered through a decorator they reference (the model registry). Recipe values are in
 # the cell config and what `prepare` writes is in the data's content hash, so command-line
 # and preparation code are left out: editing them retrains nothing.
-FINGERPRINT_ROOTS = {
-    "models.py": {"build_model", "model_flops", "count_params"},
+# Names another module imports are roots of their own module (a test checks this for the
+# models/ and data/ modules: tests/test_reproducible.py).
+FINGERPRINT_ROOTS: dict[str, set[str]] = {
+    "models/blocks.py": {"BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck", "Block", "PREACT_UNITS",
+                         "conv3x3"},
+    "models/trunk.py": {"ResNet"},
+    "models/registry.py": {"build_model", "model_flops", "count_params"},
     "train.py": {"train_cell", "build_cell_model", "pin_numeric_environment"},
-    "data.py": {"load_prepared", "DeviceLoader", "Augment"},
+    "data/artifact.py": {"load_prepared"},
+    "data/loader.py": {"DeviceLoader", "Augment"},
     "env.py": {"pinned_env"},
 }
 
@@ -142,6 +148,11 @@ def _decorators(node: ast.AST) -> set[str]:
 
 def source_fingerprint(text: str, roots: set[str]) -> str:
     """SHA-256 of the syntax trees of `roots` and what they reach: no comments, docstrings or line numbers."""
+    return hashlib.sha256("\n".join(fingerprinted_source(text, roots)).encode()).hexdigest()
+
+
+def fingerprinted_source(text: str, roots: set[str]) -> list[str]:
+    """The dumped syntax trees `source_fingerprint` hashes, in source order."""
     tree = _strip_docstrings(ast.parse(text))
     defs = _top_level(tree)
     chosen: set[str] = set()
@@ -163,8 +174,7 @@ def source_fingerprint(text: str, roots: set[str]) -> str:
                 and any(_decorators(n) & reaching for n in nodes)]
         todo += sorted({d for name in todo for n in defs[name] for d in _decorators(n) if d in defs})
     nodes = {id(n): n for name in sorted(chosen) for n in defs[name]}
-    parts = [ast.dump(n, include_attributes=False) for n in sorted(nodes.values(), key=lambda n: n.lineno)]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return [ast.dump(n, include_attributes=False) for n in sorted(nodes.values(), key=lambda n: n.lineno)]
 
 
 @functools.cache

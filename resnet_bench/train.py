@@ -125,7 +125,8 @@ def evaluate(model, loader, runtime: cfg.Runtime, device, topk: int = 1) -> dict
 
 
 def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device):
-    from resnet_bench.data import Augment, DeviceLoader, load_prepared
+    from resnet_bench.data.artifact import load_prepared
+    from resnet_bench.data.loader import Augment, DeviceLoader
 
     ds = load_prepared(Path(prepared_dir) / cell.dataset)
     meta = ds.meta

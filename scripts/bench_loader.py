@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from resnet_bench.data import Augment, DeviceLoader, load_prepared  # noqa: E402
+from resnet_bench.data.artifact import load_prepared  # noqa: E402
+from resnet_bench.data.loader import Augment, DeviceLoader  # noqa: E402
 from resnet_bench.env import hardware  # noqa: E402
 
 

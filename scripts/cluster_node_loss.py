@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-# `[sweep] ... | <label>: epoch 3/12 on <host> (node 1a2b3c4d)` (resnet_bench.sweep.Progress.epoch)
+# `[sweep] ... | <label>: epoch 3/12 on <host> (node 1a2b3c4d)` (resnet_bench.sweep.progress.Progress.epoch)
 EPOCH_LINE = re.compile(r"\| (?P<label>\S+): epoch (?P<epoch>\d+)/\d+ on \S+ \(node (?P<node>[0-9a-f]{8})\)")
 
 

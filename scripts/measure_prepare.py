@@ -1,4 +1,4 @@
-"""Wall time and peak memory of `python -m resnet_bench.data` (prepare) on an image-folder archive.
+"""Wall time and peak memory of `python -m resnet_bench.data.prepare` on an image-folder archive.
 
 Timed region: the whole prepare process, start to exit (imports, both passes over the archive,
 decoding, the content hash, fsync). Memory: the process tree (prepare + its decode workers) sampled
@@ -60,7 +60,7 @@ def tree_memory(proc: psutil.Process) -> tuple[int, int, int]:
 
 def run_once(source: Path, out: Path, code: Path, extra: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
-    cmd = [sys.executable, "-m", "resnet_bench.data", "--name", "m", "--format", "imagefolder",
+    cmd = [sys.executable, "-m", "resnet_bench.data.prepare", "--name", "m", "--format", "imagefolder",
            "--source", str(source), "--out", str(out), *extra]
     t0 = time.perf_counter()
     # cwd=code: `python -m` puts the working directory first on sys.path

@@ -27,10 +27,11 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from conftest import TINY_EXPERIMENT, make_project, venv_env  # noqa: E402
-from resnet_bench import config as cfg, data  # noqa: E402
+from resnet_bench import config as cfg  # noqa: E402
+from resnet_bench.data import prepare as data  # noqa: E402
 from resnet_bench.env import hardware  # noqa: E402
 from resnet_bench.env import code_fingerprint  # noqa: E402
-from resnet_bench.sweep import atomic_write_json  # noqa: E402
+from resnet_bench.sweep.records import atomic_write_json  # noqa: E402
 from resnet_bench.train import train_cell  # noqa: E402
 
 

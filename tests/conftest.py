@@ -81,10 +81,10 @@ def make_project(root: Path, experiment: dict | None = None, *, git: bool = Fals
 @pytest.fixture(scope="session")
 def prepared_digits(tmp_path_factory) -> Path:
     """data/prepared/digits made once per test session by the real prepare entry point."""
-    from resnet_bench import data
+    from resnet_bench.data import prepare as prep
 
     out = tmp_path_factory.mktemp("prepared")
-    assert data.main(["--name", "digits", "--out", str(out / "digits")]) == 0
+    assert prep.main(["--name", "digits", "--out", str(out / "digits")]) == 0
     return out
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import TINY_EXPERIMENT, make_project, strip_timing, train_in_fresh_process, venv_env
-from resnet_bench import sweep
+from resnet_bench.sweep import progress
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +153,7 @@ def test_cell_out_of_retries_is_recorded_failed_and_the_sweep_goes_on(tmp_path, 
     recs = {r["status"]: r for r in records(project)}
     assert set(recs) == {"ok", "failed"}, log
     lost, other = recs["failed"], recs["ok"]
-    assert sweep._label(lost["config"]) == killed["label"]
+    assert progress._label(lost["config"]) == killed["label"]
     # The cause, where it ran, and what it trained before the node died.
     assert lost["error"].startswith("TrialError after 0 retries") and lost["retries"] == 0
     assert lost["node"]["node_id"] == worker.node_id and lost["attempts"][0]["error"]

@@ -364,7 +364,7 @@ def test_row_and_column_order_are_fixed(results):
 
 
 def test_unit_order_is_the_model_zoo_order():
-    from resnet_bench.models import UNITS, VERSION_UNIT
+    from resnet_bench.vocab import UNITS, VERSION_UNIT
 
     assert collect.UNIT_ORDER == tuple(UNITS) and collect.VERSION_UNIT == VERSION_UNIT
 

@@ -1,6 +1,6 @@
 """The typed configuration: every bad value refused before anything starts, one line each.
 
-Table-driven: each bad value goes through the real entry point (`sweep.main`,
+Table-driven: each bad value goes through the real entry point (the sweep's `driver.main`,
 `train.main`, `bench.main`, `config` subcommand), which must exit nonzero with
 exactly one error line naming the key, without starting Ray or training.
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet_bench import bench, cli, config as cfg, sweep, train
+from resnet_bench import bench, cli, config as cfg, train
+from resnet_bench.sweep import cluster, driver
 
 GOOD_EXPERIMENT = {
     "description": "config test grid",
@@ -175,7 +176,7 @@ def project(tmp_path, prepared_digits, monkeypatch):
     def no_ray(*a, **k):
         raise AssertionError("Ray started although the config is invalid")
 
-    monkeypatch.setattr(sweep, "init_ray", no_ray)
+    monkeypatch.setattr(cluster, "init_ray", no_ray)
     return tmp_path
 
 
@@ -186,7 +187,7 @@ def write(project: Path, experiment=GOOD_EXPERIMENT, params=GOOD_PARAMS, raw_par
 
 
 def run_sweep(project: Path, prepared: Path, capsys) -> tuple[int, list[str]]:
-    rc = sweep.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
+    rc = driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
                      "--prepared-dir", str(prepared), "--results-dir", str(project / "results")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     return rc, err
@@ -200,7 +201,7 @@ def assert_one_line(rc, lines, needle):
 
 def test_good_config_passes_dry_run(project, prepared_digits, capsys):
     write(project)
-    rc = sweep.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
+    rc = driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
                      "--prepared-dir", str(prepared_digits), "--dry-run"])
     out = capsys.readouterr()
     assert rc == 0, out.err

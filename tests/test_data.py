@@ -19,8 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_bench import data
-from resnet_bench.data import Augment, DatasetError, DeviceLoader
+from resnet_bench.data import artifact, sources
+from resnet_bench.data import loader as device_loader
+from resnet_bench.data import prepare as prep
+from resnet_bench.data.loader import Augment, DeviceLoader
+from resnet_bench.data.sources import DatasetError
 
 SHARED_CIFAR_JPEG = Path(os.environ.get("RESNET_BENCH_SHARED_DATASETS",
                                         Path(__file__).resolve().parents[2] / "shared" / "datasets")) \
@@ -74,10 +77,10 @@ def imagefolder_items():
     return items
 
 
-def prepare(tmp_path, *args) -> data.PreparedDataset:
+def prepare(tmp_path, *args) -> artifact.PreparedDataset:
     out = tmp_path / "prepared"
-    assert data.main([*args, "--out", str(out)]) == 0
-    return data.load_prepared(out)
+    assert prep.main([*args, "--out", str(out)]) == 0
+    return artifact.load_prepared(out)
 
 
 @pytest.mark.parametrize("fmt", ["cifar10", "cifar100"])
@@ -89,7 +92,7 @@ def test_cifar_python_tarball(tmp_path, fmt):
     assert len(ds.train_y) + len(ds.val_y) == n_train and len(ds.test_y) == 10
     assert ds.meta["num_classes"] == (10 if fmt == "cifar10" else 100)
     assert ds.meta["classes"][1] == ("c1" if fmt == "cifar10" else "f1")
-    assert ds.meta["source_sha256"] == data.sha256_file(src)
+    assert ds.meta["source_sha256"] == sources.sha256_file(src)
     mean = ds.train_x.reshape(len(ds.train_x), 3, -1).transpose(1, 0, 2).reshape(3, -1).mean(1) / 255
     assert np.allclose(ds.meta["mean"], mean)
 
@@ -149,7 +152,7 @@ def test_digits_split_is_seeded_stratified_and_disjoint(tmp_path):
 
 
 def test_missing_source_names_the_path_and_the_fix(tmp_path, capsys):
-    assert data.main(["--name", "cifar10", "--source", str(tmp_path / "nope.tar.gz"), "--out", str(tmp_path / "o")]) == 1
+    assert prep.main(["--name", "cifar10", "--source", str(tmp_path / "nope.tar.gz"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert str(tmp_path / "nope.tar.gz") in err and "dvc add" in err and "--download" in err
 
@@ -157,9 +160,9 @@ def test_missing_source_names_the_path_and_the_fix(tmp_path, capsys):
 def test_checksum_mismatch_names_file_and_both_hashes(tmp_path):
     src = write_cifar(tmp_path / "c.tar.gz")
     with pytest.raises(DatasetError) as err:
-        data.prepare("cifar10", "cifar10", source=src, sha256="0" * 64, out=tmp_path / "o")
+        prep.prepare("cifar10", "cifar10", source=src, sha256="0" * 64, out=tmp_path / "o")
     msg = str(err.value)
-    assert str(src) in msg and "0" * 64 in msg and data.sha256_file(src) in msg
+    assert str(src) in msg and "0" * 64 in msg and sources.sha256_file(src) in msg
 
 
 def test_truncated_archive(tmp_path):
@@ -167,7 +170,7 @@ def test_truncated_archive(tmp_path):
     blob = src.read_bytes()
     src.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(DatasetError, match="truncated or corrupt archive .*c.tar.gz"):
-        data.prepare("cifar10", "cifar10", source=src, out=tmp_path / "o")
+        prep.prepare("cifar10", "cifar10", source=src, out=tmp_path / "o")
 
 
 def test_corrupt_image_names_the_member(tmp_path):
@@ -178,7 +181,7 @@ def test_corrupt_image_names_the_member(tmp_path):
         for name, blob in items.items():
             add_bytes(tar, name, blob)
     with pytest.raises(DatasetError, match="corrupt image 'root/train/dog/0003.jpg'"):
-        data.prepare("pets", "imagefolder", source=src, out=tmp_path / "o")
+        prep.prepare("pets", "imagefolder", source=src, out=tmp_path / "o")
 
 
 @pytest.mark.parametrize("evil", ["/etc/evil.jpg", "root/../../evil.jpg"])
@@ -198,7 +201,7 @@ def test_path_traversal_members_are_refused(tmp_path, evil, kind):
                 zf.writestr(name, blob)
     before = set(tmp_path.rglob("*"))
     with pytest.raises(DatasetError, match="unsafe member"):
-        data.prepare("pets", "imagefolder", source=src, out=work / "out")
+        prep.prepare("pets", "imagefolder", source=src, out=work / "out")
     assert set(tmp_path.rglob("*")) == before and not Path("/etc/evil.jpg").exists()
 
 
@@ -211,13 +214,13 @@ def test_malicious_pickle_is_refused_never_executed(tmp_path):
 
     src = write_cifar(tmp_path / "c.tar.gz", payload=pickle.dumps(Evil(), protocol=2))
     with pytest.raises(DatasetError, match="refused or corrupt pickle .*test_batch.*posix.system|os.system"):
-        data.prepare("cifar10", "cifar10", source=src, out=tmp_path / "o")
+        prep.prepare("cifar10", "cifar10", source=src, out=tmp_path / "o")
     assert not marker.exists()
 
 
 def test_load_prepared_missing_names_the_stage(tmp_path):
     with pytest.raises(DatasetError, match=r"dvc repro prepare@cifar10"):
-        data.load_prepared(tmp_path / "cifar10")
+        artifact.load_prepared(tmp_path / "cifar10")
 
 
 # ---- the on-device loader --------------------------------------------------------------------
@@ -248,11 +251,11 @@ def test_loader_shuffle_is_deterministic_per_seed_and_epoch():
 def test_flip_and_zero_padded_crop():
     x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(64, 1, 1, 1) + 1
     gen = torch.Generator().manual_seed(0)
-    flipped = data.random_crop_flip(x, Augment(flip=True), gen)
+    flipped = device_loader.random_crop_flip(x, Augment(flip=True), gen)
     is_flip = [(f == x[0].flip(2)).all().item() for f in flipped]
     is_same = [(f == x[0]).all().item() for f in flipped]
     assert all(a or b for a, b in zip(is_flip, is_same)) and 10 < sum(is_flip) < 54
-    cropped = data.random_crop_flip(x, Augment(crop_pad=2), gen)
+    cropped = device_loader.random_crop_flip(x, Augment(crop_pad=2), gen)
     assert cropped.shape == x.shape
     # each crop is a window of the zero-padded image: its non-zero pixels are a contiguous shift
     padded = torch.nn.functional.pad(x[0, 0], (2, 2, 2, 2))
@@ -423,7 +426,7 @@ def test_bad_input_ends_in_one_error_line(tmp_path, monkeypatch, capsys, case):
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "prepared" / "x")]
     before = {p: p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()}
-    assert data.main(argv) == 1
+    assert prep.main(argv) == 1
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
@@ -436,7 +439,7 @@ def test_bad_input_ends_in_one_error_line(tmp_path, monkeypatch, capsys, case):
 def test_cli_refuses_out_dot_in_a_real_process(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-m", "resnet_bench.data", "--name", "digits", "--out", "."],
+    proc = subprocess.run([sys.executable, "-m", "resnet_bench.data.prepare", "--name", "digits", "--out", "."],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "--out . is the working" in proc.stderr
     assert (tmp_path / "keep.txt").exists()
@@ -501,12 +504,12 @@ def test_parallel_decode_is_byte_identical_to_serial(tmp_path):
     outs = []
     for workers in ("1", "2"):
         out = tmp_path / f"w{workers}"
-        assert data.main(["--name", "p", "--format", "imagefolder", "--source", str(src), "--out", str(out),
+        assert prep.main(["--name", "p", "--format", "imagefolder", "--source", str(src), "--out", str(out),
                           "--workers", workers]) == 0
         outs.append(out)
-    for f in sorted(data.ARTIFACT_FILES):
+    for f in sorted(artifact.ARTIFACT_FILES):
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
-    ds = data.load_prepared(outs[0])
+    ds = artifact.load_prepared(outs[0])
     assert isinstance(ds.train_x, np.memmap) and ds.train_x.shape == (108, 3, 16, 16)  # 120 - 10% val
     # stats equal the two-pass float computation on the written train split
     x = np.asarray(ds.train_x, np.float64) / 255
@@ -523,7 +526,7 @@ def test_content_sha256_tracks_everything_training_sees(tmp_path):
     for k, extra in variants.items():
         ds = prepare(tmp_path / k, *base, *extra)
         h[k] = ds.meta["content_sha256"]
-        assert h[k] == data.content_sha256(tmp_path / k / "prepared", ds.meta)  # documented recipe
+        assert h[k] == artifact.content_sha256(tmp_path / k / "prepared", ds.meta)  # documented recipe
     assert h["base"] == h["same"] and len(set(h.values())) == 4
     (src / "r/train/c0/00000.jpg").write_bytes(noisy_jpeg(999, 16))  # a different raw file
     assert prepare(tmp_path / "raw", *base).meta["content_sha256"] != h["base"]
@@ -535,14 +538,14 @@ def test_out_replaces_only_a_previous_artifact(tmp_path):
     first = (out / "meta.json").read_text()
     prepare(tmp_path, "--name", "digits", "--split-seed", "3")
     assert json.loads((out / "meta.json").read_text())["split"]["seed"] == 3 and first != (out / "meta.json").read_text()
-    assert sorted(p.name for p in out.iterdir()) == sorted(data.ARTIFACT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(artifact.ARTIFACT_FILES)
 
 
 def test_killed_run_leaves_nothing_after_the_next_start(tmp_path):
     src = write_source(tmp_path / "s.tar.gz", many_images(3000, 10))
     out = tmp_path / "data" / "prepared" / "p"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "resnet_bench.data", "--name", "p", "--format", "imagefolder",
+    cmd = [sys.executable, "-m", "resnet_bench.data.prepare", "--name", "p", "--format", "imagefolder",
            "--source", str(src), "--out", str(out), "--workers", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     leftovers = []
@@ -554,7 +557,7 @@ def test_killed_run_leaves_nothing_after_the_next_start(tmp_path):
     assert leftovers and leftovers[0].exists(), "the run ended before its temp folder was seen"
     assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["p"]  # DVC hashes data/prepared as a whole
-    assert data.load_prepared(out).meta["counts"]["test"] == 3000
+    assert artifact.load_prepared(out).meta["counts"]["test"] == 3000
 
 
 # ---- the loader on an artifact larger than its memory --------------------------------------------------
@@ -577,7 +580,8 @@ def test_streaming_loader_yields_the_resident_loaders_batches(augment, shuffle):
 
 MEMORY_PROBE = r"""
 import sys, numpy as np, torch
-from resnet_bench.data import Augment, DeviceLoader, load_prepared
+from resnet_bench.data.artifact import load_prepared
+from resnet_bench.data.loader import Augment, DeviceLoader
 
 def anon_kb():  # private (anonymous) memory: excludes the file pages of the memory map
     for line in open('/proc/self/status'):
@@ -652,7 +656,7 @@ def test_dvc_repro_prepares_a_varied_size_image_folder_from_params(tmp_path):
         assert run(*cmd).returncode == 0
     proc = run("dvc", "repro", "prepare_file@nette")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    ds = data.load_prepared(project / "data" / "prepared" / "nette")
+    ds = artifact.load_prepared(project / "data" / "prepared" / "nette")
     assert ds.train_x.shape[1:] == (3, 16, 16) and ds.meta["counts"]["test"] == 4
     assert ds.meta["resize"] == {"policy": "shorter_side_center_crop", "size": 16,
                                  "filter": "bilinear (Pillow, antialiased)"}
@@ -661,7 +665,7 @@ def test_dvc_repro_prepares_a_varied_size_image_folder_from_params(tmp_path):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = run("dvc", "repro", "prepare_file@nette")
     assert proc.returncode == 0 and "Running stage 'prepare_file@nette'" in proc.stdout, proc.stdout + proc.stderr
-    ds = data.load_prepared(project / "data" / "prepared" / "nette")
+    ds = artifact.load_prepared(project / "data" / "prepared" / "nette")
     assert ds.train_x.shape[1:] == (3, 8, 8) and ds.meta["content_sha256"] != first
     assert sorted(p.name for p in (project / "data" / "prepared").iterdir()) == ["nette"]
 
@@ -706,7 +710,7 @@ def test_plain_tar_reader_lists_and_reads_what_tarfile_does(tmp_path, fmt, pax_g
     members = [("root", None), ("root/train", None), ("root/train/a.jpg", b"A" * 700),
                ("root/" + long, b"B" * 10), ("root/test/b.jpg", b""), ("root/test/\u00e9t\u00e9.jpg", b"C" * 513)]
     path = _tar_of(tmp_path / "a.tar.gz", fmt, members, pax_global)
-    got = list(data._tar_entries(path, 1 << 20, wanted=lambda name: True))
+    got = list(sources._tar_entries(path, 1 << 20, wanted=lambda name: True))
     assert got == _tarfile_listing(path)
 
 
@@ -714,8 +718,8 @@ def test_plain_tar_reader_hands_a_link_to_tarfile_which_refuses_it(tmp_path):
     path = _tar_of(tmp_path / "l.tar.gz", tarfile.USTAR_FORMAT,
                    [("root", None), ("root/a.jpg", b"A"), ("root/evil.jpg", ("link", "/etc/passwd"))])
     seen = []
-    with pytest.raises(data.DatasetError, match="links refused"):
-        for name, *_ in data._tar_entries(path, 1 << 20):
+    with pytest.raises(sources.DatasetError, match="links refused"):
+        for name, *_ in sources._tar_entries(path, 1 << 20):
             seen.append(name)
     assert seen == ["root", "root/a.jpg"]  # each member once: tarfile resumed after the plain reader
 
@@ -729,5 +733,5 @@ def test_plain_tar_reader_leaves_a_bad_checksum_to_tarfile(tmp_path):
     blob = bytearray(raw.read_bytes())
     blob[0] ^= 1  # the name changes, the stored checksum does not
     raw.write_bytes(bytes(blob))
-    with pytest.raises(data.DatasetError):
-        list(data._tar_entries(raw, 1 << 20))
+    with pytest.raises(sources.DatasetError):
+        list(sources._tar_entries(raw, 1 << 20))

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from resnet_bench import models
+from resnet_bench.models import cli as models_cli
+from resnet_bench.models import registry
 from resnet_bench.models import (
     UNITS,
     VERSION_UNITS,
@@ -81,7 +83,7 @@ def test_bad_unit_and_bad_stem_list_valid_ones():
     with pytest.raises(ValueError, match="unknown stem 'tiny'; valid: imagenet, cifar"):
         build_model("resnet18_v1", 10, stem="tiny")
     with pytest.raises(TypeError):  # builders are keyword-only
-        models.resnet18_v1(10)
+        registry.resnet18_v1(10)
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -217,7 +219,7 @@ def test_cifar_basic_param_counts_match_he_2015_table6(depth):
     paper = meta(build_model, f"resnet{depth}_v1", 10, variant="paper")
     assert _projection_params(paper) == 0
     assert within_rounding(count_params(paper), PAPER_V1_CIFAR[depth])
-    assert models.params_millions(count_params(paper)) == PAPER_V1_CIFAR[depth]
+    assert models_cli.params_millions(count_params(paper)) == PAPER_V1_CIFAR[depth]
     # The modern variant's option B projections add 2,752 parameters: within 0.1M, and
     # the printed digit once the projections are taken out.
     model = meta(build_model, f"resnet{depth}_v1", 10)
@@ -365,7 +367,7 @@ def test_model_flops_meta_equals_cpu_and_torchvision_figure():
 def test_models_main_table_and_csv(tmp_path, capsys):
     csv_path = tmp_path / "models.csv"
     argv = ["resnet110_v1", "resnet50_v2", "--img", "32", "--num-classes", "10", "--csv", str(csv_path)]
-    assert models.models_main(argv) == 0
+    assert models_cli.models_main(argv) == 0
     out = capsys.readouterr().out
     assert "FLOPs = 2 x MACs" in out and "GMACs" in out and "GFLOPs" in out
     assert "1,730,714" in out  # resnet110_v1 with 10 classes
@@ -375,13 +377,13 @@ def test_models_main_table_and_csv(tmp_path, capsys):
     assert [line.split(",")[0] for line in lines[1:]] == ["resnet50_v2", "resnet110_v1"]
     row = dict(zip(lines[0].split(","), lines[2].split(",")))
     assert int(row["flops"]) == 2 * int(row["macs"])
-    assert models.models_main(["resnet19_v1"]) == 2
+    assert models_cli.models_main(["resnet19_v1"]) == 2
 
 
 def test_models_main_uses_each_familys_input(tmp_path):
     # No --img / --num-classes: CIFAR models at 32 px and 10 classes, ImageNet at 224 / 1000.
     csv_path = tmp_path / "models.csv"
-    assert models.models_main(["resnet20_v1", "resnet50_v1", "--csv", str(csv_path)]) == 0
+    assert models_cli.models_main(["resnet20_v1", "resnet50_v1", "--csv", str(csv_path)]) == 0
     rows = {r["model"]: r for r in _csv_rows(csv_path)}
     assert (rows["resnet20_v1"]["img"], rows["resnet20_v1"]["num_classes"]) == ("32", "10")
     assert rows["resnet20_v1"]["params"] == "272474"  # modern (projections), 10 classes
@@ -400,7 +402,7 @@ def _csv_rows(path) -> list[dict]:
 def test_models_main_paper_variant_prints_he_2015_table6(tmp_path, capsys):
     csv_path = tmp_path / "models.csv"
     names = ["resnet20_v1", "resnet32_v1", "resnet44_v1", "resnet56_v1", "resnet110_v1"]
-    assert models.models_main([*names, "--variant", "paper", "--csv", str(csv_path)]) == 0
+    assert models_cli.models_main([*names, "--variant", "paper", "--csv", str(csv_path)]) == 0
     out = capsys.readouterr().out
     # He et al. 2015 Table 6, "# params" column.
     table6 = {"resnet20_v1": "0.27", "resnet32_v1": "0.46", "resnet44_v1": "0.66", "resnet56_v1": "0.85",
@@ -417,20 +419,20 @@ def test_models_main_paper_variant_prints_he_2015_table6(tmp_path, capsys):
                                   ["--variant", "old"], ["--shortcut", "A"]])
 def test_models_main_rejects_bad_options(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
-        models.models_main(["resnet20_v1", *argv])
+        models_cli.models_main(["resnet20_v1", *argv])
     assert exit_.value.code == 2
     assert argv[0] in capsys.readouterr().err
 
 
 def test_summary_main(capsys):
-    assert models.summary_main(["resnet18_v2", "--img", "64"]) == 0
+    assert models_cli.summary_main(["resnet18_v2", "--img", "64"]) == 0
     out = capsys.readouterr().out
     assert "layer4.1.conv2" in out and "[1, 512, 2, 2]" in out and "bn_final" in out
     assert "Total params: 11,687,720" in out
-    assert models.summary_main(["resnet19_v1"]) == 2
-    assert models.summary_main(["resnet20_v2", "--unit", "original"]) == 2
+    assert models_cli.summary_main(["resnet19_v1"]) == 2
+    assert models_cli.summary_main(["resnet20_v2", "--unit", "original"]) == 2
     assert "contradicts model 'resnet20_v2'" in capsys.readouterr().err
-    assert models.summary_main(["resnet20_v1", "--variant", "paper"]) == 0
+    assert models_cli.summary_main(["resnet20_v1", "--variant", "paper"]) == 0
     out = capsys.readouterr().out
     assert "ZeroPadShortcut" in out and "Total params: 269,722" in out
 

@@ -16,7 +16,9 @@ import pytest
 import torch
 import yaml
 
-from resnet_bench.models import VERSION_UNIT, build_model, count_params, params_millions, resolve_arch
+from resnet_bench.models import build_model, count_params, resolve_arch
+from resnet_bench.models.cli import params_millions
+from resnet_bench.vocab import VERSION_UNIT
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 PAPER_EXPERIMENTS = ("cifar10-he2015", "cifar10-units", "cifar-he2016")

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import strip_timing, venv_env
 from resnet_bench import config as cfg
-from resnet_bench import data
+from resnet_bench.data import prepare as prep
 from resnet_bench.env import code_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_pinned_cpu_run_gives_the_same_bits_on_a_simulated_avx2_host(prepared_di
 
 def test_changing_split_seed_changes_every_cell_id(tmp_path):
     for seed in (0, 1):
-        assert data.main(["--name", "digits", "--out", str(tmp_path / f"s{seed}" / "digits"),
+        assert prep.main(["--name", "digits", "--out", str(tmp_path / f"s{seed}" / "digits"),
                           "--split-seed", str(seed)]) == 0
     layer = cfg.Layer("t", {"grid": {"versions": ["v1", "v2"], "depths": [18], "datasets": ["digits"],
                                      "seeds": [0, 1]}})
@@ -100,10 +100,10 @@ def test_verify_reproduces_a_committed_smoke_cell_and_flags_a_tampered_one(prepa
     ("train.py", '"Train one grid cell by hand."', '"Train one cell."', False),  # CLI text
     ("train.py", "passed = sum(frac >= m for m in recipe.milestones)",
      "passed = sum(frac > m for m in recipe.milestones)", True),
-    ("models.py", "def models_main(", "def _unused():\n    return 1\n\n\ndef models_main(", False),
-    ("models.py", "class BasicBlock(", "EPS = 1\n\n\nclass BasicBlock(", False),  # unreferenced constant
-    ("data.py", "def check_out_dir(", "def _prepare_only():\n    return 2\n\n\ndef check_out_dir(", False),
-    ("data.py", "class DeviceLoader", "LOADER_NOTE = 1\n\n\nclass DeviceLoader", False),
+    ("models/cli.py", "def models_main(", "def _unused():\n    return 1\n\n\ndef models_main(", False),
+    ("models/blocks.py", "class BasicBlock(", "EPS = 1\n\n\nclass BasicBlock(", False),  # unreferenced constant
+    ("data/artifact.py", "def check_out_dir(", "def _prepare_only():\n    return 2\n\n\ndef check_out_dir(", False),
+    ("data/loader.py", "class DeviceLoader", "LOADER_NOTE = 1\n\n\nclass DeviceLoader", False),
     ("env.py", '"MKL_CBWR": "AVX2"', '"MKL_CBWR": "AVX512"', True),
 ])
 def test_code_fingerprint_follows_training_code_only(tmp_path, module, old, new, changes):
@@ -121,9 +121,10 @@ def test_code_fingerprint_sees_loader_and_model_edits(tmp_path):
     pkg = tmp_path / "resnet_bench"
     shutil.copytree(REPO / "resnet_bench", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     before = code_fingerprint(str(pkg))
-    for module in ("data.py", "models.py"):
+    for module in ("data/loader.py", "models/blocks.py", "models/trunk.py"):
         src = (pkg / module).read_text()
-        cls = "class DeviceLoader" if module == "data.py" else "class BasicBlock("
+        cls = {"data/loader.py": "class DeviceLoader", "models/blocks.py": "class BasicBlock(",
+               "models/trunk.py": "class ResNet("}[module]
         body = src.index(":\n", src.index(cls)) + 2
         # A statement inside the class body: code that runs, not a comment.
         (pkg / module).write_text(src[:body] + "    _fingerprint_probe = 1\n" + src[body:])
@@ -131,3 +132,27 @@ def test_code_fingerprint_sees_loader_and_model_edits(tmp_path):
         after = code_fingerprint(str(pkg))
         assert after != before, module
         before = after
+
+
+def test_fingerprint_roots_cover_what_training_modules_import_from_each_other():
+    """A models/ or data/ module's fingerprinted code that uses a name of another such module: that
+    name is fingerprinted there too (FINGERPRINT_ROOTS lists the names that cross modules)."""
+    import ast
+
+    from resnet_bench.env import FINGERPRINT_ROOTS, fingerprinted_source
+
+    pkg = REPO / "resnet_bench"
+    mods = {m for m in FINGERPRINT_ROOTS if m.startswith(("models/", "data/"))}
+    chosen = {m: "\n".join(fingerprinted_source((pkg / m).read_text(), FINGERPRINT_ROOTS[m])) for m in mods}
+    gaps = []
+    for m in mods:
+        for node in ast.walk(ast.parse((pkg / m).read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("resnet_bench.")):
+                continue
+            src = node.module.removeprefix("resnet_bench.").replace(".", "/") + ".py"
+            for alias in node.names:
+                used = f"id='{alias.asname or alias.name}'" in chosen[m]
+                if src in mods and used and f"name='{alias.name}'" not in chosen[src] \
+                        and f"id='{alias.name}'" not in chosen[src]:
+                    gaps.append(f"{m} uses {alias.name} from {src}, which does not fingerprint it")
+    assert not gaps, "\n".join(gaps)

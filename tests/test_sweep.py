@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from conftest import TINY_EXPERIMENT, make_project, strip_timing, train_in_fresh_process, venv_env
-from resnet_bench import sweep
+from resnet_bench.sweep import driver, progress
+from resnet_bench.sweep import records as record_files
+from resnet_bench.sweep import storage as ckpt_storage
 
 pytestmark = pytest.mark.slow
 
@@ -146,11 +148,11 @@ def test_plan_splits_done_and_pending(tmp_path):
     from types import SimpleNamespace
 
     cells = [SimpleNamespace(cell_id=i) for i in ("a", "b", "c", "d")]
-    sweep.atomic_write_json(tmp_path / "a.json", {"status": "ok"})
-    sweep.atomic_write_json(tmp_path / "b.json", {"status": "failed"})
-    sweep.atomic_write_json(tmp_path / "c.json", {"status": "diverged"})
+    record_files.atomic_write_json(tmp_path / "a.json", {"status": "ok"})
+    record_files.atomic_write_json(tmp_path / "b.json", {"status": "failed"})
+    record_files.atomic_write_json(tmp_path / "c.json", {"status": "diverged"})
     (tmp_path / "d.json").write_text("{truncated")
-    done, pending = sweep.plan(cells, tmp_path)
+    done, pending = record_files.plan(cells, tmp_path)
     assert [c.cell_id for c in done] == ["a", "c"]
     assert [c.cell_id for c in pending] == ["b", "d"]
     assert not list(tmp_path.glob(".*.tmp"))
@@ -196,8 +198,8 @@ def test_sweep_killed_mid_cell_resumes_from_its_checkpoint_with_the_same_numbers
 
 def _write_checkpoint(d: Path, payload: bytes, *, size: int | None = None) -> None:
     d.mkdir(parents=True)
-    (d / sweep.CKPT_FILE).write_bytes(payload)
-    (d / sweep.CKPT_META).write_text(json.dumps({"bytes": len(payload) if size is None else size}))
+    (d / ckpt_storage.CKPT_FILE).write_bytes(payload)
+    (d / ckpt_storage.CKPT_META).write_text(json.dumps({"bytes": len(payload) if size is None else size}))
 
 
 def test_prior_checkpoint_is_the_newest_complete_one_and_is_dropped_when_done(tmp_path):
@@ -205,24 +207,24 @@ def test_prior_checkpoint_is_the_newest_complete_one_and_is_dropped_when_done(tm
     _write_checkpoint(trial / "checkpoint_000000", b"old")
     _write_checkpoint(trial / "checkpoint_000002", b"new")
     _write_checkpoint(trial / "checkpoint_000003", b"cut sh", size=9)  # a copy cut short by a kill
-    uri = sweep.adopt_prior_checkpoint(storage, "abc")
+    uri = ckpt_storage.adopt_prior_checkpoint(storage, "abc")
     assert uri == str(tmp_path / "s" / "resume" / "abc")
-    assert (Path(uri) / sweep.CKPT_FILE).read_bytes() == b"new"
+    assert (Path(uri) / ckpt_storage.CKPT_FILE).read_bytes() == b"new"
     assert not list(trial.glob("checkpoint_*"))  # the next trial's checkpoint_000000 starts afresh
     # A rerun killed before its first checkpoint: the adopted one stays.
-    assert sweep.adopt_prior_checkpoint(storage, "abc") == uri
+    assert ckpt_storage.adopt_prior_checkpoint(storage, "abc") == uri
     # A rerun that checkpointed again supersedes it.
     _write_checkpoint(trial / "checkpoint_000000", b"newer")
-    assert (Path(sweep.adopt_prior_checkpoint(storage, "abc")) / sweep.CKPT_FILE).read_bytes() == b"newer"
-    sweep.drop_checkpoints(storage, "abc")
-    assert not Path(uri).exists() and sweep.adopt_prior_checkpoint(storage, "abc") is None
+    assert (Path(ckpt_storage.adopt_prior_checkpoint(storage, "abc")) / ckpt_storage.CKPT_FILE).read_bytes() == b"newer"
+    ckpt_storage.drop_checkpoints(storage, "abc")
+    assert not Path(uri).exists() and ckpt_storage.adopt_prior_checkpoint(storage, "abc") is None
 
 
 @pytest.mark.parametrize("bad", ["two", -2, 1.5, True])
 def test_bad_max_failures_fails_before_ray_with_one_line(tmp_path, prepared_digits, capsys, bad):
     project = make_project(tmp_path / "p")
     set_params(project, max_failures=bad)
-    rc = sweep.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
+    rc = driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
                      "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results")])
     assert rc == 2
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
@@ -250,7 +252,7 @@ def test_failed_bench_measurement_is_retried_once_then_fails_the_sweep(tmp_path,
 def test_ray_client_address_is_refused_before_anything_runs(tmp_path, prepared_digits, capsys, monkeypatch):
     project = make_project(tmp_path / "p")
     monkeypatch.setenv("RAY_ADDRESS", "ray://head.example:10001")
-    rc = sweep.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
+    rc = driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
                      "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results")])
     assert rc == 2
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
@@ -262,10 +264,10 @@ def test_progress_eta_counts_epochs_left_over_concurrent_trials(monkeypatch):
     import io
 
     clock = [0.0]
-    monkeypatch.setattr(sweep.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
     cells = [{"cell_id": c, "recipe": {"epochs": 3}} for c in ("a", "b", "c", "d")]
     out = io.StringIO()
-    p = sweep.Progress(4, 0, cells, stream=out, concurrency=2)
+    p = progress.Progress(4, 0, cells, stream=out, concurrency=2)
     assert p.eta_s() != p.eta_s()  # NaN before any epoch
     p.started("a"), p.started("b")
     clock[0] = 100.0

@@ -321,7 +321,7 @@ def versions_table(cells: pd.DataFrame, paper: dict | None = None) -> pd.DataFra
 
 def iterations_per_epoch(cells: pd.DataFrame) -> dict[str, float]:
     """cell_id -> optimizer steps per epoch, ceil(n_train / batch_size) (the loader keeps the last partial batch,
-    resnet_bench.data.BatchLoader drop_last=False); for epochs recorded before the `iteration` column existed."""
+    resnet_bench.data.loader.DeviceLoader drop_last=False); for epochs recorded before the `iteration` column existed."""
     out = {}
     for cid, n, b in zip(cells["cell_id"], cells.get("n_train", pd.Series(dtype=float)),
                          cells.get("batch_size", pd.Series(dtype=float))):

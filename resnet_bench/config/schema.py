@@ -1,0 +1,362 @@
+"""The typed schema: every section a user can write, strict, with its defaults (the only place
+defaults are written) and the rules that join fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
+from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, NAME_PATTERN, OPTIMIZERS, REPORT_CONTEXTS,
+                                REPORT_FORMATS, SCHEDULES, UNITS)
+
+MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 164 epochs)
+
+# ---- constrained value types (each used wherever that kind of value appears) ---------------------
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Fraction01 = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+DatasetName = Annotated[str, Field(pattern=NAME_PATTERN)]
+Version = Literal["v1", "v2"]
+Unit = Literal[UNITS]  # type: ignore[valid-type]
+
+
+class Strict(BaseModel):
+    """Base: unknown keys refused, no type coercion, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
+
+
+def _unique(values: list | None, what: str) -> None:
+    if values is not None and len(set(map(str, values))) != len(values):
+        dup = sorted({str(v) for v in values if list(map(str, values)).count(str(v)) > 1})
+        raise ValueError(f"duplicate {what}: {', '.join(dup)}")
+
+
+# ---- recipe ------------------------------------------------------------------------------------
+
+
+class Augment(Strict):
+    """On-device augmentation: zero-pad `crop_pad` pixels then random-crop back (He et al. 2015,
+    Sec. 4.2: 4), and random horizontal flip."""
+
+    crop_pad: int = Field(0, ge=0, le=64)
+    flip: bool = False
+
+
+class Recipe(Strict):
+    """A complete training recipe: every field required (recipes name all of them)."""
+
+    name: str
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(ge=1, le=65_536)
+    optimizer: Literal[OPTIMIZERS]  # type: ignore[valid-type]
+    lr: float = Field(gt=0, le=100, allow_inf_nan=False)
+    momentum: float = Field(ge=0, lt=1, allow_inf_nan=False)
+    nesterov: bool
+    weight_decay: float = Field(ge=0, lt=1, allow_inf_nan=False)
+    schedule: Literal[SCHEDULES]  # type: ignore[valid-type]
+    milestones: list[Fraction01]  # fractions of training where `step` multiplies lr by gamma
+    gamma: float = Field(gt=0, le=1, allow_inf_nan=False)
+    warmup_iters: int = Field(ge=0, le=10_000_000)
+    warmup_lr: NonNegFloat
+    label_smoothing: float = Field(ge=0, lt=1, allow_inf_nan=False)
+    augment: Augment
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
+            raise ValueError(f"milestones must increase strictly, got {self.milestones}")
+        if self.schedule == "step" and not self.milestones:
+            raise ValueError("schedule 'step' needs at least one milestone (fractions in (0, 1))")
+        if self.schedule != "step" and self.milestones:
+            raise ValueError(f"milestones {self.milestones} are only used by schedule 'step', "
+                             f"not {self.schedule!r}: remove them")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        if self.warmup_iters > 0 and self.warmup_lr <= 0:
+            raise ValueError("warmup_iters > 0 needs warmup_lr > 0")
+        return self
+
+
+RecipeName = Literal[tuple(RECIPES)]  # type: ignore[valid-type]
+
+
+def _partial(model: type[BaseModel], model_name: str, **extra) -> type[BaseModel]:
+    """`model` with every field optional (None = not given), keeping each field's constraints."""
+    fields: dict[str, Any] = {}
+    for key, info in model.model_fields.items():
+        if key in extra:
+            continue
+        ann = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[key] = (Optional[ann], None)
+    fields.update(extra)
+    return create_model(model_name, __base__=Strict, __doc__=f"{model.__name__}, every field optional.", **fields)
+
+
+# The `recipe:` section of an experiment: a recipe name and any fields to override.
+RecipeSection = _partial(Recipe, "RecipeSection", name=(RecipeName, DEFAULT_RECIPE),
+                         augment=(Optional[_partial(Augment, "AugmentSection")], None))
+
+# ---- architecture, runtime, bench, resources, grid -----------------------------------------------
+
+
+class Arch(Strict):
+    """Architecture options (training options live in Recipe)."""
+
+    stem: Literal["cifar", "imagenet"] = "cifar"  # cifar: 3x3 stride-1, no max-pool (He 2015 Sec. 4.2)
+    width: Optional[int] = Field(None, ge=1, le=4096)  # base channels; None = the family's (64 / 16)
+    zero_init_residual: bool = False
+    # "modern": torchvision/timm networks; "paper": the networks of He et al. 2015 (v1) / 2016 (v2)
+    # as their authors' code builds them (resnet_bench.models.resolve_arch).
+    variant: Literal["modern", "paper"] = "modern"
+    shortcut: Optional[Literal["zero_pad", "projection"]] = None  # None: the variant's default
+    bottleneck_stride: Optional[Literal["1x1", "3x3"]] = None  # None: the variant's default
+
+
+class Runtime(Strict):
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$")
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    threads: Optional[int] = Field(None, ge=1, le=1024)  # CPU threads; None = cpus_per_trial
+    deterministic: bool = True
+
+
+class Bench(Strict):
+    """The separate throughput/memory pass (resnet_bench.bench); defaults used by the CLI too."""
+
+    enabled: bool = True
+    batch_size: int = Field(64, ge=1, le=65_536)
+    img_size: Optional[int] = Field(None, ge=1, le=4096)  # None = the dataset's size
+    warmup: int = Field(3, ge=0, le=10_000)
+    repeats: int = Field(5, ge=1, le=10_000)
+    steps_per_repeat: int = Field(2, ge=1, le=10_000)
+
+
+class Resources(Strict):
+    cpus_per_trial: float = Field(1, gt=0, le=1024, allow_inf_nan=False)
+    gpus_per_trial: float = Field(0, ge=0, le=64, allow_inf_nan=False)
+    max_concurrent: Optional[int] = Field(None, ge=1, le=100_000)
+
+
+def _registry() -> tuple[list[str], list[int]]:
+    from resnet_bench.models import available_models
+
+    names = available_models()
+    return names, sorted({int(m.removeprefix("resnet").split("_")[0]) for m in names})
+
+
+class Grid(Strict):
+    """The axes; cells are their product. `models` replaces depths x versions/units."""
+
+    versions: Optional[list[Version]] = None
+    units: Optional[list[Unit]] = None
+    depths: Optional[list[PositiveInt]] = None
+    models: Optional[list[str]] = None
+    datasets: list[DatasetName] = Field(default_factory=lambda: ["digits"])
+    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(default_factory=lambda: [0])
+
+    @model_validator(mode="after")
+    def _rules(self):
+        for axis in ("versions", "units", "depths", "models", "datasets", "seeds"):
+            _unique(getattr(self, axis), axis)
+        names, depths = _registry()
+        if self.models is not None:
+            if self.depths or self.versions or self.units:
+                raise ValueError("give either models, or depths with versions/units, not both")
+            bad = [m for m in self.models if m not in names]
+            if bad:
+                raise ValueError(f"unknown model(s) {', '.join(map(repr, bad))}; valid: {', '.join(names)}")
+            if not self.models:
+                raise ValueError("models is empty")
+        else:
+            if self.versions is not None and self.units is not None:
+                raise ValueError("give versions or units, not both (units (a)-(e) already fix the version)")
+            if not self.depths:
+                raise ValueError("depths is empty: give at least one depth (or a models list)")
+            bad = [d for d in self.depths if d not in depths]
+            if bad:
+                raise ValueError(f"unknown depth(s) {', '.join(map(str, bad))}; valid: "
+                                 f"{', '.join(map(str, depths))}")
+            if not (self.versions or self.units):
+                raise ValueError("versions (or units) is empty: give at least one")
+        if not self.datasets:
+            raise ValueError("datasets is empty: give at least one")
+        if not self.seeds:
+            raise ValueError("seeds is empty: give at least one")
+        return self
+
+
+class PaperResult(Strict):
+    model: str
+    unit: Unit
+    dataset: DatasetName
+    value: float = Field(ge=0, le=100, allow_inf_nan=False)
+
+
+class Paper(Strict):
+    """A published table to compare with, only when dataset, variant and recipe match."""
+
+    citation: str = Field(min_length=1)
+    statistic: str = Field(min_length=1)  # what the printed number is, e.g. "median of 5 runs"
+    metric: Literal["test_error_pct"]
+    dataset: DatasetName
+    variant: str = Field(min_length=1)
+    recipe: RecipeName
+    results: list[PaperResult] = Field(min_length=1)
+
+
+# Sections as a file or override gives them: every key optional; the whole is checked once merged.
+GridSection = _partial(Grid, "GridSection")
+ArchSection = _partial(Arch, "ArchSection")
+RuntimeSection = _partial(Runtime, "RuntimeSection")
+BenchSection = _partial(Bench, "BenchSection")
+ResourcesSection = _partial(Resources, "ResourcesSection")
+
+
+class ExperimentFile(Strict):
+    """What `experiments/<name>.yaml` may contain (JSON Schema: `resnet-bench config schema`)."""
+
+    description: str = ""
+    grid: Optional[GridSection] = None  # type: ignore[valid-type]
+    arch: Optional[ArchSection] = None  # type: ignore[valid-type]
+    recipe: Optional[RecipeSection] = None  # type: ignore[valid-type]
+    runtime: Optional[RuntimeSection] = None  # type: ignore[valid-type]
+    bench: Optional[BenchSection] = None  # type: ignore[valid-type]
+    resources: Optional[ResourcesSection] = None  # type: ignore[valid-type]
+    paper: Optional[Paper] = None
+
+
+class Experiment(Strict):
+    """A resolved experiment: recipe complete, device decided."""
+
+    name: str
+    description: str = ""
+    grid: Grid
+    arch: Arch
+    recipe: Recipe
+    runtime: Runtime
+    bench: Bench
+    resources: Resources
+    paper: Optional[Paper] = None
+
+    @model_validator(mode="after")
+    def _rules(self):
+        dev, gpus = self.runtime.device, self.resources.gpus_per_trial
+        if dev.startswith("cuda") and gpus <= 0:
+            raise ValueError(f"runtime.device {dev!r} needs resources.gpus_per_trial > 0 "
+                             "(a trial holds no GPU otherwise)")
+        if dev == "cpu" and gpus > 0:
+            raise ValueError(f"runtime.device 'cpu' with resources.gpus_per_trial {gpus}: the GPU would sit "
+                             "idle; set gpus_per_trial 0 or device auto/cuda")
+        if self.resolved_device() == "cpu" and self.runtime.amp != "none":
+            raise ValueError(f"runtime.amp {self.runtime.amp!r} needs a CUDA device; this experiment runs on "
+                             "cpu (resources.gpus_per_trial 0): set amp none")
+        return self
+
+    def resolved_device(self) -> str:
+        """`auto` means CUDA exactly when a trial holds a GPU (decided by resources, not the driver)."""
+        if self.runtime.device == "auto":
+            return "cuda" if self.resources.gpus_per_trial > 0 else "cpu"
+        return self.runtime.device
+
+
+# ---- params.yaml --------------------------------------------------------------------------------
+
+
+class DatasetFile(Strict):
+    format: Literal[DATASET_FORMATS]  # type: ignore[valid-type]
+    source: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^([0-9a-f]{64})?$")  # "" = not checked
+    # Shorter side resized to this, then centre-cropped square (resnet_bench.data); 0 = keep sizes.
+    # Required, as are the others: dvc.yaml passes every key on the command line.
+    image_size: int = Field(ge=0, le=4096)
+
+
+class PrepareParams(Strict):
+    builtin: list[Literal[BUILTIN_DATASETS]] = Field(default_factory=lambda: ["digits"])  # type: ignore
+    files: dict[DatasetName, DatasetFile] = Field(default_factory=dict)
+    val_fraction: Fraction01 = 0.1
+    split_seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _rules(self):
+        _unique(self.builtin, "builtin datasets")
+        clash = sorted(set(self.builtin) & set(self.files))
+        if clash:
+            raise ValueError(f"dataset(s) {', '.join(clash)} listed both as builtin and in files")
+        return self
+
+    def dataset_names(self) -> list[str]:
+        return sorted([*self.builtin, *self.files])
+
+
+class SweepParams(Strict):
+    """params.yaml `sweep`: the active experiment and overrides of it (null = the experiment's)."""
+
+    experiment: str = Field("smoke", pattern=NAME_PATTERN)
+    versions: Optional[list[Version]] = None
+    units: Optional[list[Unit]] = None
+    depths: Optional[list[PositiveInt]] = None
+    models: Optional[list[str]] = None
+    datasets: Optional[list[DatasetName]] = None
+    seeds: Optional[list[Annotated[int, Field(ge=0, le=2**31 - 1)]]] = None
+    arch: Optional[ArchSection] = None  # type: ignore[valid-type]
+    recipe: Optional[RecipeSection] = None  # type: ignore[valid-type]
+    runtime: Optional[RuntimeSection] = None  # type: ignore[valid-type]
+    bench: Optional[BenchSection] = None  # type: ignore[valid-type]
+    resources: Optional[ResourcesSection] = None  # type: ignore[valid-type]
+    ray_address: Optional[str] = None  # or RAY_ADDRESS; None = start Ray locally
+    storage_path: Optional[str] = None  # Ray Tune storage; shared storage for multi-node runs
+    allow_failures: bool = False
+    # Retries of a trial whose worker or node died, resumed from its last epoch checkpoint
+    # (Ray Tune FailureConfig; -1 = unlimited).
+    max_failures: int = Field(2, ge=-1, le=1000)
+
+
+class ReportParams(Strict):
+    """params.yaml `report` (the report stage; its flags of the same names override)."""
+
+    # Vector PDF for papers, PNG to look at.
+    formats: list[Literal[REPORT_FORMATS]] = Field(default_factory=lambda: ["pdf", "png"],  # type: ignore
+                                                   min_length=1)
+    dpi: int = Field(150, ge=20, le=1200)  # PNG resolution
+    context: Literal[REPORT_CONTEXTS] = "paper"  # type: ignore[valid-type]  # seaborn font scale
+    pdf: bool = False  # also write PDF figures (adds pdf to formats)
+    allow_missing: bool = True  # false: exit 1 when any cell is missing or failed
+
+    @model_validator(mode="after")
+    def _rules(self):
+        _unique(self.formats, "formats")
+        return self
+
+
+class Params(Strict):
+    """The whole params.yaml: one section per stage."""
+
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    sweep: SweepParams = Field(default_factory=SweepParams)
+    report: ReportParams = Field(default_factory=ReportParams)
+
+
+GRID_AXES = ("versions", "units", "depths", "models", "datasets", "seeds")
+SECTIONS = ("arch", "recipe", "runtime", "bench", "resources")
+# ---- JSON Schema ----------------------------------------------------------------------------------
+
+
+def experiment_json_schema() -> dict:
+    """JSON Schema of an experiment file (editors: `# yaml-language-server: $schema=...`)."""
+    schema = ExperimentFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "resnet-bench experiment"
+    return schema
+
+
+def params_json_schema() -> dict:
+    schema = Params.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "resnet-bench params.yaml"
+    return schema

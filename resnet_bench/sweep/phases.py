@@ -1,0 +1,148 @@
+"""The sweep's two phases on Ray Tune: train every pending cell, then bench every distinct
+architecture one at a time and merge the measurement into its cells' records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from resnet_bench import config as cfg
+from resnet_bench.sweep.callbacks import _record_writer
+from resnet_bench.sweep.progress import _cause_line
+from resnet_bench.sweep.records import atomic_write_json, read_record
+from resnet_bench.sweep.storage import adopt_prior_checkpoint
+from resnet_bench.sweep.trials import bench_trial, train_trial
+
+def bench_key(cell: cfg.Cell, meta: dict) -> str:
+    """Cells that share architecture, input shape and bench settings share one measurement."""
+    payload = cell.model_dump(mode="json", include={"model", "unit", "arch", "bench"})
+    payload["runtime"] = cell.runtime.model_dump(mode="json", include={"device", "amp", "channels_last", "compile"})
+    payload["input"] = [meta["channels"], meta["height"], meta["width"], meta["num_classes"]]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name: str,
+               storage_path: str, callbacks, max_failures: int = 0) -> None:
+    from ray import tune
+
+    trainable = tune.with_resources(fn, resources)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, num_samples=1, reuse_actors=True,
+                                    trial_name_creator=lambda t: t.config["trial"]["cell"]["cell_id"],
+                                    trial_dirname_creator=lambda t: t.config["trial"]["cell"]["cell_id"]),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage_path, verbose=0, callbacks=callbacks, log_to_file=True,
+            # A trial whose worker or node died is restarted from its latest checkpoint.
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            # Only the newest checkpoint is needed to resume (each is a whole model + optimiser).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+    tuner.fit()
+
+
+def _unwrap(fn):
+    """Tune passes {'trial': {...}}; trial functions take the inner dict."""
+    def trial(config):
+        return fn(config["trial"])
+    trial.__name__ = fn.__name__
+    return trial
+
+
+def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cells_dir, storage_path: str,
+                    progress, max_failures: int, provenance: dict) -> None:
+    res = exp.resources
+    configs = []
+    for c in pending:
+        resume = adopt_prior_checkpoint(storage_path, c.cell_id)
+        if resume:
+            progress.note(f"{c.label()}: resuming from the checkpoint an interrupted sweep left")
+        configs.append({"cell": c.to_dict(), "paths": paths, "resume_from": resume, "provenance": provenance})
+    # Tune reports per epoch (with the checkpoint) + the final record; the callback persists it.
+    _run_tuner(_unwrap(train_trial), configs,
+               resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
+               max_concurrent=res.max_concurrent, name="train", storage_path=storage_path,
+               callbacks=[_record_writer(cells_dir, storage_path, progress, max_failures)],
+               max_failures=max_failures)
+
+
+def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str) -> dict[str, dict]:
+    """One Tune run over bench configs; {key: {"status": ..., ...}} for those that reported."""
+    from ray import tune
+
+    results: dict[str, dict] = {}
+
+    class Collect(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("final"):
+                results[trial.config["trial"]["key"]] = json.loads(result["bench_json"])
+
+    gpus = exp.resources.gpus_per_trial
+    # A timing run holds a whole GPU, or, on CPU, runs alone (max_concurrent=1) so no
+    # other trial shares the cores it is timed on.
+    resources = {"cpu": exp.resources.cpus_per_trial, "gpu": 1 if gpus > 0 else 0}
+    _run_tuner(_unwrap(bench_trial), configs, resources=resources,
+               max_concurrent=None if gpus > 0 else 1, name=name,
+               storage_path=storage_path, callbacks=[Collect()])
+    return results
+
+
+def bench_groups(cells: list[cfg.Cell], cells_dir: Path, metas: dict[str, dict]) -> dict[str, list[cfg.Cell]]:
+    """Ok cells still lacking a bench measurement, grouped by what one measurement covers."""
+    groups: dict[str, list[cfg.Cell]] = {}
+    for cell in cells:
+        rec = read_record(cells_dir / f"{cell.cell_id}.json")
+        if not rec or rec["status"] != "ok" or not cell.bench.enabled:
+            continue
+        if rec["metrics"].get("bench_train_img_per_s") is not None:
+            continue
+        groups.setdefault(bench_key(cell, metas[cell.dataset]), []).append(cell)
+    return groups
+
+
+def run_bench_phase(groups: dict[str, list[cfg.Cell]], *, metas: dict[str, dict], cells_dir: Path,
+                    exp: cfg.Experiment, storage_path: str, stream=sys.stderr) -> int:
+    """Bench every distinct architecture once, alone on its device; merge into cell records.
+
+    A measurement that fails (an error, or its worker/node died) is retried once in a second
+    pass. Returns the number of measurements that failed both times.
+    """
+    if not groups:
+        return 0
+    configs = {k: {"cell": g[0].to_dict(), "meta": metas[g[0].dataset], "key": k} for k, g in groups.items()}
+    print(f"[sweep] bench: {len(configs)} distinct architecture(s), one at a time", file=stream, flush=True)
+    results = _bench_pass(list(configs.values()), exp=exp, storage_path=storage_path, name="bench")
+    again = [k for k in configs if results.get(k, {}).get("status") != "ok"]
+    if again:
+        print(f"[sweep] bench: {len(again)} measurement(s) failed, retrying once", file=stream, flush=True)
+        results.update(_bench_pass([configs[k] for k in again], exp=exp, storage_path=storage_path,
+                                   name="bench-retry"))
+    failed = 0
+    for key, group in groups.items():
+        out = results.get(key, {"status": "failed", "error": "bench trial did not report (its worker died)"})
+        for cell in group:
+            path = cells_dir / f"{cell.cell_id}.json"
+            rec = read_record(path)
+            if out["status"] == "ok":
+                r = out["result"]
+                rec["metrics"].update({
+                    "bench_train_img_per_s": r.get("train_img_per_s"),
+                    "bench_infer_img_per_s": r.get("infer_img_per_s"),
+                    "peak_mem_bytes": r.get("peak_mem_bytes"),
+                    "saved_activation_bytes": r.get("saved_activation_bytes"),
+                    "peak_rss_bytes": r.get("peak_rss_bytes"),
+                    "bench_batch_size": r.get("batch_size"),
+                })
+                rec["bench"] = r
+                rec.pop("bench_error", None)  # an earlier failed measurement is superseded
+            else:
+                rec["bench_error"] = out["error"]
+            atomic_write_json(path, rec)
+        if out["status"] != "ok":
+            failed += 1
+            print(f"[sweep] bench FAILED {group[0].label()}: {_cause_line(out['error'])}", file=stream,
+                  flush=True)
+    return failed

@@ -1,0 +1,44 @@
+"""The suite's vocabulary: the names every layer shares, with no dependencies.
+
+Written once here and read by the schema (`resnet_bench.config`), the networks
+(`resnet_bench.models`), the data layer, the tables (`resnet_bench.collect`) and the
+report. This module imports nothing, so any stage may depend on it without pulling in
+torch, pydantic or another stage's code.
+"""
+
+VERSIONS = ("v1", "v2")
+
+# He et al. 2016 ("Identity Mappings in Deep Residual Networks"), Table 2 / Fig. 4: the five
+# residual units (a)-(e). (a) `original` is v1 (He et al. 2015), (e) `full_preact` is v2;
+# only (e) is "v2", so the ablation's units (a)-(d) are labelled v1.
+UNITS = ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")
+VERSION_UNIT = {"v1": "original", "v2": "full_preact"}
+UNIT_VERSION = {unit: ("v2" if unit == "full_preact" else "v1") for unit in UNITS}
+# Units a model name's version admits: resnet20_v2 with unit 'original' is a contradiction.
+VERSION_UNITS = {"v1": UNITS[:4], "v2": UNITS[4:]}
+
+STEMS = ("imagenet", "cifar")
+VARIANTS = ("modern", "paper")
+# He et al. 2015 Sec. 3.3: option A zero-padded identity shortcut, option B 1x1 projection
+# when the shape changes (identity otherwise).
+SHORTCUTS = ("zero_pad", "projection")
+# Which conv of a downsampling bottleneck carries the stride: "1x1" the first 1x1 conv
+# (both papers and the authors' code), "3x3" the 3x3 conv (torchvision's "V1.5", timm).
+BOTTLENECK_STRIDES = ("1x1", "3x3")
+
+SCHEDULES = ("step", "cosine", "onecycle", "constant")
+OPTIMIZERS = ("sgd",)  # the only optimiser training builds; the schema lists nothing it cannot run
+
+DATASET_FORMATS = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder")
+BUILTIN_DATASETS = ("digits",)
+
+# What a cell's result file may say, and what a table row may say (a cell with no file: missing).
+RECORD_STATUSES = ("ok", "diverged", "failed")
+CELL_STATUSES = (*RECORD_STATUSES, "missing")
+
+REPORT_FORMATS = ("png", "svg", "pdf")
+REPORT_CONTEXTS = ("paper", "notebook", "talk", "poster")
+
+# Names a user gives (experiments, datasets): a safe charset, bounded length. They become
+# file and folder names, DVC stage names and table labels.
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
