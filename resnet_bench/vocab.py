@@ -42,3 +42,5 @@ REPORT_CONTEXTS = ("paper", "notebook", "talk", "poster")
 # Names a user gives (experiments, datasets): a safe charset, bounded length. They become
 # file and folder names, DVC stage names and table labels.
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+# Registered model names: resnet<depth>_<version> (resnet_bench.models).
+MODEL_PATTERN = r"^resnet[0-9]{1,5}_v[12]$"

@@ -318,7 +318,7 @@ def test_bad_bench_flag_is_one_line(capsys, extra, needle, monkeypatch):
 CLI_CASES = [
     (["bogus"], "unknown command"),
     (["config"], "action"),
-    (["config", "show", "--experiment", "nope"], "sweep.experiment"),
+    (["config", "show", "--experiment", "nope"], "--experiment: unknown experiment"),
     (["config", "schema", "--of", "bogus"], "--of"),
     (["config", "schema", "--out", "/"], "--out"),
 ]

@@ -12,9 +12,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from resnet_bench.config.errors import ConfigError, _problems
 from resnet_bench.config.recipes import RECIPES
-from resnet_bench.config.schema import (Arch, Bench, DatasetName, Experiment, Fraction01, Grid, PositiveInt,
-                                        Recipe, Runtime, Strict, Unit, Version, _registry)
-from resnet_bench.vocab import UNIT_VERSION, VERSION_UNIT
+from resnet_bench.config.schema import (Arch, Bench, DatasetName, Experiment, Fraction01, Grid, ModelName,
+                                        PositiveInt, Recipe, Runtime, Strict, Unit, Version, _registry)
+from resnet_bench.inputs import InputError, read_json
+from resnet_bench.vocab import UNIT_VERSION, VERSION_UNIT, VERSION_UNITS
 
 # ---- cells ----------------------------------------------------------------------------------------
 
@@ -34,9 +35,21 @@ def data_identity(prepared: str | Path) -> DataIdentity:
     content_sha256); DVC keeps the folder and its meta consistent.
     """
     meta_path = Path(prepared) / "meta.json"
-    if not meta_path.is_file():
+    if not meta_path.exists():
         raise ConfigError(f"{prepared}: not a prepared dataset (no meta.json); run `dvc repro` (prepare stages)")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = read_json(meta_path)
+    except InputError as err:
+        raise ConfigError(f"{err}; rerun its prepare stage (`dvc repro`)") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    classes, train = meta.get("num_classes"), (meta.get("counts") or {}).get("train")
+    if isinstance(classes, int) and classes < 2:
+        raise ConfigError(f"{meta_path}: the dataset has {classes} class(es); a classifier needs at least 2 "
+                          "(add a class folder, or use another dataset)")
+    if isinstance(train, int) and isinstance(classes, int) and train < classes:
+        raise ConfigError(f"{meta_path}: {train} training image(s) for {classes} classes; every class needs "
+                          "training images (add images: at least 2 per class, one of each is held out for validation)")
     if not meta.get("content_sha256"):
         raise ConfigError(f"{meta_path}: no content_sha256 (prepared by an older version); rerun its prepare "
                           "stage (`dvc repro`)")
@@ -51,8 +64,8 @@ def data_identity(prepared: str | Path) -> DataIdentity:
 class Cell(Strict):
     """One grid cell: everything that determines its numbers, plus the experiment label."""
 
-    experiment: str
-    model: str
+    experiment: DatasetName
+    model: ModelName
     version: Version
     unit: Unit
     depth: PositiveInt
@@ -68,6 +81,12 @@ class Cell(Strict):
 
     @model_validator(mode="after")
     def _id(self):
+        if self.model != f"resnet{self.depth}_{self.version}":
+            raise ValueError(f"model {self.model!r} is not depth {self.depth}, version {self.version} "
+                             f"(resnet{self.depth}_{self.version})")
+        if self.unit not in VERSION_UNITS[self.version]:
+            raise ValueError(f"unit {self.unit!r} is not a {self.version} unit; valid: "
+                             f"{', '.join(VERSION_UNITS[self.version])}")
         want = compute_cell_id(self)
         if self.cell_id and self.cell_id != want:
             raise ValueError(f"cell_id {self.cell_id!r} does not match its config (expected {want!r})")

@@ -76,6 +76,10 @@ def _origin(path: str, sources: dict[str, str], fallback: str) -> str:
     """The layer(s) that set `path` or keys under it; recipe defaults only when nothing else did."""
     if path in sources:
         return sources[path]
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):  # an item of a list a layer set: that layer (grid.seeds.0)
+        if ".".join(parts[:i]) in sources:
+            return sources[".".join(parts[:i])]
     under = sorted({s for k, s in sources.items() if k.startswith(path + ".")})
     given = [s for s in under if not s.startswith("recipe ")]
     return " + ".join(given or under) or fallback

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
-from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, NAME_PATTERN, OPTIMIZERS, REPORT_CONTEXTS,
+from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, MODEL_PATTERN, NAME_PATTERN, OPTIMIZERS,
+                                REPORT_CONTEXTS,
                                 REPORT_FORMATS, SCHEDULES, UNITS)
 
 MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 164 epochs)
@@ -18,7 +19,10 @@ MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 
 PositiveInt = Annotated[int, Field(ge=1)]
 Fraction01 = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-DatasetName = Annotated[str, Field(pattern=NAME_PATTERN)]
+DatasetName = Annotated[str, Field(pattern=NAME_PATTERN)]  # also experiment and recipe names
+ModelName = Annotated[str, Field(pattern=MODEL_PATTERN)]
+# Free text a user writes (descriptions, citations), bounded: it is printed into reports.
+Prose = Annotated[str, Field(max_length=2000)]
 Version = Literal["v1", "v2"]
 Unit = Literal[UNITS]  # type: ignore[valid-type]
 
@@ -49,9 +53,9 @@ class Augment(Strict):
 class Recipe(Strict):
     """A complete training recipe: every field required (recipes name all of them)."""
 
-    name: str
+    name: DatasetName
     epochs: int = Field(ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(ge=1, le=65_536)
+    batch_size: int = Field(ge=2, le=65_536)  # BatchNorm cannot train on a batch of one image
     optimizer: Literal[OPTIMIZERS]  # type: ignore[valid-type]
     lr: float = Field(gt=0, le=100, allow_inf_nan=False)
     momentum: float = Field(ge=0, lt=1, allow_inf_nan=False)
@@ -191,7 +195,7 @@ class Grid(Strict):
 
 
 class PaperResult(Strict):
-    model: str
+    model: ModelName
     unit: Unit
     dataset: DatasetName
     value: float = Field(ge=0, le=100, allow_inf_nan=False)
@@ -200,11 +204,11 @@ class PaperResult(Strict):
 class Paper(Strict):
     """A published table to compare with, only when dataset, variant and recipe match."""
 
-    citation: str = Field(min_length=1)
-    statistic: str = Field(min_length=1)  # what the printed number is, e.g. "median of 5 runs"
+    citation: str = Field(min_length=1, max_length=300)
+    statistic: str = Field(min_length=1, max_length=300)  # what the printed number is, e.g. "median of 5 runs"
     metric: Literal["test_error_pct"]
     dataset: DatasetName
-    variant: str = Field(min_length=1)
+    variant: str = Field(min_length=1, max_length=300)
     recipe: RecipeName
     results: list[PaperResult] = Field(min_length=1)
 
@@ -220,7 +224,7 @@ ResourcesSection = _partial(Resources, "ResourcesSection")
 class ExperimentFile(Strict):
     """What `experiments/<name>.yaml` may contain (JSON Schema: `resnet-bench config schema`)."""
 
-    description: str = ""
+    description: Prose = ""
     grid: Optional[GridSection] = None  # type: ignore[valid-type]
     arch: Optional[ArchSection] = None  # type: ignore[valid-type]
     recipe: Optional[RecipeSection] = None  # type: ignore[valid-type]
@@ -233,8 +237,8 @@ class ExperimentFile(Strict):
 class Experiment(Strict):
     """A resolved experiment: recipe complete, device decided."""
 
-    name: str
-    description: str = ""
+    name: DatasetName
+    description: Prose = ""
     grid: Grid
     arch: Arch
     recipe: Recipe

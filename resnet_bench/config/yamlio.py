@@ -82,11 +82,18 @@ def parse_yaml(text: str, name: str = "<string>") -> Any:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """A YAML file whose top level is a mapping (an empty file is an empty mapping)."""
+    """A YAML file whose top level is a mapping (an empty file is an empty mapping). Only a regular
+    file of at most MAX_TEXT_BYTES is read (a FIFO or a device is refused, not waited on)."""
+    from resnet_bench.inputs import InputError, read_text
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise ConfigError(f"config file not found: {path}")
-    data = parse_yaml(path.read_text(), str(path))
+    try:
+        text = read_text(path)
+    except InputError as err:
+        raise ConfigError(f"config file {err}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
