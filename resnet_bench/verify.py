@@ -20,7 +20,6 @@ can verify without the cell records.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -32,17 +31,25 @@ COMPARED = ("test_acc", "test_loss", "best_val_acc", "final_train_loss")
 ENV_COLUMNS = ("aten_cpu_capability", "numeric_pinned", "torch_version", "torch_threads", "cpu_model", "gpu_name")
 
 
-def load_committed(results: Path) -> tuple[list[dict], "object"]:
-    """(expected cells, cells table) of an experiment's results folder."""
-    from resnet_bench.collect import read_table
+def load_committed(results: Path) -> tuple[list, "object"]:
+    """(expected cells, cells table) of an experiment's results folder, both validated: every expected
+    config a Cell whose id is its hash (resnet_bench.sweep.records), every table cell in its column's
+    range (resnet_bench.columns). A problem is a ConfigError line naming the file."""
+    from resnet_bench.columns import read_table
     from resnet_bench.config import ConfigError
+    from resnet_bench.sweep.records import read_expected
 
     expected_path, table_path = results / "expected_cells.json", results / "cells.parquet"
     for p in (expected_path, table_path):
-        if not p.is_file():
+        if not p.exists() and not p.is_symlink():
             raise ConfigError(f"--results: {p} not found; give an experiment's results folder "
                               "(results/<experiment>) made by `dvc repro`")
-    return json.loads(expected_path.read_text()), read_table(table_path)
+    try:
+        table = read_table(table_path, required=("cell_id", "status", "model", "unit", "dataset", *COMPARED,
+                                                 "n_test"))
+    except ValueError as err:  # InputError, TableError
+        raise ConfigError(f"--results: {err}") from None
+    return read_expected(expected_path), table
 
 
 def tolerance(cells, row) -> tuple[float, str]:
@@ -97,24 +104,27 @@ def parse_args(argv):
 def main(argv=None) -> int:
     from resnet_bench import config as cfg
     from resnet_bench.env import code_fingerprint
+    from resnet_bench.inputs import InputError, user_path
     from resnet_bench.train import pin_numeric_environment, train_cell
 
     args = parse_args(argv)
     try:
         if args.sample < 1:
             raise cfg.ConfigError(f"--sample: {args.sample} is invalid: give at least 1 (or --all)")
-        expected, cells = load_committed(Path(args.results))
-        by_id = {e["cell_id"]: cfg.Cell.model_validate(e["config"]) for e in expected}
+        if args.seed < 0:
+            raise cfg.ConfigError(f"--seed: {args.seed} is invalid: give a seed >= 0")
+        expected, cells = load_committed(user_path(args.results, "--results"))
+        by_id = {c.cell_id: c for c in expected}
         ok = cells[cells["status"] == "ok"].set_index("cell_id", drop=False)
         ids = sorted(set(ok.index) & set(by_id))
         if not ids:
             raise cfg.ConfigError(f"--results: {args.results} has no ok cell to verify")
         chosen = ids if args.all else sorted(random.Random(args.seed).sample(ids, min(args.sample, len(ids))))
-        prepared = Path(args.prepared_dir)
+        prepared = user_path(args.prepared_dir, "--prepared-dir")
         datasets = {by_id[i].dataset for i in chosen}
         data_now = {ds: cfg.data_identity(prepared / ds) for ds in sorted(datasets)}
-    except cfg.ConfigError as err:
-        print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
+    except (cfg.ConfigError, InputError) as err:
+        print("\n".join(f"error: {line}" for line in getattr(err, "problems", [str(err)])), file=sys.stderr)
         return 2
     code_now = code_fingerprint()
     pin_numeric_environment(by_id[chosen[0]])  # before any computation; the same for every cell here

@@ -31,7 +31,7 @@ from resnet_bench import config as cfg  # noqa: E402
 from resnet_bench.data import prepare as data  # noqa: E402
 from resnet_bench.env import hardware  # noqa: E402
 from resnet_bench.env import code_fingerprint  # noqa: E402
-from resnet_bench.sweep.records import atomic_write_json  # noqa: E402
+from resnet_bench.sweep.records import parse_record, write_record  # noqa: E402
 from resnet_bench.train import train_cell  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def loop_run(cells, prepared: Path, out: Path) -> float:
     t0 = time.perf_counter()
     for cell in cells:
         record = train_cell(cell, prepared)
-        atomic_write_json(out / f"{cell.cell_id}.json", record)
+        write_record(out, parse_record(record, "train_cell"))  # as the sweep's driver writes it
     return time.perf_counter() - t0
 
 

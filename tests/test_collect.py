@@ -19,6 +19,8 @@ import pytest
 from scipy import stats
 
 from resnet_bench import collect
+from resnet_bench.outputs import MANIFEST
+from resnet_bench.sweep.records import RecordError
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT = "3f2c9a1d0b7e4c5a8f6e1d2c3b4a5f6e7d8c9b0a"
@@ -60,14 +62,16 @@ def make_config(experiment, dataset, version, unit, depth, seed, *, recipe="he20
     config = {
         "experiment": experiment, "model": f"resnet{depth}_{version}", "version": version, "unit": unit,
         "depth": depth, "dataset": dataset, "seed": seed,
-        "arch": {"stem": "cifar", "width": None if dataset.startswith("cifar") else 8, "zero_init_residual": False},
+        "arch": {"stem": "cifar", "width": None if dataset.startswith("cifar") else 8, "zero_init_residual": False,
+                 "variant": "modern", "shortcut": "projection", "bottleneck_stride": "3x3"},
         "recipe": {"name": recipe, "epochs": epochs, "batch_size": 128, "optimizer": "sgd", "lr": 0.1,
                    "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "schedule": "step",
                    "milestones": [0.5, 0.75], "gamma": 0.1, "warmup_iters": 400, "warmup_lr": 0.01,
                    "label_smoothing": 0.0, "augment": {"crop_pad": 4, "flip": True}},
         "runtime": {"device": device, "amp": "bf16" if device == "cuda" else "none", "channels_last": device == "cuda",
                     "compile": False, "threads": None if device == "cuda" else 1, "deterministic": False},
-        "bench": {"enabled": True, "batch_size": 128, "warmup": 2, "repeats": 5, "img_size": None},
+        "bench": {"enabled": True, "batch_size": 128, "warmup": 2, "repeats": 5, "img_size": None,
+                  "steps_per_repeat": 2},
         "data": data_identity(dataset) if data is None else data,
         "code_fingerprint": code_fingerprint,
     }
@@ -108,14 +112,16 @@ def bench_numbers(config):
             "peak_mem_source": "torch.cuda.max_memory_allocated", "params": 10_000 * d}
 
 
-def make_record(config, *, acc, status="ok", n_epochs=N_EPOCHS, bench=True):
-    """A result record as the sweep writes it: ok, diverged (NaN loss, no test numbers) or failed."""
+def make_record(config, *, acc, status="ok", n_epochs=None, bench=True):
+    """A result record as the sweep writes it: ok, diverged (NaN loss, no test numbers) or failed; an ok
+    record has every epoch of its recipe."""
+    n_epochs = config["recipe"]["epochs"] if n_epochs is None else n_epochs
     epochs = []
     for e in range(1, n_epochs + 1):
         frac = e / N_EPOCHS
         epochs.append({"epoch": e, "iteration": 100 * e, "train_loss": 2.0 * (1 - frac) + 0.1,
-                       "train_acc": acc * frac, "val_loss": 2.1 * (1 - frac) + 0.2, "val_acc": acc - 0.3 * (1 - frac),
-                       "test_loss": 2.2 * (1 - frac) + 0.3, "test_acc": acc - 0.31 * (1 - frac),
+                       "train_acc": acc * frac, "val_loss": 2.1 * (1 - frac) + 0.2, "val_acc": max(0.0, acc - 0.3 * (1 - frac)),
+                       "test_loss": 2.2 * (1 - frac) + 0.3, "test_acc": max(0.0, acc - 0.31 * (1 - frac)),
                        "lr": 0.1 * (0.1 if frac > 0.5 else 1.0), "epoch_s": 10.0 + config["depth"] / 10,
                        "train_img_per_s": 5000.0})
     error, metrics = None, {}
@@ -209,9 +215,13 @@ OUTPUTS = ["cells.csv", "cells.parquet", "epochs.csv", "epochs.parquet", "exclud
 
 
 def outputs_of(results: Path) -> list[Path]:
-    """What collect wrote under a results folder (its inputs, cells/ and expected_cells.json, left out)."""
-    return sorted(p.relative_to(results) for p in results.rglob("*")
-                  if p.is_file() and p.relative_to(results).parts[0] not in ("cells", "expected_cells.json"))
+    """What collect wrote under a results folder (its inputs, cells/ and expected_cells.json, and the output
+    manifest left out); the manifest lists exactly these files as collect's."""
+    files = sorted(p.relative_to(results) for p in results.rglob("*")
+                   if p.is_file() and p.relative_to(results).parts[0] not in ("cells", "expected_cells.json", MANIFEST))
+    listed = json.loads((results / MANIFEST).read_text())["files"]
+    assert sorted(k for k, w in listed.items() if w == "collect") == [f.as_posix() for f in files]
+    return files
 
 
 @pytest.fixture(scope="module")
@@ -505,17 +515,30 @@ def test_collect_is_deterministic(tmp_path):
 def test_stale_curves_are_removed_and_no_expected_file_is_fine(tmp_path, capsys):
     cells, _ = write_fake_cells(tmp_path)
     out = tmp_path / "results"
-    (out / "curves").mkdir(parents=True)
-    (out / "curves" / "old__model.csv").write_text("epoch,val_acc\n1,0.5\n")
     assert collect.main(["--cells", str(cells), "--out", str(out), "--expected", str(tmp_path / "nope.json")]) == 0
     assert "nope.json not found" in capsys.readouterr().err
-    assert not (out / "curves" / "old__model.csv").exists()
     # without the grid, every result file is a row (the 41 current ones and the leftover) and none is missing
     table = pd.read_parquet(out / "cells.parquet")
     assert len(table) == 42 and "missing" not in set(table["status"]) and 7 in set(table["seed"])
     excluded = collect.read_table(out / "excluded.csv")
     assert len(excluded) == 0 and list(excluded.columns) == [c for c, *_ in collect.EXCLUDED_COLUMNS]
     assert metrics_of(out / "metrics.json")["excluded"] == 0
+    # a model no longer in the results leaves no stale curve (collect's own earlier file)
+    d101 = out / "curves" / "smoke__digits__resnet101.csv"
+    assert d101.exists()
+    for path in cells.glob("*.json"):
+        if json.loads(path.read_text())["config"]["depth"] == 101:
+            path.unlink()
+    assert collect.main(["--cells", str(cells), "--out", str(out), "--expected", str(tmp_path / "nope.json")]) == 0
+    capsys.readouterr()
+    assert not d101.exists() and (out / "curves" / "smoke__digits__resnet18.csv").exists()
+    # a file collect did not write refuses the folder before anything is read or written
+    (out / "curves" / "my_notes.csv").write_text("epoch,val_acc\n1,0.5\n")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert collect.main(["--cells", str(cells), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds curves/my_notes.csv, which resnet-bench collect did not write" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_empty_cells_folder_gives_empty_tables_with_the_schema(tmp_path):
@@ -529,25 +552,31 @@ def test_empty_cells_folder_gives_empty_tables_with_the_schema(tmp_path):
     assert len(collect.read_table(tmp_path / "r" / "excluded.csv")) == 0
 
 
+def _edited(mutate) -> str:
+    rec = make_record(make_config("e", "digits", "v1", "original", 18, 0, device="cpu"), acc=0.9)
+    mutate(rec)
+    return json.dumps(rec)
+
+
+# A few representative faults (tests/test_hostile_inputs.py has the full table, through every reader).
 @pytest.mark.parametrize("content, fault", [
-    ('{"status": "ok", "cell_id": "bad"', "not valid JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    ('{"cell_id": "bad", "status": "ok"}', "missing key(s) config"),
-    ('{"cell_id": "bad", "status": "done", "config": {}}', "status 'done' is not one of"),
-    ('{"cell_id": "other", "status": "ok", "config": {}}', "does not match the file name"),
-    ('{"cell_id": "bad", "status": "ok", "config": {"experiment": "e", "model": "m", "version": "v1"}}',
-     "lacks unit, depth, dataset, seed"),
-    ('{"cell_id": "bad", "status": "ok", "config": {"experiment": "e", "model": "m", "version": "v1", '
-     '"unit": "original", "depth": "18", "dataset": "d", "seed": 0}}', "config.depth must be an integer"),
-    ('{"cell_id": "bad", "status": "ok", "epochs": [{"loss": 1}], "config": {"experiment": "e", "model": "m", '
-     '"version": "v1", "unit": "original", "depth": 18, "dataset": "d", "seed": 0}}', "`epochs` must be a list"),
+    ('{"status": "ok", "cell_id": "bad"', "not valid JSON (Expecting"),
+    ("[1, 2]", "(top level): [1, 2] is invalid: Input should be a valid dictionary"),
+    ('{"cell_id": "0123456789ab", "status": "ok"}', "config: missing (required)"),
+    (_edited(lambda r: r.update(status="done")), "status: 'done' is invalid"),
+    (_edited(lambda r: r["config"].update(depth="18")), "config.depth: '18' is invalid: Input should be a valid "
+                                                        "integer"),
+    (_edited(lambda r: r["metrics"].update(test_acc=5.0)), "metrics.test_acc: 5.0 is invalid: Input should be less "
+                                                           "than or equal to 1"),
+    (_edited(lambda r: r["epochs"].append({"loss": 1})), "epochs.3.epoch: missing (required)"),
 ])
 def test_malformed_cell_result_is_an_error_naming_the_file(tmp_path, capsys, content, fault):
     cells, _ = write_fake_cells(tmp_path)
-    (cells / "bad.json").write_text(content)
+    bad = cells / "0123456789ab.json"
+    bad.write_text(content)
     assert collect.main(["--cells", str(cells), "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
-    assert f"malformed cell result {cells / 'bad.json'}" in err and fault in err, err
+    assert err.count("\n") == 1 and f"error: malformed cell result {bad}: " in err and fault in err, err
     assert not (tmp_path / "r" / "cells.csv").exists()
 
 
@@ -562,7 +591,7 @@ def test_every_malformed_file_is_listed_and_a_bad_expected_file_too(tmp_path, ca
     (cells / "bad2.json").unlink()
     expected.write_text('[{"cell_id": "x", "config": {"experiment": "e"}}]')
     assert collect.main(["--results", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
-    assert f"malformed expected-cells file {expected}, item 0" in capsys.readouterr().err
+    assert f"malformed expected-cells file {expected}: item 0: config" in capsys.readouterr().err
     assert not (tmp_path / "r" / "cells.csv").exists()
 
 
@@ -642,7 +671,7 @@ def test_stale_recipe_cells_are_excluded_and_the_true_difference_is_reported(tmp
 
 @pytest.mark.parametrize("metric", collect.REQUIRED_OK_METRICS)
 @pytest.mark.parametrize("bad", [float("nan"), None, float("inf"), "absent"])
-def test_an_ok_record_with_a_non_finite_metric_is_failed_naming_it(metric, bad):
+def test_an_ok_record_with_a_non_finite_metric_is_refused_naming_it(metric, bad):
     rec = make_record(digits_config("v1", 18, 0), acc=0.9)
     good = collect.cells_table([rec]).iloc[0]
     assert good["status"] == "ok" and pd.isna(good["error"])  # the control: the unmodified record is ok
@@ -650,43 +679,26 @@ def test_an_ok_record_with_a_non_finite_metric_is_failed_naming_it(metric, bad):
         del rec["metrics"][metric]
     else:
         rec["metrics"][metric] = bad
-    row = collect.cells_table([rec]).iloc[0]
-    assert row["status"] == "failed" and metric in row["error"] and "not finite" in row["error"], row["error"]
-    assert set(collect.epochs_table([rec])["status"]) == {"failed"}
-    assert rec["status"] == "ok"  # the record itself is not modified
+    with pytest.raises(RecordError, match=rf"metrics\.{metric}") as err:
+        collect.cells_table([rec])
+    assert len(err.value.problems) == 1
 
 
-def test_nan_and_null_test_acc_count_as_failed_and_stay_out_of_every_mean(tmp_path):
-    accs = {("v1", 0): 0.90, ("v1", 1): 0.91, ("v1", 2): 0.92, ("v2", 0): 0.93, ("v2", 1): 0.95, ("v2", 2): 0.96}
+def test_nan_and_null_test_acc_are_refused_naming_the_file_and_nothing_is_written(tmp_path, capsys):
+    accs = {("v1", 0): 0.90, ("v1", 1): 0.91, ("v2", 0): 0.93, ("v2", 1): 0.95}
     records = [make_record(digits_config(v, 18, s), acc=a) for (v, s), a in accs.items()]
     by_key = {(r["config"]["version"], r["config"]["seed"]): r for r in records}
     by_key["v2", 1]["metrics"]["test_acc"] = float("nan")  # written as a NaN token, as json.dumps does
-    by_key["v1", 2]["metrics"]["test_acc"] = None
+    by_key["v1", 1]["metrics"]["test_acc"] = None
     results = write_cells(tmp_path / "r", records, [{"cell_id": r["cell_id"], "config": r["config"]} for r in records])
     assert "NaN" in (results / "cells" / f"{by_key['v2', 1]['cell_id']}.json").read_text()
-    assert collect.main(["--results", str(results)]) == 0
-
-    cells = pd.read_parquet(results / "cells.parquet").set_index("cell_id")
-    nan_row, null_row = cells.loc[by_key["v2", 1]["cell_id"]], cells.loc[by_key["v1", 2]["cell_id"]]
-    assert nan_row["status"] == null_row["status"] == "failed"
-    assert "test_acc=nan" in nan_row["error"] and "test_acc=None" in null_row["error"]
-    assert pd.isna(nan_row["test_acc"]) and pd.isna(null_row["test_acc"]) and pd.isna(null_row["test_error_pct"])
-    assert nan_row["epochs_completed"] == N_EPOCHS  # what it measured is kept
-    csv = collect.read_table(results / "cells.csv").set_index("cell_id")
-    assert csv.loc[by_key["v2", 1]["cell_id"], "status"] == "failed"
-
-    metrics = metrics_of(results / "metrics.json")
-    assert {k: metrics[k] for k in ("cells", "ok", "failed", "diverged", "missing", "excluded")} == {
-        "cells": 6, "ok": 4, "failed": 2, "diverged": 0, "missing": 0, "excluded": 0}
-    assert metrics["test_acc"]["digits"] == {"v1": {"d18": pytest.approx(0.905, abs=1e-6)},
-                                             "v2": {"d18": pytest.approx(0.945, abs=1e-6)}}
-    # only seed 0 has both versions ok: one pair, no interval
-    assert metrics["v2_minus_v1_pp"]["digits"] == {"mean": pytest.approx(3.0, abs=1e-6), "ci95_lo": None,
-                                                   "ci95_hi": None, "n_pairs": 1}
-    epochs = pd.read_parquet(results / "epochs.parquet")
-    assert set(epochs.loc[epochs["cell_id"].isin([nan_row.name, null_row.name]), "status"]) == {"failed"}
-    curve = collect.read_table(results / "curves" / "smoke__digits__resnet18.csv")
-    assert list(curve["v1_n_seeds"]) == list(curve["v2_n_seeds"]) == [2, 2, 2]
+    assert collect.main(["--results", str(results)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(": metrics.test_acc" in line or "but metrics.test_acc is None" in line
+                                 for line in err), err
+    assert {by_key["v2", 1]["cell_id"], by_key["v1", 1]["cell_id"]} == {
+        Path(line.split("malformed cell result ")[1].split(":")[0]).stem for line in err}
+    assert not (results / "cells.parquet").exists() and not (results / "metrics.json").exists()
 
 
 def test_a_diverged_cell_keeps_its_row_and_is_counted(tmp_path):
@@ -735,12 +747,16 @@ def test_exclusion_reason_names_what_changed():
     assert len(want) == 7
     records = [make_record(c, acc=0.9) for c in (base, code, data, split, recipe, both, seed, model)]
     current, excluded = collect.split_current(records, expected)
-    assert [r["cell_id"] for r in current] == [base["cell_id"]]
+    assert [r.cell_id for r in current] == [base["cell_id"]]
     assert dict(zip(excluded["cell_id"], excluded["reason"])) == want
     assert list(excluded.columns) == [c for c, *_ in collect.EXCLUDED_COLUMNS]
-    # without the grid nothing is excluded
-    current, excluded = collect.split_current(records, None)
-    assert len(current) == len(records) and len(excluded) == 0
+    # without the grid nothing is excluded, and two results of one model, dataset and seed are refused:
+    # both would be averaged as two seeds
+    current, excluded = collect.split_current([records[i] for i in (0, 6, 7)], None)
+    assert len(current) == 3 and len(excluded) == 0
+    with pytest.raises(collect.CollectError, match=rf"cells {base['cell_id']} and {code['cell_id']} are both "
+                                                   r"resnet18_v1/digits/seed0 with different configs"):
+        collect.split_current(records, None)
 
 
 def test_main_with_a_results_folder_end_to_end(tmp_path, capsys):

@@ -151,7 +151,7 @@ ACC = {("v1", 18): [0.90, 0.91, 0.92, 0.93, 0.94], ("v2", 18): [0.93, 0.95, 0.94
        ("v1", 50): [0.80, 0.82, 0.81, 0.83, None], ("v2", 50): [0.81, 0.81, 0.82, None, None]}  # +1 -1 +1
 NOT_OK = {("v1", 50, 4): "diverged", ("v2", 50, 3): "failed", ("v2", 50, 4): "missing"}
 PAPER = {"citation": "K. He et al., Identity Mappings in Deep Residual Networks, ECCV 2016", "statistic":
-         "median of 5 runs", "metric": "test_error_pct", "dataset": "cifar10", "variant": "CIFAR (3x3 stem)",
+         "median of 5 runs", "metric": "test_error_pct", "dataset": "cifar10", "variant": "paper",
          "recipe": "he2016_cifar",
          "results": [{"model": "resnet18_v1", "unit": "original", "dataset": "cifar10", "value": 7.5},
                      {"model": "resnet18_v2", "unit": "full_preact", "dataset": "cifar10", "value": 6.0}]}
@@ -177,12 +177,25 @@ def write_five_seed_results(root: Path, *, comparable: bool = True, shift_v2: fl
     pd.DataFrame([{"cell_id": stale["cell_id"], "experiment": "five", "model": "resnet18_v1", "version": "v1",
                    "unit": "original", "depth": 18, "dataset": "cifar10", "seed": 9,
                    "reason": "config not in current grid"}]).to_csv(out / "excluded.csv", index=False)
-    experiment = {"name": "five", "description": "synthetic 5-seed set", "grid": {}, "arch": {"stem": "cifar"},
-                  "recipe": {"name": "he2016_cifar", "epochs": 3}, "runtime": {}, "bench": {}, "resources": {},
-                  "paper": PAPER, "paper_comparable": comparable,
-                  "paper_mismatch": [] if comparable else ["epochs 3 != 164"]}
-    (out / "experiment.json").write_text(json.dumps(experiment, indent=1, sort_keys=True))
+    write_experiment(out, comparable=comparable)
     return out
+
+
+def write_experiment(out: Path, *, comparable: bool, **claims) -> dict:
+    """experiment.json as the sweep writes it (records.experiment_summary); comparable with the paper when
+    the recipe is the paper's, else it differs in epochs. `claims` overwrite the written fields (a forged
+    file); returns what was written."""
+    from resnet_bench import config as cfg
+    from resnet_bench.sweep.records import experiment_summary
+
+    recipe = cfg.resolve_recipe({"name": "he2016_cifar", **({} if comparable else {"epochs": 3})})
+    exp = cfg.Experiment(name="five", description="synthetic 5-seed set",
+                         grid=cfg.Grid(versions=["v1", "v2"], depths=[18, 50], datasets=["cifar10"], seeds=list(SEEDS)),
+                         arch=cfg.Arch(variant="paper"), recipe=recipe, runtime=cfg.Runtime(device="cpu"),
+                         bench=cfg.Bench(), resources=cfg.Resources(), paper=cfg.Paper.model_validate(PAPER))
+    doc = {**experiment_summary(exp), **claims}
+    (out / "experiment.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+    return doc
 
 
 FIGURES = ("accuracy_by_depth", "paired_difference", "accuracy_vs_cost", "throughput_memory", "pareto",
@@ -291,7 +304,7 @@ def test_not_comparable_paper_is_explained_and_not_shown(tmp_path):
     results = write_five_seed_results(tmp_path / "results", comparable=False)
     assert report.main(["--results", str(results), "--out", str(tmp_path / "o"), "--formats", "png"]) == 0
     md = (tmp_path / "o" / "report.md").read_text()
-    assert "this run is not comparable (epochs 3 != 164)" in md
+    assert "this run is not comparable (recipe: differs from the paper's 'he2016_cifar' in epochs)" in md
     assert "paper v1/v2" not in md and "against the paper's" not in md
 
 
@@ -308,7 +321,7 @@ def test_byte_identical_across_hash_seeds_and_folders(five, tmp_path):
         assert proc.returncode == 0, proc.stderr
         copies.append(where / "out")
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 1 + 3 * len(FIGURES) + 4
+    assert len(files) == 1 + 3 * len(FIGURES) + 4 + 1  # report.md, figures, tables, the output manifest
     for other in copies:
         assert sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file()) == files
         for f in files:
@@ -379,7 +392,7 @@ def test_report_without_ok_cells_explains_every_absent_figure(tmp_path):
     assert "Cells: 0" in md and "No table: no ok cells." in md
     for name in (*FIGURES, "units"):
         assert f"- `{name}`: " in md
-    assert not list((tmp_path / "o" / "figures").iterdir())
+    assert not (tmp_path / "o" / "figures").exists()  # no figure, no folder for figures
 
 
 def test_units_ablation_and_old_layout_with_stale_cells(tmp_path):

@@ -144,18 +144,28 @@ def test_killed_sweep_loses_no_finished_cell_and_rerun_finishes(tmp_path, prepar
     assert len(final) == 6 and all(final[k] == v for k, v in survived.items())
 
 
-def test_plan_splits_done_and_pending(tmp_path):
-    from types import SimpleNamespace
+def test_plan_splits_done_and_pending_and_refuses_a_record_it_cannot_trust(tmp_path):
+    from resnet_bench import config as cfg
+    from test_collect import make_config, make_record
 
-    cells = [SimpleNamespace(cell_id=i) for i in ("a", "b", "c", "d")]
-    record_files.atomic_write_json(tmp_path / "a.json", {"status": "ok"})
-    record_files.atomic_write_json(tmp_path / "b.json", {"status": "failed"})
-    record_files.atomic_write_json(tmp_path / "c.json", {"status": "diverged"})
-    (tmp_path / "d.json").write_text("{truncated")
+    configs = [make_config("tiny", "digits", "v1", "original", 18, seed, recipe="quick", device="cpu")
+               for seed in range(5)]
+    cells = [cfg.Cell.model_validate(c) for c in configs]
+    for cell, config, status in zip(cells, configs, ("ok", "failed", "diverged")):
+        record_files.write_record(tmp_path, record_files.parse_record(
+            make_record(config, acc=0.9, status=status, n_epochs=2 if status == "diverged" else None), "test"))
     done, pending = record_files.plan(cells, tmp_path)
-    assert [c.cell_id for c in done] == ["a", "c"]
-    assert [c.cell_id for c in pending] == ["b", "d"]
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert [c.cell_id for c in done] == [cells[0].cell_id, cells[2].cell_id]
+    assert [c.cell_id for c in pending] == [c.cell_id for c in cells[1:2] + cells[3:]]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    # A record that is not valid is neither trusted (done) nor silently retrained over: one line naming it.
+    (tmp_path / f"{cells[3].cell_id}.json").write_text("{truncated")
+    with pytest.raises(record_files.RecordError, match=rf"{cells[3].cell_id}\.json: not valid JSON"):
+        record_files.plan(cells, tmp_path)
+    # A valid record copied under another cell's name is refused too.
+    (tmp_path / f"{cells[3].cell_id}.json").write_bytes((tmp_path / f"{cells[0].cell_id}.json").read_bytes())
+    with pytest.raises(record_files.RecordError, match=f"holds cell {cells[0].cell_id}, not {cells[3].cell_id}"):
+        record_files.plan(cells, tmp_path)
 
 
 def test_gpu_trial_on_a_cluster_without_gpus_fails_up_front(tmp_path, prepared_digits):

@@ -102,44 +102,52 @@ def parse_args(argv):
 
 
 def read_excluded(results: Path) -> pd.DataFrame | None:
-    """`<results>/excluded.csv` (may be absent); a file without the contract's columns is a ValueError naming them."""
+    """`<results>/excluded.csv` (may be absent), every cell checked (names, ids, vocabulary); a file without
+    the contract's columns is a TableError naming them."""
+    from resnet_bench.columns import EXCLUDED_COLUMNS as SPEC
+    from resnet_bench.columns import read_table
+
     path = Path(results) / "excluded.csv"
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    absent = [c for c in EXCLUDED_COLUMNS if c not in df.columns]
-    if absent:
-        raise ValueError(f"{path} lacks column(s) {', '.join(absent)}; expected {', '.join(EXCLUDED_COLUMNS)}")
-    return df[EXCLUDED_COLUMNS]
+    spec = [c for c in SPEC if c[0] in EXCLUDED_COLUMNS]
+    return read_table(path, spec=spec, required=tuple(EXCLUDED_COLUMNS))[EXCLUDED_COLUMNS]
 
 
 def load_results(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """cells.parquet and epochs.parquet; a missing file or column is a ValueError naming it."""
+    """cells.parquet and epochs.parquet, every cell checked against its column's contract (kind, range,
+    names); a missing file, column or bad value is one line naming it."""
+    from resnet_bench.columns import read_table
+
     out = []
     for name, required in (("cells", REQUIRED_CELL_COLUMNS), ("epochs", REQUIRED_EPOCH_COLUMNS)):
         path = Path(results) / f"{name}.parquet"
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise FileNotFoundError(f"{path} not found; run `resnet-bench collect` (or `dvc repro collect`) first")
-        df = pd.read_parquet(path)
-        absent = [c for c in required if c not in df.columns]
-        if absent:
-            raise ValueError(f"{path} lacks column(s) {', '.join(absent)}; re-run `resnet-bench collect`")
-        out.append(df)
+        out.append(read_table(path, required=required))
     return out[0], out[1]
 
 
 def main(argv=None) -> int:
+    from resnet_bench.config import ConfigError
+    from resnet_bench.inputs import InputError
+    from resnet_bench.inputs import user_path
+    from resnet_bench.outputs import OutputError
+    from resnet_bench.report.markdown import output_dir
+
     args = parse_args(argv)
     try:
         settings = resolve_settings(args.params, {"formats": args.formats, "dpi": args.dpi, "context": args.context,
                                                   "pdf": args.pdf, "allow_missing": args.allow_missing})
-        results = Path(args.results)
+        out = output_dir(args.out).prepare()  # before reading or drawing anything
+        results = user_path(args.results, "--results")
         cells, epochs = load_results(results)
         excluded, experiment = read_excluded(results), read_experiment(results)
-    except (SettingsError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (SettingsError, FileNotFoundError, ValueError, InputError, OutputError, ConfigError) as err:
+        for line in getattr(err, "problems", None) or str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return 2
-    path = build_report(cells, epochs, Path(args.out), formats=settings["formats"], dpi=settings["dpi"],
+    path = build_report(cells, epochs, out, formats=settings["formats"], dpi=settings["dpi"],
                         context=settings["context"], experiment=experiment, excluded=excluded,
                         experiment_source=f"{results.name}/experiment.json")
     gaps = cells[cells["status"].isin(["missing", "failed"])]

@@ -17,6 +17,7 @@ import pandas as pd
 
 from resnet_bench.collect import UNIT_ORDER
 from resnet_bench.report import figures, findings, stats, tables
+from resnet_bench.report.escape import md_text, mpl_text
 from resnet_bench.argparsing import Parser
 
 PAIR_KEYS = ["dataset", "model", "version", "unit", "depth", "seed"]
@@ -73,11 +74,11 @@ def fig_compare(table: pd.DataFrame, pairs: pd.DataFrame, plt):
             ax.scatter([i + 0.15] * len(p), p["diff_pp"], s=9, color=c, marker=mk, alpha=0.4, linewidths=0)
             yerr = None if not np.isfinite(r["ci_low"]) else [[r["diff_pp"] - r["ci_low"]], [r["ci_high"] - r["diff_pp"]]]
             ax.errorbar([i], [r["diff_pp"]], yerr=yerr, color=c, marker=mk, ms=5, elinewidth=1.2)
-        ax.set_xticks(range(len(t)), [tables.model_label(m, v, u) for m, v, u in zip(t["model"], t["version"],
-                                                                                    t["unit"])],
+        ax.set_xticks(range(len(t)), [mpl_text(tables.model_label(m, v, u)) for m, v, u in zip(t["model"], t["version"],
+                                                                                              t["unit"])],
                       rotation=45, ha="right", fontsize="x-small")
         ax.set_ylabel("B − A test accuracy (pp)")
-        ax.set_title(ds)
+        ax.set_title(mpl_text(ds))
     return fig
 
 
@@ -92,29 +93,37 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+# What `compare --out DIR` writes there (outputs.OutputDir patterns); nothing else in DIR is touched.
+COMPARE_LAYOUT = (r"compare\.md", r"compare\.csv", rf"figures/compare\.({'|'.join(figures.FORMATS)})")
+
+
 def main(argv=None) -> int:
+    from resnet_bench.columns import read_table
+    from resnet_bench.inputs import InputError, user_path
+    from resnet_bench.outputs import OutputDir, OutputError, guard_frame
     from resnet_bench.report import read_excluded
 
     args = parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = [f for f in formats if f not in figures.FORMATS]
     if bad or not formats:
-        print(f"error: unknown figure format(s) {', '.join(bad) or '(none)'}; valid: {', '.join(figures.FORMATS)}",
-              file=sys.stderr)
+        print(f"error: --formats: unknown figure format(s) {', '.join(map(repr, bad)) or '(none)'}; valid: "
+              f"{', '.join(figures.FORMATS)}", file=sys.stderr)
         return 2
     frames = []
-    for folder in (args.a, args.b):
-        path = Path(folder) / "cells.parquet"
-        if not path.exists():
-            print(f"error: {path} not found; give a results folder written by `resnet-bench collect`",
-                  file=sys.stderr)
-            return 2
-        try:
-            cells, _ = stats.split_excluded(pd.read_parquet(path), read_excluded(Path(folder)))
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        frames.append(cells)
+    try:
+        out = OutputDir(args.out, writer="compare", flag="--out", layout=COMPARE_LAYOUT).prepare() \
+            if args.out else None
+        for folder in (args.a, args.b):
+            path = user_path(folder, "results folder") / "cells.parquet"
+            if not path.exists() and not path.is_symlink():
+                raise InputError(f"{path} not found; give a results folder written by `resnet-bench collect`")
+            cells, _ = stats.split_excluded(read_table(path, required=("cell_id", "status", *PAIR_KEYS, "test_acc")),
+                                            read_excluded(path.parent))
+            frames.append(cells)
+    except (ValueError, OutputError) as err:  # InputError, TableError and OutputError are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     pairs = paired_runs(*frames)
     if pairs.empty:
         print(f"error: {args.a} and {args.b} share no cell that is ok in both (paired on dataset, model, unit, seed)",
@@ -122,24 +131,24 @@ def main(argv=None) -> int:
         return 1
     table = compare_table(pairs)
     shown = display(table)
-    head = [f"A = {args.a}, B = {args.b}: B − A in test accuracy (pp), paired on dataset, model, unit and seed; "
-            f"{len(pairs)} pairs.", ""]
+    head = [f"A = {md_text(args.a)}, B = {md_text(args.b)}: B − A in test accuracy (pp), paired on dataset, model, "
+            f"unit and seed; {len(pairs)} pairs.", ""]
     print("\n".join(head + [tables.to_markdown(shown)]))
-    if args.out:
-        out = Path(args.out)
-        (out / "figures").mkdir(parents=True, exist_ok=True)
+    if out is not None:
         matplotlib, plt = figures.pyplot()
         with matplotlib.rc_context():
             matplotlib.rcdefaults()
             matplotlib.rcParams.update(figures.style_rc("paper"))
             fig = fig_compare(table, pairs, plt)
-            figures.save(fig, out / "figures" / "compare", formats, 150)
+            figures.save(fig, out, "figures/compare", formats, 150)
             plt.close(fig)
-        table.to_csv(out / "compare.csv", index=False, lineterminator="\n")
+        with out.file("compare.csv") as tmp:
+            guard_frame(table).to_csv(tmp, index=False, lineterminator="\n")
         link = next((f for f in ("png", "svg") if f in formats), None)
         md = ["# compare", "", *head, tables.to_markdown(shown), ""]
         md += [f"![compare](figures/compare.{link})", ""] if link else []
-        (out / "compare.md").write_text("\n".join(md))
+        out.write_text("compare.md", "\n".join(md))
+        out.finish()
     return 0
 
 

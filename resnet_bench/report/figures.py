@@ -18,7 +18,9 @@ import pandas as pd
 
 from resnet_bench.collect import UNIT_ORDER, VERSION_UNIT
 from resnet_bench.report import stats
-from resnet_bench.report.tables import UNIT_LABELS, panel_title
+from resnet_bench.report.escape import mpl_text
+from resnet_bench.report.tables import UNIT_LABELS
+from resnet_bench.report.tables import panel_title as _panel_title
 
 VERSION_COLORS = {"v1": "#0072B2", "v2": "#D55E00"}
 VERSION_MARKERS = {"v1": "o", "v2": "s"}
@@ -58,14 +60,20 @@ def style_rc(context: str) -> dict:
     return rc
 
 
-def save(fig, stem: Path, formats, dpi: int) -> list[Path]:
-    """Write each format with fixed metadata: the same figure gives the same bytes."""
-    out = []
+def save(fig, out, stem: str, formats, dpi: int) -> list[Path]:
+    """Write `<stem>.<fmt>` for each format into `out` (an outputs.OutputDir: atomically, as its own), with
+    fixed metadata: the same figure gives the same bytes."""
+    paths = []
     for fmt in formats:
-        path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, format=fmt, dpi=dpi, metadata=FILE_METADATA[fmt], bbox_inches="tight", pad_inches=0.03)
-        out.append(path)
-    return out
+        with out.file(f"{stem}.{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=FILE_METADATA[fmt], bbox_inches="tight", pad_inches=0.03)
+        paths.append(out.root / f"{stem}.{fmt}")
+    return paths
+
+
+def panel_title(exp: str, ds: str, multi: bool) -> str:
+    """A panel's title; names are shown as text, never read as mathtext."""
+    return mpl_text(_panel_title(exp, ds, multi))
 
 
 # ---- layout helpers -------------------------------------------------------------------------------------------

@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 
 from resnet_bench.report.stats import SIGN_CONVENTION, test_sampling_se_pp
-from resnet_bench.report.tables import UNIT_LABELS, fmt_interval, fmt_num, panel_title
+from resnet_bench.report.escape import md_text
+from resnet_bench.report.tables import UNIT_LABELS, fmt_interval, fmt_num
+from resnet_bench.report.tables import panel_title as _panel_title
+
+
+def panel_title(exp: str, ds: str, multi: bool) -> str:
+    """The panel's name as Markdown text (findings are Markdown)."""
+    return md_text(_panel_title(exp, ds, multi))
 
 
 def verdict(lo: float, hi: float) -> str:
@@ -81,7 +88,7 @@ def sampling_findings(cells: pd.DataFrame) -> list[str]:
         n_test = int(n.iloc[0])
         acc = float(g["test_acc"].mean())
         se = test_sampling_se_pp(acc, n_test)
-        out.append(f"{ds}: the test split has {n_test} images, so one image is {100 / n_test:.2f} pp; at the mean "
+        out.append(f"{md_text(ds)}: the test split has {n_test} images, so one image is {100 / n_test:.2f} pp; at the mean "
                    f"accuracy {100 * acc:.1f}% the binomial standard error of a single test accuracy is "
                    f"{se:.2f} pp (100 sqrt(p(1 − p)/n)).")
     return out

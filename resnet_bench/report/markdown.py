@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from resnet_bench.outputs import OutputDir, guard_frame
 from resnet_bench.report import figures, findings, stats, tables
+from resnet_bench.report.escape import md_text
 from resnet_bench.report.stats import PANEL_KEYS
+
+FIGURE_NAMES = ("accuracy_by_depth", "paired_difference", "accuracy_vs_cost", "throughput_memory", "pareto",
+                "error_curves", "units")
+# What the report writes under --out (outputs.OutputDir patterns); nothing else there is touched.
+REPORT_LAYOUT = (r"report\.md", rf"figures/({'|'.join(FIGURE_NAMES)})\.({'|'.join(figures.FORMATS)})",
+                 r"tables/(units(_[A-Za-z0-9_.-]{1,64}_[A-Za-z0-9_.-]{1,64})?|v1_vs_v2|models)\.(tex|csv)")
 
 # Recipe / architecture / runtime columns of the cells table shown in Methods (docs/results_schema.md).
 RECIPE_COLUMNS = ("recipe", "optimizer", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
@@ -94,26 +102,27 @@ def figure_plan(cells: pd.DataFrame, epochs: pd.DataFrame, paper: dict) -> list[
     return plan
 
 
-def clean_outputs(out: Path) -> None:
-    """Remove figures and tables an earlier report wrote (only our own file types)."""
-    for sub, exts in (("figures", figures.FORMATS), ("tables", ("tex", "csv"))):
-        d = out / sub
-        if d.is_dir():
-            for ext in exts:
-                for old in sorted(d.glob(f"*.{ext}")):
-                    old.unlink()
+def output_dir(out: str | Path) -> OutputDir:
+    """The report's folder: it owns report.md and its figures and tables there, nothing else."""
+    return OutputDir(out, writer="report", flag="--out", layout=REPORT_LAYOUT)
+
+
+def _md_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A table of user data (ids, names, errors, reasons) with every cell as escaped Markdown text."""
+    return df.astype(object).where(df.notna(), "–").map(md_text)
 
 
 def methods_section(cells: pd.DataFrame, experiment: dict | None) -> list[str]:
     ran = cells[cells["status"] != "missing"]
     md = ["## Methods", ""]
     if experiment:
-        md += [f"Experiment `{experiment.get('name', '?')}`: {experiment.get('description', '')}", "",
-               "Resolved recipe (experiment.json): `" + json.dumps(experiment.get("recipe"), sort_keys=True) + "`", ""]
+        md += [f"Experiment {md_text(experiment.get('name', '?'))}: {md_text(experiment.get('description', ''))}", "",
+               "Resolved recipe (experiment.json): " + md_text(json.dumps(experiment.get("recipe"), sort_keys=True)),
+               ""]
     md += ["Recipe, architecture and runtime of the cells that ran:", "", "| setting | value |", "| --- | --- |"]
-    md += [f"| {c} | {values_line(ran, c)} |" for c in RECIPE_COLUMNS if c in ran]
+    md += [f"| {c} | {md_text(values_line(ran, c))} |" for c in RECIPE_COLUMNS if c in ran]
     md += ["", "Hardware and software:", "", "| item | value |", "| --- | --- |"]
-    md += [f"| {c} | {values_line(ran, c)} |" for c in ENV_COLUMNS if c in ran]
+    md += [f"| {c} | {md_text(values_line(ran, c))} |" for c in ENV_COLUMNS if c in ran]
     tot = stats.compute_totals(cells)
     md += ["", f"Total compute: {tot['gpu_hours']:.3f} GPU-hours ({tot['n_cuda']} cells on cuda: train_time_s x "
                f"GPUs) and {tot['cpu_core_hours']:.4f} CPU core-hours ({tot['n_cpu']} cells on cpu: train_time_s "
@@ -131,16 +140,13 @@ def methods_section(cells: pd.DataFrame, experiment: dict | None) -> list[str]:
     return md
 
 
-def build_report(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path, *, formats, dpi: int, context: str,
-                 experiment: dict | None = None, excluded: pd.DataFrame | None = None,
+def build_report(cells: pd.DataFrame, epochs: pd.DataFrame, out: str | Path | OutputDir, *, formats, dpi: int,
+                 context: str, experiment: dict | None = None, excluded: pd.DataFrame | None = None,
                  experiment_source: str = "experiment.json") -> Path:
-    """Every figure, table and report.md under `out`; returns the report.md path."""
+    """Every figure, table and report.md under `out` (written under the output policy: the report's own
+    earlier files that it does not write again are removed, nothing else); returns the report.md path."""
     matplotlib, plt = figures.pyplot()
-    out = Path(out)
-    figdir, tabdir = out / "figures", out / "tables"
-    figdir.mkdir(parents=True, exist_ok=True)
-    tabdir.mkdir(parents=True, exist_ok=True)
-    clean_outputs(out)
+    out = out if isinstance(out, OutputDir) else output_dir(out).prepare()
     cells, excluded = stats.split_excluded(cells.reset_index(drop=True), excluded)
     epochs = epochs[~epochs["cell_id"].isin(set(excluded["cell_id"]))] if len(excluded) else epochs
     paper = stats.paper_lookup(experiment)
@@ -151,13 +157,13 @@ def build_report(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path, *, format
     md = ["# resnet-bench report", "",
           "ResNet v1 (post-activation, He et al. 2015) against v2 (full pre-activation, He et al. 2016): test "
           "accuracy, throughput and memory by depth and dataset.", "",
-          f"Experiments: {', '.join(exps) or '–'}. Datasets: {', '.join(dss) or '–'}. "
+          f"Experiments: {md_text(', '.join(exps)) or '–'}. Datasets: {md_text(', '.join(dss)) or '–'}. "
           f"Cells: {len(cells)} (" + ", ".join(f"{s} {int((cells['status'] == s).sum())}"
                                               for s in ("ok", "diverged", "failed", "missing")) + ")"
           + (f"; {len(excluded)} excluded." if len(excluded) else "."), ""]
     jpeg = [d for d in dss if "jpeg" in d.lower()]
     if jpeg:
-        md += [f"> **Note on {', '.join(jpeg)}**: CIFAR-10 re-encoded as lossy JPEG; accuracies land a little below "
+        md += [f"> **Note on {md_text(', '.join(jpeg))}**: CIFAR-10 re-encoded as lossy JPEG; accuracies land a little below "
                "those on the original lossless CIFAR-10 batches.", ""]
 
     vt = stats.versions_table(cells, paper) if len(cells) else pd.DataFrame()
@@ -186,7 +192,7 @@ def build_report(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path, *, format
             if fig is None:
                 absent.append(f"- `{name}`: {reason or 'nothing to draw'}")
                 continue
-            figures.save(fig, figdir / name, formats, dpi)
+            figures.save(fig, out, f"figures/{name}", formats, dpi)
             plt.close(fig)
             number += 1
             md += [f"**Figure {number}** (`figures/{name}.*`). {caption}", ""]
@@ -219,9 +225,11 @@ def build_report(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path, *, format
                            "seeds), ok/all cells, bench train-step and inference throughput (images/s, median) and "
                            "training memory (MiB)."))
     for name, disp, raw, caption in out_tables:
-        (tabdir / f"{name}.tex").write_text(tables.to_latex(disp, caption, f"tab:{name}"))
-        raw.to_csv(tabdir / f"{name}.csv", index=False, lineterminator="\n")
-        md += [f"### {caption}", "", tables.to_markdown(disp), "", f"`tables/{name}.tex`, `tables/{name}.csv`", ""]
+        out.write_text(f"tables/{name}.tex", tables.to_latex(disp, caption, f"tab:{name}"))
+        with out.file(f"tables/{name}.csv") as tmp:
+            guard_frame(raw).to_csv(tmp, index=False, lineterminator="\n")
+        md += [f"### {md_text(caption)}", "", tables.to_markdown(disp), "", f"`tables/{name}.tex`, `tables/{name}.csv`",
+               ""]
     if not out_tables:
         md += ["No table: no ok cells.", ""]
 
@@ -232,20 +240,20 @@ def build_report(cells: pd.DataFrame, epochs: pd.DataFrame, out: Path, *, format
     else:
         md += [f"{len(fails)} cell(s) did not finish ok; they keep their row in the cells table, are counted in the "
                "tables and marked in the figures, and are never averaged.", "",
-               tables.to_markdown(fails.astype(object).where(fails.notna(), "–")), ""]
+               tables.to_markdown(_md_frame(fails)), ""]
     bench = stats.bench_failures(cells)
     if len(bench):
         md += [f"{len(bench)} ok cell(s) have no bench numbers (their throughput and memory are absent):", "",
-               tables.to_markdown(bench), ""]
+               tables.to_markdown(_md_frame(bench)), ""]
     md += ["## Excluded cells", ""]
     if excluded.empty:
         md += ["None: every result on disk belongs to the current grid and code.", ""]
     else:
         reasons = excluded["reason"].astype(str).value_counts()
         md += [f"{len(excluded)} result(s) on disk are not part of the current grid or code and are left out of "
-               "every number and figure: " + "; ".join(f"{n} {r}" for r, n in sorted(reasons.items())) + ".", "",
-               tables.to_markdown(excluded.astype(object).where(excluded.notna(), "–")), ""]
+               "every number and figure: " + "; ".join(f"{n} {md_text(r)}" for r, n in sorted(reasons.items())) + ".",
+               "", tables.to_markdown(_md_frame(excluded)), ""]
     md += methods_section(cells, experiment)
-    path = out / "report.md"
-    path.write_text("\n".join(md))
+    path = out.write_text("report.md", "\n".join(md))
+    out.finish()
     return path

@@ -8,7 +8,6 @@ means v2 is more accurate.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from resnet_bench.collect import UNIT_ORDER, VERSION_UNIT
+from resnet_bench.report.escape import md_text
 
 CI_LEVEL = 0.95
 PANEL_KEYS = ["experiment", "dataset"]
@@ -233,19 +233,21 @@ def paper_lookup(experiment: dict | None) -> dict[tuple[str, str, str], float]:
 
 
 def paper_status(experiment: dict | None, source: str) -> str:
-    """One sentence: whose numbers stand beside ours and which statistic they are, or why none do."""
+    """One Markdown sentence: whose numbers stand beside ours and which statistic they are, or why none do.
+    The paper's strings come from a file: escaped as Markdown text."""
     if experiment is None:
-        return (f"No comparison with a paper: {source} is absent (results from before experiment.json existed), "
-                "so whether the recipe matches a paper is unknown.")
+        return (f"No comparison with a paper: {md_text(source)} is absent (results from before experiment.json "
+                "existed), so whether the recipe matches a paper is unknown.")
     paper = experiment.get("paper")
     if not paper:
-        return f"No comparison with a paper: experiment `{experiment.get('name', '?')}` names no paper."
+        return f"No comparison with a paper: experiment `{md_text(experiment.get('name', '?'))}` names no paper."
     if not experiment.get("paper_comparable"):
         reasons = "; ".join(str(r) for r in experiment.get("paper_mismatch") or []) or "no reason recorded"
-        return (f"No comparison with {paper.get('citation', 'the paper')}: this run is not comparable ({reasons}).")
-    return (f"Paper numbers: {paper.get('citation', '?')}, {paper.get('statistic', 'statistic not stated')} of "
-            f"{paper.get('metric', 'test_error_pct')} on {paper.get('dataset', '?')} "
-            f"({paper.get('variant', '?')}, recipe {paper.get('recipe', '?')}).")
+        return (f"No comparison with {md_text(paper.get('citation', 'the paper'))}: this run is not comparable "
+                f"({md_text(reasons)}).")
+    p = {k: md_text(paper.get(k, "?")) for k in ("citation", "statistic", "metric", "dataset", "variant", "recipe")}
+    return (f"Paper numbers: {p['citation']}, {p['statistic']} of {p['metric']} on {p['dataset']} "
+            f"({p['variant']}, recipe {p['recipe']}).")
 
 
 def units_error(cells: pd.DataFrame, paper: dict | None = None) -> pd.DataFrame:
@@ -436,14 +438,8 @@ def compute_totals(cells: pd.DataFrame) -> dict:
 
 
 def read_experiment(results: Path) -> dict | None:
-    """`<results>/experiment.json` (the resolved experiment), or None when the results predate it."""
-    path = Path(results) / "experiment.json"
-    if not path.exists():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); re-run `resnet-bench collect`") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a JSON object with name, recipe, paper, ..., got {type(doc).__name__}")
-    return doc
+    """`<results>/experiment.json` validated by the schema, its paper check re-derived from its own `paper`
+    block (resnet_bench.sweep.records.read_experiment); None when the results predate it."""
+    from resnet_bench.sweep.records import read_experiment as read
+
+    return read(Path(results) / "experiment.json")

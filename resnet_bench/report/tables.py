@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from resnet_bench.collect import UNIT_ORDER, VERSION_UNIT
+from resnet_bench.report.escape import MINUS, latex_escape, md_cell
 from resnet_bench.report.stats import PANEL_KEYS
 
-MINUS = "\u2212"
 UNIT_LABELS = {"original": "(a) original", "bn_after_add": "(b) BN after addition",
                "relu_before_add": "(c) ReLU before addition", "relu_only_preact": "(d) ReLU-only pre-activation",
                "full_preact": "(e) full pre-activation"}
@@ -151,20 +151,13 @@ def paired_display(diff: pd.DataFrame, multi: bool) -> pd.DataFrame:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    esc = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
+    """A Markdown table; every cell kept to one cell on one line (`escape.md_cell`). User text in `df`
+    is escaped by the caller (`escape.md_text`)."""
+    esc = md_cell
     cols = list(df.columns)
     lines = ["| " + " | ".join(esc(c) for c in cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
     lines += ["| " + " | ".join(esc(r[c]) for c in cols) + " |" for _, r in df.iterrows()]
     return "\n".join(lines)
-
-
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "±": r"$\pm$", MINUS: "$-$", "–": "--"}
-
-
-def latex_escape(text) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
 
 
 def latex_natural_width_pt(df: pd.DataFrame) -> float:

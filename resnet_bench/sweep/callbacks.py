@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 from resnet_bench.sweep.progress import Progress, _cause_line, _label, _short, _trial_error
-from resnet_bench.sweep.records import atomic_write_json, failure_record, read_record
+from resnet_bench.sweep.records import (DONE_STATUSES, CellRecord, RecordError, RecordNotWritten, failure_record,
+                                        parse_record, write_record)
 from resnet_bench.sweep.storage import drop_checkpoints
 
-def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failures: int):
+
+def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failures: int, keep_dirs=()):
     from ray import tune
 
     class WriteRecord(tune.Callback):
@@ -24,6 +26,20 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
         def __init__(self):
             self.attempts: dict[str, list[dict]] = {}
             self.retries: dict[str, int] = {}
+            self.finished: set[str] = set()  # cells whose ok/diverged record is in cells/
+
+        def _write(self, record: CellRecord) -> None:
+            """Through the schema to cells/; a folder that stopped being writable keeps the record
+            elsewhere (and its checkpoints stay), never loses it."""
+            try:
+                write_record(cells_dir, record, keep_dirs=keep_dirs)
+            except RecordNotWritten as err:
+                progress.note(str(err))
+                return
+            if record.status in DONE_STATUSES:
+                self.finished.add(record.cell_id)
+            else:
+                self.finished.discard(record.cell_id)
 
         def _attempt(self, cell_id: str) -> dict | None:
             runs = self.attempts.get(cell_id) or []
@@ -53,24 +69,24 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
                 run.setdefault("epochs", []).append(json.loads(result["epoch_json"]))
                 progress.epoch(cid, _label(cell), result["epoch"], node, self.retries.get(cid, 0), first)
                 return
-            record = json.loads(result["record_json"])
             run["open"] = False
-            record["retries"] = self.retries.get(cid, 0)
-            record["attempts"] = self._public_attempts(cid)
-            atomic_write_json(cells_dir / f"{record['cell_id']}.json", record)
-            m = record.get("metrics", {})
-            detail = (f"test_acc={m['test_acc']:.4f}" if m.get("test_acc") is not None
-                      else _cause_line(record.get("error") or ""))
+            try:
+                record = parse_record(json.loads(result["record_json"]), f"the record of trial {cid}")
+            except (RecordError, ValueError) as err:  # a trial bug: recorded failed, never written as is
+                record = parse_record(failure_record(cell, f"InvalidRecord: {err}"), f"trial {cid}")
+            record = record.with_updates(retries=self.retries.get(cid, 0), attempts=self._public_attempts(cid))
+            self._write(record)
+            m = record.metrics
+            detail = f"test_acc={m.test_acc:.4f}" if m.test_acc is not None else _cause_line(record.error or "")
             detail += f" on {node['hostname']} (node {_short(node['node_id'])})"
-            if record["retries"]:
-                detail += f" after {record['retries']} retr{'y' if record['retries'] == 1 else 'ies'}"
-            progress.update(_label(record["config"]), record["status"], detail, cid)
+            if record.retries:
+                detail += f" after {record.retries} retr{'y' if record.retries == 1 else 'ies'}"
+            progress.update(_label(cell), record.status, detail, cid)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             cid = trial.config["trial"]["cell"]["cell_id"]
-            rec = read_record(cells_dir / f"{cid}.json")
-            if rec and rec.get("status") in ("ok", "diverged"):
-                # Finished for good: its resume checkpoints are no longer needed.
+            if cid in self.finished:
+                # Finished for good and on disk: its resume checkpoints are no longer needed.
                 drop_checkpoints(storage, cid)
 
         def on_trial_recover(self, iteration, trials, trial, **info):
@@ -93,9 +109,7 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             # Out of retries (or max_failures=0): recorded failed with the cause; the others go on.
             config = trial.config["trial"]["cell"]
             cid = config["cell_id"]
-            path = cells_dir / f"{cid}.json"
-            rec = read_record(path)
-            if rec and rec.get("status") in ("ok", "diverged"):
+            if cid in self.finished:
                 return
             err = _trial_error(trial)
             run = self._attempt(cid)
@@ -103,12 +117,11 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             if run:
                 run.update(open=False, error=cause)
             epochs = [e for a in self.attempts.get(cid, []) for e in a.get("epochs", [])]
-            record = failure_record(config, f"TrialError after {self.retries.get(cid, 0)} retries: {cause}\n{err}",
-                                    _dedupe_epochs(epochs))
-            record["retries"] = self.retries.get(cid, 0)
-            record["attempts"] = self._public_attempts(cid)
-            record["node"] = (run or {}).get("node")
-            atomic_write_json(path, record)
+            record = parse_record(failure_record(
+                config, f"TrialError after {self.retries.get(cid, 0)} retries: {cause}\n{err}",
+                _dedupe_epochs(epochs)), f"trial {cid}")
+            self._write(record.with_updates(retries=self.retries.get(cid, 0), attempts=self._public_attempts(cid),
+                                            node=(run or {}).get("node")))
             progress.update(_label(config), "failed", cause, cid)
 
         def _public_attempts(self, cid: str) -> list[dict]:

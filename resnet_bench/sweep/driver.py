@@ -11,7 +11,9 @@ from resnet_bench import config as cfg
 from resnet_bench.sweep.cluster import check_address, check_local_gpus, check_resources, ray_session
 from resnet_bench.sweep.phases import bench_groups, run_bench_phase, run_train_phase
 from resnet_bench.sweep.progress import Progress
-from resnet_bench.sweep.records import atomic_write_json, plan, read_record
+from resnet_bench.outputs import OutputDir, OutputError
+from resnet_bench.sweep.records import (COLLECT_LAYOUT, DVC_FILES, SWEEP_KEEP, SWEEP_LAYOUT, adopt_kept_records,
+                                        experiment_summary, keep_dirs_for, plan, read_record_if_any)
 from resnet_bench.sweep.storage import storage_uri
 
 def parse_args(argv):
@@ -55,15 +57,6 @@ def check_prepared(params: cfg.Params, exp: cfg.Experiment, prepared_dir: Path) 
     return data
 
 
-def experiment_summary(exp: cfg.Experiment) -> dict:
-    """What results/<experiment>/experiment.json holds: the resolved experiment and the paper check."""
-    out = exp.model_dump(mode="json")
-    mismatch = cfg.paper_mismatches(exp)
-    out["paper_comparable"] = exp.paper is not None and not mismatch
-    out["paper_mismatch"] = [] if out["paper_comparable"] else mismatch
-    return out
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     from resnet_bench.env import code_fingerprint, git_info, pinned_env
@@ -79,26 +72,36 @@ def main(argv=None) -> int:
         address = args.ray_address or params.sweep.ray_address or os.environ.get("RAY_ADDRESS")
         check_address(address)
         check_local_gpus(exp, address)
-    except cfg.ConfigError as err:
-        print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
+        # The results folder and its cells/ are writable, and hold only what a sweep and collect
+        # wrote, before Ray starts or anything trains.
+        out = OutputDir(args.results_dir or Path("results") / exp.name, writer="sweep", flag="--results-dir",
+                        layout=SWEEP_LAYOUT, keep=SWEEP_KEEP, siblings=(*COLLECT_LAYOUT, *DVC_FILES),
+                        subdirs=["cells"])
+        results_dir = out.prepare().root
+        cells_dir = results_dir / "cells"
+        storage_path = storage_uri(args.storage_path or params.sweep.storage_path)
+        keep_dirs = keep_dirs_for(storage_path, results_dir)
+        for path in [] if args.dry_run else adopt_kept_records(keep_dirs, cells_dir, {c.cell_id for c in cells}):
+            print(f"[sweep] moved in the record an earlier sweep could not write: {path}", file=sys.stderr)
+        done, pending = plan(cells, cells_dir)
+    except (cfg.ConfigError, OutputError) as err:
+        for line in getattr(err, "problems", [str(err)]):
+            print(f"error: {line}", file=sys.stderr)
         return 2
-    results_dir = Path(args.results_dir or Path("results") / exp.name)
-    cells_dir = results_dir / "cells"
     metas = {ds: json.loads((prepared_dir / ds / "meta.json").read_text()) for ds in exp.grid.datasets}
-    done, pending = plan(cells, cells_dir)
     print(f"[sweep] experiment {exp.name!r}: {len(cells)} cells, {len(done)} done, "
           f"{len(pending)} to train -> {results_dir}", file=sys.stderr)
     if args.dry_run:
         for c in pending:
             print(f"{c.cell_id}  {c.label()}")
         return 0
-    atomic_write_json(results_dir / "expected_cells.json", [{"cell_id": c.cell_id, "config": c.to_dict()}
-                                                             for c in cells])
-    atomic_write_json(results_dir / "experiment.json", experiment_summary(exp))
+    out.write_text("expected_cells.json", json.dumps([{"cell_id": c.cell_id, "config": c.to_dict()} for c in cells],
+                                                     indent=1, sort_keys=True))
+    out.write_text("experiment.json", json.dumps(experiment_summary(exp), indent=1, sort_keys=True))
+    out.finish()
 
     max_failures = params.sweep.max_failures
     allow_failures = args.allow_failures or params.sweep.allow_failures
-    storage_path = storage_uri(args.storage_path or params.sweep.storage_path)
     paths = {"prepared_dir": str(prepared_dir)}
     # Captured once by the driver (trials run outside the repository, maybe on other nodes).
     provenance = {"git": git_info(), "code_fingerprint": code_fingerprint()}
@@ -123,18 +126,19 @@ def main(argv=None) -> int:
                 concurrency = min(len(pending), slots, res.max_concurrent or len(pending))
                 progress = Progress(len(cells), len(done), [c.to_dict() for c in pending], concurrency=concurrency)
                 run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir, storage_path=storage_path,
-                                progress=progress, max_failures=max_failures, provenance=provenance)
+                                progress=progress, max_failures=max_failures, provenance=provenance,
+                                keep_dirs=keep_dirs)
                 groups = bench_groups(cells, cells_dir, metas)
             bench_failed = run_bench_phase(groups, metas=metas, cells_dir=cells_dir, exp=exp,
-                                           storage_path=storage_path)
+                                           storage_path=storage_path, keep_dirs=keep_dirs)
 
-    records = [read_record(cells_dir / f"{c.cell_id}.json") for c in cells]
-    failed = [(c, r) for c, r in zip(cells, records) if not r or r.get("status") == "failed"]
-    diverged = [c for c, r in zip(cells, records) if r and r.get("status") == "diverged"]
+    records = [read_record_if_any(cells_dir / f"{c.cell_id}.json") for c in cells]
+    failed = [(c, r) for c, r in zip(cells, records) if not r or r.status == "failed"]
+    diverged = [c for c, r in zip(cells, records) if r and r.status == "diverged"]
     print(f"[sweep] finished: {len(cells) - len(failed) - len(diverged)} ok, {len(diverged)} diverged, "
           f"{len(failed)} failed, {bench_failed} bench measurement(s) failed", file=sys.stderr)
     for c, r in failed:
-        reason = ((r or {}).get("error") or "no result written").strip().splitlines()
+        reason = ((r.error if r else None) or "no result written").strip().splitlines()
         print(f"[sweep] FAILED {c.cell_id} {c.label()}: {reason[0] if reason else ''}", file=sys.stderr)
     if (failed or bench_failed) and not allow_failures:
         print("[sweep] rerun `dvc repro` to retry only the failed cells and measurements, or set "

@@ -11,7 +11,7 @@ from pathlib import Path
 from resnet_bench import config as cfg
 from resnet_bench.sweep.callbacks import _record_writer
 from resnet_bench.sweep.progress import _cause_line
-from resnet_bench.sweep.records import atomic_write_json, read_record
+from resnet_bench.sweep.records import RecordNotWritten, read_record_if_any, write_record
 from resnet_bench.sweep.storage import adopt_prior_checkpoint
 from resnet_bench.sweep.trials import bench_trial, train_trial
 
@@ -53,7 +53,7 @@ def _unwrap(fn):
 
 
 def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cells_dir, storage_path: str,
-                    progress, max_failures: int, provenance: dict) -> None:
+                    progress, max_failures: int, provenance: dict, keep_dirs=()) -> None:
     res = exp.resources
     configs = []
     for c in pending:
@@ -65,7 +65,7 @@ def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cell
     _run_tuner(_unwrap(train_trial), configs,
                resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
                max_concurrent=res.max_concurrent, name="train", storage_path=storage_path,
-               callbacks=[_record_writer(cells_dir, storage_path, progress, max_failures)],
+               callbacks=[_record_writer(cells_dir, storage_path, progress, max_failures, keep_dirs)],
                max_failures=max_failures)
 
 
@@ -94,17 +94,17 @@ def bench_groups(cells: list[cfg.Cell], cells_dir: Path, metas: dict[str, dict])
     """Ok cells still lacking a bench measurement, grouped by what one measurement covers."""
     groups: dict[str, list[cfg.Cell]] = {}
     for cell in cells:
-        rec = read_record(cells_dir / f"{cell.cell_id}.json")
-        if not rec or rec["status"] != "ok" or not cell.bench.enabled:
+        rec = read_record_if_any(cells_dir / f"{cell.cell_id}.json")
+        if not rec or rec.status != "ok" or not cell.bench.enabled:
             continue
-        if rec["metrics"].get("bench_train_img_per_s") is not None:
+        if rec.metrics.bench_train_img_per_s is not None:
             continue
         groups.setdefault(bench_key(cell, metas[cell.dataset]), []).append(cell)
     return groups
 
 
 def run_bench_phase(groups: dict[str, list[cfg.Cell]], *, metas: dict[str, dict], cells_dir: Path,
-                    exp: cfg.Experiment, storage_path: str, stream=sys.stderr) -> int:
+                    exp: cfg.Experiment, storage_path: str, stream=sys.stderr, keep_dirs=()) -> int:
     """Bench every distinct architecture once, alone on its device; merge into cell records.
 
     A measurement that fails (an error, or its worker/node died) is retried once in a second
@@ -123,24 +123,19 @@ def run_bench_phase(groups: dict[str, list[cfg.Cell]], *, metas: dict[str, dict]
     failed = 0
     for key, group in groups.items():
         out = results.get(key, {"status": "failed", "error": "bench trial did not report (its worker died)"})
+        if out.get("status") == "ok":
+            try:  # the measurement goes through the record schema (ranges included) before it is merged
+                merged = {c.cell_id: read_record_if_any(cells_dir / f"{c.cell_id}.json").with_bench(out["result"])
+                          for c in group}
+            except ValueError as err:
+                out = {"status": "failed", "error": f"InvalidBenchResult: {err}"}
         for cell in group:
-            path = cells_dir / f"{cell.cell_id}.json"
-            rec = read_record(path)
-            if out["status"] == "ok":
-                r = out["result"]
-                rec["metrics"].update({
-                    "bench_train_img_per_s": r.get("train_img_per_s"),
-                    "bench_infer_img_per_s": r.get("infer_img_per_s"),
-                    "peak_mem_bytes": r.get("peak_mem_bytes"),
-                    "saved_activation_bytes": r.get("saved_activation_bytes"),
-                    "peak_rss_bytes": r.get("peak_rss_bytes"),
-                    "bench_batch_size": r.get("batch_size"),
-                })
-                rec["bench"] = r
-                rec.pop("bench_error", None)  # an earlier failed measurement is superseded
-            else:
-                rec["bench_error"] = out["error"]
-            atomic_write_json(path, rec)
+            rec = read_record_if_any(cells_dir / f"{cell.cell_id}.json")
+            rec = merged[cell.cell_id] if out["status"] == "ok" else rec.with_updates(bench_error=str(out["error"]))
+            try:
+                write_record(cells_dir, rec, keep_dirs=keep_dirs)
+            except RecordNotWritten as err:
+                print(f"[sweep] {err}", file=stream, flush=True)
         if out["status"] != "ok":
             failed += 1
             print(f"[sweep] bench FAILED {group[0].label()}: {_cause_line(out['error'])}", file=stream,
