@@ -8,7 +8,6 @@ other refused value.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 class Parser(argparse.ArgumentParser):
@@ -16,11 +15,3 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def output_file_problem(path: str | Path, flag: str = "--out") -> str | None:
-    """Why `path` cannot be written as a file (an existing directory), or None."""
-    p = Path(path)
-    if p.is_dir():
-        return f"{flag}: {p} is a directory; give a file path"
-    return None

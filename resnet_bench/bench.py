@@ -289,8 +289,8 @@ class BenchInput(BaseModel):
 def check_args(args) -> list[str]:
     """Every flag through the schema (resnet_bench.config); all problems, one line each."""
     from resnet_bench import config as cfg
-    from resnet_bench.argparsing import output_file_problem
     from resnet_bench.models import available_models
+    from resnet_bench.outputs import OutputError
 
     problems: list[str] = []
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -319,15 +319,33 @@ def check_args(args) -> list[str]:
         problems.append(f"--device: {args.device!r} but this machine has no CUDA GPU; valid here: cpu")
     if args.amp != "none" and not args.device.startswith("cuda"):
         problems.append(f"--amp: {args.amp!r} needs --device cuda (CPU runs float32)")
-    if output_file_problem(args.out):
-        problems.append(output_file_problem(args.out))
+    try:
+        args.out_file = output_file(args.out).prepare()  # a file; writable before any measurement
+    except OutputError as err:
+        problems.append(str(err))
     return problems
+
+
+def output_file(path):
+    """`--out`: a CSV file; an existing one is replaced only if it is a bench CSV (its header says so)."""
+    from resnet_bench.outputs import OutputFile, csv_header_is
+
+    return OutputFile(path, writer="bench", flag="--out", ours=lambda p: csv_header_is(
+        p, lambda cols: cols[:1] == ["model"] and "timed_region_train" in cols))
+
+
+def _bench_one(name: str, args, options: dict) -> dict:
+    from resnet_bench.models import build_model
+
+    return benchmark_model(
+        lambda: build_model(name, num_classes=args.num_classes, in_channels=args.in_channels, **options),
+        batch_size=args.batch, img_size=args.img, in_channels=args.in_channels,
+        num_classes=args.num_classes, device=args.device, amp=args.amp, channels_last=args.channels_last,
+        compile=args.compile, warmup=args.warmup, repeats=args.repeats, steps_per_repeat=args.steps_per_repeat)
 
 
 def main(argv=None) -> int:
     import pandas as pd
-
-    from resnet_bench.models import build_model
 
     args = parse_args(argv)
     problems = check_args(args)
@@ -342,24 +360,27 @@ def main(argv=None) -> int:
     rows = []
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        rec = benchmark_model(
-            lambda: build_model(name, num_classes=args.num_classes, in_channels=args.in_channels, **options),
-            batch_size=args.batch, img_size=args.img, in_channels=args.in_channels,
-            num_classes=args.num_classes, device=args.device, amp=args.amp, channels_last=args.channels_last,
-            compile=args.compile, warmup=args.warmup, repeats=args.repeats,
-            steps_per_repeat=args.steps_per_repeat)
+        try:
+            rec = _bench_one(name, args, options)
+        except (RuntimeError, ValueError) as err:  # e.g. BatchNorm on one value per channel (--batch 1 --img 1)
+            print(f"error: --models {name}: {type(err).__name__}: {str(err).splitlines()[0][:300]}", file=sys.stderr)
+            return 1
         rows.append({"model": name, **options, **rec, "git_commit": env["git_commit"],
                      **{f"hw_{k}": v for k, v in env["hardware"].items()},
                      **{f"version_{k}": v for k, v in env["versions"].items()}})
+
     df = pd.DataFrame(rows)
-    df.to_csv(args.out, index=False)
+    from resnet_bench.outputs import guard_frame
+
+    with args.out_file.file() as tmp:
+        guard_frame(df).to_csv(tmp, index=False)
     cols = ["model", "batch_size", "params", "fwd_gflops", "train_img_per_s", "train_img_per_s_iqr",
             "infer_img_per_s", "achieved_tflop_per_s", "peak_mem_bytes", "saved_activation_bytes"]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     hw = env["hardware"]
     print(f"\n{hw['gpu_name'] or hw['cpu_model']}, torch threads {hw['torch_threads']}, "
           f"torch {env['versions']['torch']}, commit {env['git_commit'][:12]}; "
-          f"train region: {TRAIN_REGION}; CSV: {args.out}")
+          f"train region: {TRAIN_REGION}; CSV: {args.out_file.path}")
     return 0
 
 

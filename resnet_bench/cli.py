@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from resnet_bench.argparsing import Parser, output_file_problem
+from resnet_bench.argparsing import Parser
 
 # subcommand -> (module, entry point, one-line help)
 COMMANDS = {
@@ -23,12 +23,28 @@ COMMANDS = {
 }
 
 
+SCHEMA_TITLES = ("resnet-bench experiment", "resnet-bench params.yaml")
+
+
+def _is_our_schema(path) -> bool:
+    """An existing --out file `config schema` may replace: a JSON Schema it wrote (its title says so)."""
+    from resnet_bench.inputs import InputError, read_json
+
+    try:
+        doc = read_json(path)
+    except InputError:
+        return False
+    return isinstance(doc, dict) and doc.get("title") in SCHEMA_TITLES
+
+
 def config_main(argv=None) -> int:
     """`resnet-bench config show|schema`."""
     import json
-    from pathlib import Path
+    import re
 
     from resnet_bench import config as cfg
+    from resnet_bench.outputs import OutputError, OutputFile
+    from resnet_bench.vocab import NAME_PATTERN
 
     p = Parser(prog="resnet-bench config", description="The resolved experiment, or the JSON Schema.")
     sub = p.add_subparsers(dest="action", required=True, parser_class=Parser)
@@ -44,21 +60,25 @@ def config_main(argv=None) -> int:
         if args.action == "schema":
             data = cfg.experiment_json_schema() if args.of == "experiment" else cfg.params_json_schema()
             text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-            if args.out:
-                problem = output_file_problem(args.out)
-                if problem:
-                    raise cfg.ConfigError(problem)
-                Path(args.out).write_text(text)
+            if args.out:  # a file
+                OutputFile(args.out, writer="config schema", flag="--out", ours=_is_our_schema).prepare() \
+                    .write_text(text)
             else:
                 sys.stdout.write(text)
             return 0
+        if args.experiment is not None:
+            # The flag, not params.yaml, names a bad value; it names a file in --experiments-dir.
+            valid = cfg.available_experiments(args.experiments_dir)
+            if not re.fullmatch(NAME_PATTERN, args.experiment) or args.experiment not in valid:
+                raise cfg.ConfigError(f"--experiment: unknown experiment {args.experiment[:80]!r}; valid: "
+                                      f"{', '.join(valid) or '(none in ' + str(args.experiments_dir) + ')'}")
         params = cfg.load_params(args.params)
-        if args.experiment:
+        if args.experiment is not None:
             params = params.model_copy(update={"sweep": params.sweep.model_copy(
                 update={"experiment": args.experiment})})
         resolved = cfg.resolve_experiment(params, args.experiments_dir, params_label=args.params)
-    except cfg.ConfigError as err:
-        print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
+    except (cfg.ConfigError, OutputError) as err:
+        print("\n".join(f"error: {line}" for line in getattr(err, "problems", [str(err)])), file=sys.stderr)
         return 2
     print(f"# experiment {resolved.experiment.name!r}: value  # source")
     print(resolved.show())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import math
 import os
 import random
@@ -134,11 +133,15 @@ def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device):
     common = {"mean": meta["mean"], "std": meta["std"], "device": device}
 
     def make(x, y, *, train: bool):
+        # A last training batch of one image cannot be trained on: BatchNorm in training mode has one
+        # value per channel and raises. Then that image is left out of the epoch (drop_last); the shuffle
+        # picks a different one each epoch. The record says so (dataset_meta.train_last_batch_dropped).
+        drop = train and len(y) > 1 and len(y) % recipe.batch_size == 1
         return DeviceLoader(
             torch.from_numpy(x), torch.from_numpy(y), batch_size=recipe.batch_size,
             shuffle=train, seed=cell.seed,
             augment=Augment(crop_pad=recipe.augment.crop_pad, flip=recipe.augment.flip) if train else None,
-            drop_last=False, **common)
+            drop_last=drop, **common)
 
     return (make(ds.train_x, ds.train_y, train=True), make(ds.val_x, ds.val_y, train=False),
             make(ds.test_x, ds.test_y, train=False), meta)
@@ -264,8 +267,9 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
         "config": cell.to_dict(),
         "metrics": metrics,
         "epochs": history,
-        "dataset_meta": {k: meta.get(k) for k in ("name", "num_classes", "channels", "height", "width",
-                                                   "counts", "source_sha256", "content_sha256", "split")},
+        "dataset_meta": {**{k: meta.get(k) for k in ("name", "num_classes", "channels", "height", "width",
+                                                      "counts", "source_sha256", "content_sha256", "split")},
+                         "train_last_batch_dropped": train_loader.drop_last},
         "env": environment(device),
         "provenance": {**(provenance or {}), "node": node_info(), "numeric": numeric_environment()},
         "started_at": started,
@@ -372,7 +376,10 @@ def cell_from_args(args) -> cfg.Cell:
         grid = {"units": [args.unit], "depths": [name.depth]}
     else:
         grid = {"models": [args.model]}
-    layers = [cfg.Layer("resnet-bench train", {"grid": {**grid, "datasets": [args.dataset], "seeds": [args.seed]}})]
+    # One layer per flag, so that a bad value is reported against its flag (`--dataset: grid.datasets.0: ...`).
+    layers = [cfg.Layer("--unit" if args.unit is not None else "--model", {"grid": grid}),
+              cfg.Layer("--dataset", {"grid": {"datasets": [args.dataset]}}),
+              cfg.Layer("--seed", {"grid": {"seeds": [args.seed]}})]
     for flag, path in FLAG_KEYS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -385,7 +392,7 @@ def cell_from_args(args) -> cfg.Cell:
             raise cfg.ConfigError(f"--device: {device!r} but this machine has no CUDA GPU; valid here: auto, cpu")
     resolved = cfg.resolve_layers("manual", layers, cfg.Params(), check_datasets=False)
     prepared = Path(args.prepared_dir)
-    available = sorted(p.name for p in prepared.glob("*") if (p / "meta.json").is_file())
+    available = sorted(p.name for p in prepared.glob("*") if (p / "meta.json").exists())
     if args.dataset not in available:
         raise cfg.ConfigError(f"--dataset: {args.dataset!r} is not prepared under {prepared}; prepared: "
                               f"{', '.join(available) or '(none: run `dvc repro` or `resnet-bench prepare`)'}")
@@ -394,18 +401,30 @@ def cell_from_args(args) -> cfg.Cell:
     return cell
 
 
+def _is_our_record(path) -> bool:
+    """An existing --out file `train` may replace: a cell record (a JSON object with cell_id and config)."""
+    from resnet_bench.inputs import InputError, read_json
+
+    try:
+        doc = read_json(path)
+    except InputError:
+        return False
+    return isinstance(doc, dict) and {"cell_id", "status", "config"} <= set(doc)
+
+
 def main(argv=None) -> int:
     from tqdm import tqdm
 
-    args = parse_args(argv)
-    from resnet_bench.argparsing import output_file_problem
+    from resnet_bench.outputs import OutputError, OutputFile
+    from resnet_bench.sweep.records import parse_record
 
+    args = parse_args(argv)
     try:
         cell = cell_from_args(args)
-        if args.out and output_file_problem(args.out):
-            raise cfg.ConfigError(output_file_problem(args.out))
-    except cfg.ConfigError as err:
-        print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
+        # a file, writable before training
+        out = OutputFile(args.out, writer="train", flag="--out", ours=_is_our_record).prepare() if args.out else None
+    except (cfg.ConfigError, OutputError) as err:
+        print("\n".join(f"error: {line}" for line in getattr(err, "problems", [str(err)])), file=sys.stderr)
         return 2
     pin_numeric_environment(cell)
     bar = tqdm(total=cell.recipe.epochs, desc=cell.model, unit="epoch", file=sys.stderr)
@@ -420,9 +439,8 @@ def main(argv=None) -> int:
     record = train_cell(cell, args.prepared_dir, on_epoch=on_epoch,
                         provenance={"git": git_info(), "code_fingerprint": code_fingerprint()})
     bar.close()
-    text = json.dumps(record, indent=2, default=str)
-    if args.out:
-        Path(args.out).write_text(text)
+    if out is not None:  # through the record schema, as the sweep writes it
+        out.write_text(parse_record(record, "the trained record").to_json())
     m = record["metrics"]
     print(f"{cell.model} on {cell.dataset} (seed {cell.seed}): status={record['status']} "
           f"test_acc={m.get('test_acc')} best_val_acc={m.get('best_val_acc')} "

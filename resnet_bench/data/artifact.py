@@ -132,12 +132,20 @@ def create_npy(path: Path, dtype, shape: tuple[int, ...]) -> int:
 # ---- the prepared artifact ------------------------------------------------------------------------
 
 
-def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded, per-class `fraction` of `labels` (at least 1 per class if > 0)."""
+def stratified_indices(labels: np.ndarray, fraction: float, seed: int, classes=None) -> np.ndarray:
+    """Sorted indices of a seeded, per-class `fraction` of `labels` (at least 1 per class if > 0).
+
+    A class with a single image cannot give one to validation and keep one for training: refused
+    (lowering the fraction would not help: every class keeps at least one validation image).
+    """
     rng = np.random.default_rng(seed)
     picked = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
+        if fraction > 0 and len(idx) < 2:
+            name = repr(classes[int(c)]) if classes is not None else int(c)
+            raise DatasetError(f"class {name} has {len(idx)} training image: holding one out for validation "
+                               "needs at least 2 images per class; add images to it")
         k = int(round(fraction * len(idx)))
         if fraction > 0:
             k = max(1, min(k, len(idx) - 1))
@@ -175,7 +183,7 @@ def build_artifact(train_x, train_y, test_x, test_y, classes, *, val_fraction: f
     """Hold out a stratified validation split and compute the train split's statistics."""
     if not 0 <= val_fraction < 1:
         raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    val_idx = stratified_indices(train_y, val_fraction, split_seed)
+    val_idx = stratified_indices(train_y, val_fraction, split_seed, list(classes))
     keep = np.ones(len(train_y), bool)
     keep[val_idx] = False
     arrays = {

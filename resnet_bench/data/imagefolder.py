@@ -132,7 +132,10 @@ def _suffix(name: str) -> str:
 
 
 def _is_hidden(parts: tuple[str, ...]) -> bool:
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+    """Junk an archiver or OS leaves: dotfiles (`.DS_Store`, AppleDouble `._x.jpg`), `__MACOSX/`, and
+    anything in a hidden folder above the split folders (`.git/`). A hidden *class* folder is not
+    junk: `index_imagefolder` refuses it rather than drop a class."""
+    return parts[-1].startswith(".") or "__MACOSX" in parts
 
 
 def _parts(name: str) -> tuple[str, ...]:
@@ -163,6 +166,8 @@ def index_imagefolder(path: Path, entries) -> FolderIndex:
         if not parts or _is_hidden(parts):
             continue
         at = next((i for i, p in enumerate(parts) if p.lower() in SPLIT_DIRS), None)
+        if any(p.startswith(".") for p in parts[:at if at is not None else len(parts) - 1]):
+            continue  # inside a hidden folder above the split folders (.git/, .cache/)
         is_image = _suffix(parts[-1]) in IMAGE_FORMATS
         if at is None or (e.kind == "dir" and at == len(parts) - 1):
             if at is None and is_image and e.kind == "file":
@@ -175,6 +180,11 @@ def index_imagefolder(path: Path, entries) -> FolderIndex:
             raise DatasetError(f"{path} holds two image folders: {'/'.join(prefix) or '.'} and "
                                f"{'/'.join(parts[:at]) or '.'} (member {e.name!r})")
         split, rest = parts[at].lower(), parts[at + 1:]
+        if rest and rest[0].startswith(".") and e.kind == "dir" and len(rest) == 1:
+            continue  # a hidden folder's own entry; an image in it is refused below
+        if rest and rest[0].startswith("."):
+            raise DatasetError(f"class folder {parts[at]}/{rest[0]!r} in {path} starts with '.', which reads as "
+                               "hidden; rename it (its images would otherwise be dropped without a word)")
         if e.kind == "dir":
             if len(rest) > 1:
                 raise DatasetError(f"nested folder {e.name!r} in {path}: expected <split>/<class>/<image>, "
@@ -347,7 +357,7 @@ def write_imagefolder(path: Path, tmp: Path, *, image_size: int | None, val_frac
     idx = index_imagefolder(path, list_entries(path, kind, cap))
     keys, labels = dict(idx.keys), dict(idx.labels)
     if not idx.has_val:  # hold the validation split out of train
-        val_rows = stratified_indices(labels["train"], val_fraction, split_seed)
+        val_rows = stratified_indices(labels["train"], val_fraction, split_seed, idx.classes)
         keep = np.ones(len(labels["train"]), bool)
         keep[val_rows] = False
         keys["val"], keys["train"] = keys["train"][val_rows], keys["train"][keep]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -16,7 +17,9 @@ from resnet_bench.data.artifact import (_decoder_versions, _write_arrays, build_
 from resnet_bench.data.imagefolder import RESIZE_POLICY, write_imagefolder
 from resnet_bench.data.readers import CIFAR_FILES, DIGITS_TEST_FRACTION, MNIST_FILES, read_cifar, read_digits, read_mnist
 from resnet_bench.data.sources import DEFAULT_MAX_MEMBER_MB, DatasetError, _clean, verify_sha256
+from resnet_bench.outputs import OutputError, check_can_create, out_path
 from resnet_bench.vocab import DATASET_FORMATS as FORMATS
+from resnet_bench.vocab import NAME_PATTERN
 
 def require_source(path: str | Path | None, fmt: str) -> Path:
     """The source path, or a DatasetError naming the expected path and how to provide it."""
@@ -72,6 +75,7 @@ def prepare(name: str, fmt: str, *, source=None, sha256=None, download_data=Fals
             source = download(fmt, Path(source or Path("data") / "raw"))
         src_path = require_source(source, fmt)
     check_out_dir(out, src_path)
+    check_can_create(out.parent, "--out")  # the output policy: writable before any decoding
     clean_leftovers(out)
     digest = verify_sha256(src_path, sha256) if src_path else None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +153,15 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if not re.fullmatch(NAME_PATTERN, args.name):
+        print(f"error: --name: {args.name[:80]!r} is invalid: a dataset name is 1-64 of A-Z a-z 0-9 _ . - "
+              "and does not start with . or -", file=sys.stderr)
+        return 2
+    try:
+        out_path(args.out, "--out")  # the one way for every path flag: empty, NUL, over-long names refused
+    except OutputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     fmt = args.format or args.name
     if fmt not in FORMATS:
         print(f"error: unknown format {fmt!r} (from --name; pass --format); valid: {', '.join(FORMATS)}",
@@ -157,10 +170,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         meta = prepare(args.name, fmt, source=args.source, sha256=args.sha256 or None,
-                       download_data=args.download, out=Path(args.out), val_fraction=args.val_fraction,
+                       download_data=args.download, out=Path(os.path.expanduser(args.out)),
+                       val_fraction=args.val_fraction,
                        split_seed=args.split_seed, image_size=args.image_size, workers=args.workers or None,
                        max_member_mb=args.max_member_mb)
-    except DatasetError as err:
+    except (DatasetError, OutputError) as err:
         print(f"error: {_clean(err)}", file=sys.stderr)
         return 1
     except OSError as err:  # disk full, permission denied: name the file, no traceback

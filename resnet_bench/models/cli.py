@@ -30,15 +30,30 @@ def _table_order(name: str) -> tuple:
 FAMILY_INPUT = {"imagenet": (224, 1000), "cifar": (32, 10)}
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: a positive integer, with argparse's one-line error otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _int_in(lo: int, hi: int):
+    """argparse type: an integer in [lo, hi], with argparse's one-line error naming the flag otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer in {lo}..{hi}, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in {lo}..{hi}, got {text!r}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+# The schema's bounds (resnet_bench.config: Bench.img_size, Arch.width) and the CLI's own.
+_positive_int = _int_in(1, 4096)
+_IMG, _CHANNELS, _CLASSES, _DEPTH = _int_in(1, 4096), _int_in(1, 64), _int_in(1, 1_000_000), _int_in(0, 64)
+
+
+def _is_our_models_csv(path) -> bool:
+    """An existing --csv file `models` may replace: one it wrote (its header is the table's columns)."""
+    from resnet_bench.outputs import csv_header_is
+
+    return csv_header_is(path, lambda cols: cols[:4] == ["model", "family", "block", "units"] and "flops" in cols)
 
 
 def params_millions(count: int) -> str:
@@ -92,10 +107,10 @@ def models_main(argv: Sequence[str] | None = None) -> int:
     """`resnet-bench models`: parameters, MACs and FLOPs of registered models, each at its family's input."""
     p = Parser(prog="resnet-bench models", description=models_main.__doc__)
     p.add_argument("names", nargs="*", metavar="NAME", help="models to list (default: all)")
-    p.add_argument("--img", type=_positive_int,
+    p.add_argument("--img", type=_IMG,
                    help="input height = width for every model (default: 224 ImageNet family, 32 CIFAR)")
-    p.add_argument("--in-channels", type=_positive_int, default=3)
-    p.add_argument("--num-classes", type=_positive_int,
+    p.add_argument("--in-channels", type=_CHANNELS, default=3)
+    p.add_argument("--num-classes", type=_CLASSES,
                    help="classes for every model (default: 1000 ImageNet family, 10 CIFAR)")
     p.add_argument("--variant", choices=VARIANTS, default="modern",
                    help="modern (torchvision/timm) or paper (the defining paper's network)")
@@ -107,6 +122,15 @@ def models_main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"error: {_unknown_model(unknown[0])}", file=sys.stderr)
         return 2
+    out = None
+    if args.csv:  # a file; checked before any model is built
+        from resnet_bench.outputs import OutputError, OutputFile
+
+        try:
+            out = OutputFile(args.csv, writer="models", flag="--csv", ours=_is_our_models_csv).prepare()
+        except OutputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
 
     rows = [model_row(name, img=args.img, num_classes=args.num_classes, in_channels=args.in_channels,
                       variant=args.variant, shortcut=args.shortcut, bottleneck_stride=args.bottleneck_stride)
@@ -124,11 +148,13 @@ def models_main(argv: Sequence[str] | None = None) -> int:
         print(f"{r['model']:<14} {r['block']:<10} {r['units']:<12} {r['unit']:<16} {r['shortcut']:<10} "
               f"{r['bottleneck_stride'] or '-':<6} {r['img']:>4} {r['num_classes']:>7} {r['params']:>11,} "
               f"{r['params_m']:>10} {r['macs'] / 1e9:>8.3f} {r['flops'] / 1e9:>8.3f}")
-    if args.csv:
-        with open(args.csv, "w", newline="") as f:
+    if out is not None:
+        from resnet_bench.outputs import csv_guard
+
+        with out.file() as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: csv_guard(v) for k, v in r.items()} for r in rows)
     return 0
 
 
@@ -167,14 +193,14 @@ def summary_main(argv: Sequence[str] | None = None) -> int:
     """`resnet-bench summary NAME`: layer-by-layer output shapes and parameters of one model."""
     p = Parser(prog="resnet-bench summary", description=summary_main.__doc__)
     p.add_argument("name", help="registered model name, e.g. resnet50_v2")
-    p.add_argument("--img", type=int, help="input height = width (default 224 ImageNet family, 32 CIFAR)")
-    p.add_argument("--in-channels", type=int, default=3)
-    p.add_argument("--num-classes", type=int, help="default 1000 ImageNet family, 10 CIFAR")
+    p.add_argument("--img", type=_IMG, help="input height = width (default 224 ImageNet family, 32 CIFAR)")
+    p.add_argument("--in-channels", type=_CHANNELS, default=3)
+    p.add_argument("--num-classes", type=_CLASSES, help="default 1000 ImageNet family, 10 CIFAR")
     p.add_argument("--unit", choices=UNITS, help="residual unit (default: by version)")
     p.add_argument("--stem", choices=STEMS, help="default: by family")
     p.add_argument("--width", type=_positive_int, help="base channels (default 64 ImageNet family, 16 CIFAR)")
     p.add_argument("--variant", choices=VARIANTS, default="modern", help="modern (default) or paper")
-    p.add_argument("--depth", type=int, default=3, help="deepest module level shown (default 3)")
+    p.add_argument("--depth", type=_DEPTH, default=3, help="deepest module level shown (default 3)")
     args = p.parse_args(argv)
     try:
         family = parse_model_name(args.name).family
