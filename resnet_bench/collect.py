@@ -52,7 +52,7 @@ from resnet_bench.sweep.records import (COLLECT_LAYOUT, DVC_FILES, REQUIRED_OK_M
                                         CellRecord, Metrics, RecordError, parse_record, read_record)
 from resnet_bench.vocab import CELL_STATUSES as STATUSES
 from resnet_bench.vocab import RECORD_STATUSES as RESULT_STATUSES  # noqa: F401  (what a result file may say)
-from resnet_bench.vocab import UNITS as UNIT_ORDER  # He et al. 2016 Fig. 4 order (a)-(e)
+from resnet_bench.vocab import UNITS as UNIT_ORDER  # noqa: F401  (He et al. 2016 Fig. 4 order (a)-(e); report uses it)
 from resnet_bench.vocab import VERSION_UNIT
 
 

@@ -14,189 +14,29 @@ signals, RAY_ADDRESS, prepare's own flags) are in their own file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import pytest
 
-from conftest import REPO, TINY_EXPERIMENT, make_project, venv_env
-from test_collect import make_config, make_record
+from conftest import REPO, venv_env
+from hostile_world import (Row, World, image_folder, planned_config, prepared_copy, write_retuned, build_world,
+                           deep, edit_json, edit_record, edit_table, fifo, first_record, raw_file, raw_record)
+from test_collect import make_record
 
-from resnet_bench import cli, collect
-from resnet_bench import config as cfg
-from resnet_bench.sweep.records import experiment_summary
-
-SHELL = "x; touch {CANARY}; $(touch {CANARY}) `touch {CANARY}`"  # a payload for every name and path
-
-
-# ---- the world: good inputs each row spoils one of --------------------------------------------------
-
-
-@dataclass
-class World:
-    root: Path
-    home: Path  # $HOME for every row: a paper's folder and dotfiles that must never change
-    good: Path  # a collected results folder: cells/, expected_cells.json, experiment.json, tables
-    project: Path  # params.yaml + experiments/ of a tiny sweep
-    prepared: Path  # data/prepared with digits
-    planned: list[str]  # cell ids the tiny sweep plans (its --dry-run)
-    readonly: Path | None  # a read-only folder (a read-only mount), None where none can be made
-    canary: Path
-
-    def guard(self) -> str:
-        """One checksum over every file a row must not touch."""
-        h = hashlib.sha256()
-        for top in (self.home, self.good, self.project, self.prepared):
-            for p in sorted(top.rglob("*")):
-                if p.is_file() and not p.is_symlink():
-                    h.update(str(p.relative_to(self.root.parent)).encode() + b"\0" + p.read_bytes())
-        return h.hexdigest()
-
-
-def _good_records() -> tuple[list[dict], list[dict]]:
-    recs = [make_record(make_config("smoke", "digits", v, {"v1": "original", "v2": "full_preact"}[v], 18, s,
-                                    recipe="quick", device="cpu"), acc=acc)
-            for (v, s), acc in {("v1", 0): 0.9, ("v1", 1): 0.91, ("v2", 0): 0.93, ("v2", 1): 0.94}.items()]
-    return recs, [{"cell_id": r["cell_id"], "config": r["config"]} for r in recs]
-
-
-def _experiment() -> dict:
-    exp = cfg.Experiment(name="smoke", grid=cfg.Grid(versions=["v1", "v2"], depths=[18], seeds=[0, 1]),
-                         arch=cfg.Arch(), recipe=cfg.resolve_recipe({"name": "quick"}),
-                         runtime=cfg.Runtime(device="cpu"), bench=cfg.Bench(), resources=cfg.Resources())
-    return experiment_summary(exp)
-
-
-def _mount_readonly(path: Path) -> bool:
-    path.mkdir()
-    (path / "inside").mkdir()
-    if os.geteuid() != 0:  # permission bits hold for anyone but root
-        path.chmod(0o555)
-        return True
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True)
-    return proc.returncode == 0
+from resnet_bench import cli
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, prepared_digits) -> World:
-    root = tmp_path_factory.mktemp("hostile")
-    home = root / "home"
-    for rel, text in {"paper/figures/fig1.pdf": "%PDF-1.4 the paper's figure", "paper/tables/t.tex": "\\begin{x}",
-                      "paper/main.tex": "\\documentclass{article}", "notes.txt": "mine", ".bashrc": "# mine",
-                      "bench.csv": "model,mine\n", "record.json": '{"mine": true}'}.items():
-        (home / rel).parent.mkdir(parents=True, exist_ok=True)
-        (home / rel).write_text(text)
-    good = root / "good"
-    recs, expected = _good_records()
-    (good / "cells").mkdir(parents=True)
-    for r in recs:
-        (good / "cells" / f"{r['cell_id']}.json").write_text(json.dumps(r))
-    (good / "expected_cells.json").write_text(json.dumps(expected))
-    (good / "experiment.json").write_text(json.dumps(_experiment()))
-    assert collect.main(["--results", str(good)]) == 0
-    project = make_project(root / "project", TINY_EXPERIMENT)
-    shutil.rmtree(project / "resnet_bench")  # only its configuration is used
-    from resnet_bench.sweep import driver
-
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        assert driver.main(["--params", str(project / "params.yaml"), "--experiments-dir",
-                            str(project / "experiments"), "--prepared-dir", str(prepared_digits),
-                            "--results-dir", str(root / "plan"), "--dry-run"]) == 0
-    planned = [line.split()[0] for line in out.getvalue().splitlines()]
-    ro = root / "ro"
-    readonly = ro if _mount_readonly(ro) else None
-    yield World(root, home, good, project, prepared_digits, planned, readonly, root / "canary")
-    if readonly is not None and os.geteuid() == 0:
-        subprocess.run(["umount", str(ro)], capture_output=True)
+    yield from build_world(tmp_path_factory.mktemp("hostile"), prepared_digits)
 
 
-# ---- the rows ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    id: str
-    argv: list[str]  # formatted with the row's paths ({R} its results copy, {T} its folder, ...)
-    needles: list[str]  # each must appear in the one error line
-    setup: Callable[[World, Path], None] | None = None
-    subprocess: bool = False
-    readonly: bool = False  # needs the read-only folder
-    env: dict = field(default_factory=dict)
-
-
-def first_record(r: Path) -> Path:
-    return sorted((r / "cells").glob("*.json"))[0]
-
-
-def edit_record(mutate) -> Callable[[World, Path], None]:
-    def setup(w: World, t: Path):
-        path = first_record(t / "R")
-        rec = json.loads(path.read_text())
-        mutate(rec)
-        path.write_text(json.dumps(rec))
-    return setup
-
-
-def raw_record(data: bytes | Callable[[World, Path], None]) -> Callable[[World, Path], None]:
-    def setup(w: World, t: Path):
-        path = first_record(t / "R")
-        if callable(data):
-            data(w, path)
-        else:
-            path.unlink()
-            path.write_bytes(data)
-    return setup
-
-
-def edit_json(rel: str, mutate) -> Callable[[World, Path], None]:
-    def setup(w: World, t: Path):
-        path = t / "R" / rel
-        doc = json.loads(path.read_text())
-        doc = mutate(doc) or doc
-        path.write_text(json.dumps(doc))
-    return setup
-
-
-def raw_file(rel: str, data) -> Callable[[World, Path], None]:
-    def setup(w: World, t: Path):
-        path = t / "R" / rel
-        path.unlink(missing_ok=True)
-        if callable(data):
-            data(path)
-        else:
-            path.write_bytes(data)
-    return setup
-
-
-def edit_table(name: str, mutate) -> Callable[[World, Path], None]:
-    def setup(w: World, t: Path):
-        import pandas as pd
-
-        path = t / "R" / name
-        df = pd.read_parquet(path)
-        df = mutate(df)
-        df.to_parquet(path, index=False)
-    return setup
-
-
-def fifo(path: Path) -> None:
-    os.mkfifo(path)
-
-
-def deep(n: int) -> bytes:
-    return b"[" * n + b"]" * n
+SHELL = "x; touch {CANARY}; $(touch {CANARY}) `touch {CANARY}`"  # a payload for every name and path
 
 
 COLLECT = ["collect", "--results", "{T}/R"]
@@ -287,17 +127,8 @@ def record_rows() -> list[Row]:
                    setup=raw_record(lambda w, p: (p.unlink(), fifo(p))), subprocess=True))
     out.append(Row("record: two results of one cell, no grid", ["collect", "--cells", "{T}/R/cells", "--out",
                                                                 "{T}/out"], ["are both", "resnet18_v1/digits/seed", "with different configs"],
-                   setup=raw_record(lambda w, p: _write_retuned(json.loads(p.read_text()), p.parent))))
+                   setup=raw_record(lambda w, p: write_retuned(json.loads(p.read_text()), p.parent))))
     return out
-
-
-def _write_retuned(rec: dict, cells: Path) -> None:
-    """The same model, dataset and seed under another recipe, under its own id (a stale result beside the
-    current one)."""
-    rec["config"]["recipe"]["lr"] = 0.01
-    rec["config"].pop("cell_id")
-    rec["config"]["cell_id"] = rec["cell_id"] = cfg.Cell.model_validate(rec["config"]).cell_id
-    (cells / f"{rec['cell_id']}.json").write_text(json.dumps(rec))
 
 
 def reader_rows() -> list[Row]:
@@ -319,7 +150,7 @@ def reader_rows() -> list[Row]:
         Row("expected: invalid UTF-8", COLLECT, ["expected_cells.json", "not UTF-8"],
             setup=raw_file("expected_cells.json", b"[\xff]")),
         Row("expected: a FIFO", COLLECT, ["expected_cells.json", "is a FIFO"],
-            setup=raw_file("expected_cells.json", fifo), subprocess=True),
+            setup=raw_file("expected_cells.json", fifo)),
         Row("verify: expected id forged", VERIFY, ["expected_cells.json", "cell_id"],
             setup=bad_first(lambda e: {**e, "cell_id": "0" * 12})),
         Row("verify: cells.parquet test_acc 5", VERIFY, ["cells.parquet", "test_acc"],
@@ -352,7 +183,7 @@ def reader_rows() -> list[Row]:
         Row("experiment: not JSON", REPORT, ["experiment.json", "not valid JSON"],
             setup=raw_file("experiment.json", b"{not json")),
         Row("experiment: a FIFO", REPORT, ["experiment.json", "is a FIFO"],
-            setup=raw_file("experiment.json", fifo), subprocess=True),
+            setup=raw_file("experiment.json", fifo)),
     ]
     t = lambda name, f: edit_table(name, f)
     rows += [
@@ -398,12 +229,12 @@ def reader_rows() -> list[Row]:
         Row("report: --dpi 0", [*REPORT[:5], "--dpi", "0"], ["--dpi"]),
         Row("report: --formats gif", [*REPORT[:5], "--formats", "gif"], ["--formats"]),
         Row("report: --params a FIFO", [*REPORT, "--params", "{T}/fifo"], ["fifo", "is a FIFO"],
-            setup=lambda w, t: fifo(t / "fifo"), subprocess=True),
+            setup=lambda w, t: fifo(t / "fifo")),
     ]
     # The sweep planner: a spoilt record where the tiny sweep would look for a finished cell.
     planned = lambda data: (lambda w, t: (t / "R" / "cells" / f"{w.planned[0]}.json").write_bytes(
         data(w) if callable(data) else data))
-    good_one = lambda w: json.dumps({**make_record(_planned_config(w), acc=0.9)}).encode()
+    good_one = lambda w: json.dumps({**make_record(planned_config(w), acc=0.9)}).encode()
     rows += [
         Row("sweep planner: truncated record", SWEEP, ["cells/", "not valid JSON"], setup=planned(b"{")),
         Row("sweep planner: test_acc 5", SWEEP, ["cells/", "metrics.test_acc"], setup=planned(
@@ -411,24 +242,13 @@ def reader_rows() -> list[Row]:
         Row("sweep planner: a list", SWEEP, ["cells/", "(top level)"], setup=planned(b"[]")),
         Row("sweep planner: copied under another id", SWEEP, ["cells/", "holds cell"], setup=lambda w, t: (
             t / "R" / "cells" / f"{w.planned[0]}.json").write_bytes(
-                json.dumps(make_record(_planned_config(w, 1), acc=0.9)).encode())),
+                json.dumps(make_record(planned_config(w, 1), acc=0.9)).encode())),
         Row("sweep: --results-dir holds a paper", [*SWEEP[:-3], "--results-dir", "{HOME}/paper", "--dry-run"],
             ["--results-dir", "paper", "did not write"]),
         Row("sweep: a file where cells/ goes", SWEEP, ["--results-dir", "cells"],
             setup=lambda w, t: (shutil.rmtree(t / "R" / "cells"), (t / "R" / "cells").write_text("x"))),
     ]
     return rows
-
-
-def _planned_config(w: World, index: int = 0) -> dict:
-    """The config of the tiny sweep's planned cell `index` (as its expected_cells would list it)."""
-    from resnet_bench.env import code_fingerprint
-
-    params = cfg.load_params(w.project / "params.yaml")
-    exp = cfg.resolve_experiment(params, w.project / "experiments").experiment
-    data = {"digits": cfg.data_identity(w.prepared / "digits")}
-    cells = {c.cell_id: c for c in cfg.expand_grid(exp, data=data, code_fingerprint=code_fingerprint())}
-    return cells[w.planned[index]].to_dict()
 
 
 def output_rows() -> list[Row]:
@@ -484,27 +304,6 @@ def output_rows() -> list[Row]:
     return rows
 
 
-def _image_folder(t: Path, classes: dict[str, int]) -> Path:
-    """An image folder (train/ and test/) with `n` 4x4 PNG images per class."""
-    from PIL import Image
-
-    for split in ("train", "test"):
-        for cls, n in classes.items():
-            (t / "imgs" / split / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                Image.fromarray(np.full((4, 4, 3), 10 * i, np.uint8)).save(t / "imgs" / split / cls / f"{i}.png")
-    return t / "imgs"
-
-
-def _prepared_copy(mutate) -> Callable[[World, Path], None]:
-    def setup(w: World, t: Path):
-        shutil.copytree(w.prepared / "digits", t / "prep" / "digits")
-        meta = json.loads((t / "prep" / "digits" / "meta.json").read_text())
-        mutate(meta)
-        (t / "prep" / "digits" / "meta.json").write_text(json.dumps(meta))
-    return setup
-
-
 def cli_rows() -> list[Row]:
     """Names and arguments of every subcommand; prepared data and image-folder sources."""
     train = ["train", "--model", "resnet18_v1", "--prepared-dir", "{D}"]
@@ -524,7 +323,7 @@ def cli_rows() -> list[Row]:
         Row("config show --experiment payload", [*show, "--experiment", SHELL], ["--experiment"]),
         Row("config show --experiment empty", [*show, "--experiment", ""], ["--experiment"]),
         Row("config show --params a FIFO", ["config", "show", "--params", "{T}/p.yaml"], ["p.yaml", "is a FIFO"],
-            setup=lambda w, t: fifo(t / "p.yaml"), subprocess=True),
+            setup=lambda w, t: fifo(t / "p.yaml")),
         Row("config show --params /dev/zero", ["config", "show", "--params", "/dev/zero"],
             ["/dev/zero", "character device"]),
         Row("config show --params a folder", ["config", "show", "--params", "{HOME}"], ["home", "is a folder"]),
@@ -543,13 +342,12 @@ def cli_rows() -> list[Row]:
         Row("train --width 0", [*train, "--width", "0"], ["--width"]),
         Row("train: prepared meta.json a FIFO", ["train", "--model", "resnet18_v1", "--prepared-dir", "{T}/prep"],
             ["meta.json", "is a FIFO"], setup=lambda w, t: ((t / "prep" / "digits").mkdir(parents=True),
-                                                            fifo(t / "prep" / "digits" / "meta.json")),
-            subprocess=True),
+                                                            fifo(t / "prep" / "digits" / "meta.json"))),
         Row("train: a single-class dataset", ["train", "--model", "resnet18_v1", "--prepared-dir", "{T}/prep"],
-            ["meta.json", "1 class"], setup=_prepared_copy(lambda m: m.update(num_classes=1))),
+            ["meta.json", "1 class"], setup=prepared_copy(lambda m: m.update(num_classes=1))),
         Row("train: fewer training images than classes", ["train", "--model", "resnet18_v1", "--prepared-dir",
                                                           "{T}/prep"], ["meta.json", "training image"],
-            setup=_prepared_copy(lambda m: m["counts"].update(train=1))),
+            setup=prepared_copy(lambda m: m["counts"].update(train=1))),
         Row("train: meta.json not JSON", ["train", "--model", "resnet18_v1", "--prepared-dir", "{T}/prep"],
             ["meta.json", "not valid JSON"], setup=lambda w, t: (
                 shutil.copytree(w.prepared / "digits", t / "prep" / "digits"),
@@ -575,10 +373,10 @@ def cli_rows() -> list[Row]:
         Row("prepare --out empty", ["prepare", "--name", "digits", "--out", ""], ["--out", "empty path"]),
         Row("prepare: a class folder named ...", ["prepare", "--name", "imgs", "--format", "imagefolder",
                                                   "--source", "{T}/imgs", "--out", "{T}/p"], ["'...'", "hidden"],
-            setup=lambda w, t: _image_folder(t, {"cat": 3, "...": 3})),
+            setup=lambda w, t: image_folder(t, {"cat": 3, "...": 3})),
         Row("prepare: one image per class", ["prepare", "--name", "imgs", "--format", "imagefolder", "--source",
                                              "{T}/imgs", "--out", "{T}/p"], ["class 'cat' has 1 training image", "at least 2"],
-            setup=lambda w, t: _image_folder(t, {"cat": 1, "dog": 1})),
+            setup=lambda w, t: image_folder(t, {"cat": 1, "dog": 1})),
         Row("unknown command", ["bogus"], ["unknown command 'bogus'"]),
         Row("the real CLI: collect of a spoilt record", ["collect", "--results", "{T}/R"], [REC, "metrics.test_acc"],
             setup=edit_record(lambda r: r["metrics"].update(test_acc=5.0)), subprocess=True),

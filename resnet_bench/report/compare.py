@@ -10,7 +10,6 @@ the pairs of each model. Prints a table; with `--out DIR` also writes
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

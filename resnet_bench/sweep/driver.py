@@ -13,7 +13,7 @@ from resnet_bench.sweep.phases import bench_groups, run_bench_phase, run_train_p
 from resnet_bench.sweep.progress import Progress
 from resnet_bench.outputs import OutputDir, OutputError
 from resnet_bench.sweep.records import (COLLECT_LAYOUT, DVC_FILES, SWEEP_KEEP, SWEEP_LAYOUT, adopt_kept_records,
-                                        experiment_summary, keep_dirs_for, plan, read_record_if_any)
+                                        RecordError, experiment_summary, keep_dirs_for, plan, read_record_if_any)
 from resnet_bench.sweep.storage import storage_uri
 
 def parse_args(argv):
@@ -55,6 +55,14 @@ def check_prepared(params: cfg.Params, exp: cfg.Experiment, prepared_dir: Path) 
     if problems:
         raise cfg.ConfigError(problems)
     return data
+
+
+def _final_record(path: Path):
+    """The record a cell ended with, for the summary; one that cannot be read counts as not written."""
+    try:
+        return read_record_if_any(path)
+    except RecordError:
+        return None
 
 
 def main(argv=None) -> int:
@@ -132,7 +140,7 @@ def main(argv=None) -> int:
             bench_failed = run_bench_phase(groups, metas=metas, cells_dir=cells_dir, exp=exp,
                                            storage_path=storage_path, keep_dirs=keep_dirs)
 
-    records = [read_record_if_any(cells_dir / f"{c.cell_id}.json") for c in cells]
+    records = [_final_record(cells_dir / f"{c.cell_id}.json") for c in cells]
     failed = [(c, r) for c, r in zip(cells, records) if not r or r.status == "failed"]
     diverged = [c for c, r in zip(cells, records) if r and r.status == "diverged"]
     print(f"[sweep] finished: {len(cells) - len(failed) - len(diverged)} ok, {len(diverged)} diverged, "

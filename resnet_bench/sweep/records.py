@@ -71,7 +71,8 @@ Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Short = Annotated[str, Field(max_length=1000)]
-Text = Annotated[str, Field(max_length=200_000)]
+TEXT_MAX = 200_000  # an error text: message and traceback tail
+Text = Annotated[str, Field(max_length=TEXT_MAX)]
 Timestamp = Annotated[str, Field(max_length=64), AfterValidator(_iso_time)]
 CellId = Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -343,9 +344,16 @@ def failure_record(cell: cfg.Cell | dict, error: str, epochs=None, provenance: d
     from resnet_bench.env import environment
 
     cell = cell if isinstance(cell, cfg.Cell) else cfg.Cell.model_validate(cell)
-    rec = CellRecord(cell_id=cell.cell_id, status="failed", error=error or "failed (no error text)", config=cell,
-                     epochs=list(epochs or []), env=env if env is not None else environment(cell.runtime.device),
-                     provenance=dict(provenance or {}), finished_at=utcnow())
+    error = error or "failed (no error text)"
+    if len(error) > TEXT_MAX - 1000:  # head and tail of an enormous message (room for the note below)
+        error = error[:TEXT_MAX // 2 - 1000] + "\n[...]\n" + error[-(TEXT_MAX // 2 - 1000):]
+    fields = dict(cell_id=cell.cell_id, status="failed", error=error, config=cell,
+                  env=env if env is not None else environment(cell.runtime.device), finished_at=utcnow())
+    try:
+        rec = CellRecord(**fields, epochs=list(epochs or []), provenance=dict(provenance or {}))
+    except ValidationError as err:  # the failure path must not fail: keep the cause, drop what is invalid
+        why = _one_line(err, CellRecord, "its epochs/provenance")
+        rec = CellRecord(**{**fields, "error": f"{fields['error']}\n(epochs and provenance not kept: {why})"})
     return rec.to_dict()
 
 
