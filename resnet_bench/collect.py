@@ -71,6 +71,8 @@ def read_cells(cells_dir: str | Path) -> list[CellRecord]:
     finished one). Other files (notes, temporary files) are not read.
     """
     cells_dir = Path(cells_dir)
+    if (cells_dir.exists() or cells_dir.is_symlink()) and not cells_dir.is_dir():
+        raise CollectError(f"--cells {cells_dir}: not a folder of <cell_id>.json results")
     records, errors = [], []
     for path in sorted(cells_dir.glob("*.json")) if cells_dir.is_dir() else []:
         try:

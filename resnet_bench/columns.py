@@ -251,9 +251,10 @@ def _value_problem(col: str, dtype: str, unit: str, v) -> str | None:
         return None
     if math.isinf(v) and unit != "nats":
         return f"{v!r} is not finite"
-    lo, lo_open, hi = {"fraction 0..1": (0, False, 1), "%": (0, False, 100), "images/s": (0, True, None)}.get(
-        unit, (0, False, None) if unit in _COUNT_UNITS or unit in ("s", "MiB", "GFLOP/image", "nats") else
-        (None, False, None))
+    rate = unit == "images/s" and not col.endswith("_iqr")  # a throughput is > 0; its spread may be 0
+    lo, lo_open, hi = {"fraction 0..1": (0, False, 1), "%": (0, False, 100)}.get(
+        unit, (0, rate, None) if rate or unit in _COUNT_UNITS or unit in ("images/s", "s", "MiB", "GFLOP/image",
+                                                                         "nats") else (None, False, None))
     if lo is not None and (v < lo or (lo_open and v == lo)):
         return f"{v!r} is out of range ({'>' if lo_open else '>='} {lo} for {unit})"
     if hi is not None and v > hi:

@@ -51,6 +51,10 @@ def user_path(text: str | os.PathLike, flag: str) -> Path:
         raise InputError(f"{flag}: empty path")
     if "\0" in raw:
         raise InputError(f"{flag}: {raw!r} contains a NUL byte")
+    try:
+        raw.encode("utf-8")  # a path from bytes that are not UTF-8 holds lone surrogates
+    except UnicodeEncodeError:
+        raise InputError(f"{flag}: {raw!r} is not UTF-8 text; give the path in UTF-8") from None
     expanded = os.path.expanduser(raw)
     if expanded.startswith("~"):
         raise InputError(f"{flag}: {raw!r}: no such user's home folder to expand {expanded.split('/')[0]!r} in")

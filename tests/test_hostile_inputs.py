@@ -260,6 +260,12 @@ def output_rows() -> list[Row]:
         Row("report --out an existing file", [*REPORT[:3], "--out", "{HOME}/notes.txt"], ["--out", "not a folder"]),
         Row("report --out empty", [*REPORT[:3], "--out", ""], ["--out", "empty path"]),
         Row("report --out a 300-byte name", [*REPORT[:3], "--out", "{T}/" + "n" * 300], ["--out", "bytes long"]),
+        Row("report --out not UTF-8", [*REPORT[:3], "--out", "{T}/o" + b"\xff".decode("utf-8", "surrogateescape")],
+            ["--out", "not UTF-8"]),
+        Row("report --out not UTF-8 (the real CLI)", [*REPORT[:3], "--out", "{T}/o" + b"\xff".decode(
+            "utf-8", "surrogateescape")], ["--out", "not UTF-8"], subprocess=True),
+        Row("collect --cells a device", ["collect", "--cells", "/dev/null", "--out", "{T}/o"], ["--cells /dev/null",
+                                                                                             "not a folder"]),
         Row("report --out ~nosuchuser", [*REPORT[:3], "--out=~nosuchuser-x/r"], ["--out", "~nosuchuser-x"]),
         Row("report --out under a file", [*REPORT[:3], "--out", "{HOME}/notes.txt/r"], ["--out", "in the way"]),
         Row("report --out with a shell payload under a file", [*REPORT[:3], "--out", "{HOME}/notes.txt/" + SHELL],
