@@ -9,8 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
 from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, MODEL_PATTERN, NAME_PATTERN, OPTIMIZERS,
-                                REPORT_CONTEXTS,
-                                REPORT_FORMATS, SCHEDULES, UNITS)
+                                REPORT_CONTEXTS, REPORT_FORMATS, SCHEDULES, UNITS)
 
 MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 164 epochs)
 
