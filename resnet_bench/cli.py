@@ -20,6 +20,9 @@ COMMANDS = {
     "verify": ("resnet_bench.verify", "main", "retrain committed cells; identical / within seed spread / outside"),
     "config": ("resnet_bench.cli", "config_main", "show the resolved experiment (with sources) or write the JSON Schema"),
     "compare": ("resnet_bench.report.compare", "main", "paired differences between two results folders"),
+    "exp-show": ("resnet_bench.views", "exp_show_main", "`dvc exp show` narrowed to fit 120 columns"),
+    "plots-offline": ("resnet_bench.views", "plots_offline_main",
+                      "an HTML template for `dvc plots show` that renders without a network"),
 }
 
 
