@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from resnet_bench import config as cfg
-from resnet_bench.sweep.cluster import check_address, check_local_gpus, check_resources, ray_session
+from resnet_bench.sweep.cluster import (check_address, check_dashboard, check_local_gpus, check_resources,
+                                        ray_session)
 from resnet_bench.sweep.phases import bench_groups, run_bench_phase, run_train_phase
 from resnet_bench.sweep.progress import Progress
 from resnet_bench.sweep.records import atomic_write_json, plan, read_record
@@ -79,6 +80,7 @@ def main(argv=None) -> int:
         address = args.ray_address or params.sweep.ray_address or os.environ.get("RAY_ADDRESS")
         check_address(address)
         check_local_gpus(exp, address)
+        check_dashboard(params.sweep.dashboard, address)
     except cfg.ConfigError as err:
         print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
         return 2
@@ -106,7 +108,8 @@ def main(argv=None) -> int:
     bench_failed = 0
     if pending or groups:  # nothing to train or measure: Ray is not started
         deterministic_cpu = exp.resolved_device() == "cpu" and exp.runtime.deterministic
-        with ray_session(address, env_vars=pinned_env(cells[0].runtime.threads) if deterministic_cpu else None):
+        with ray_session(address, env_vars=pinned_env(cells[0].runtime.threads) if deterministic_cpu else None,
+                         dashboard=params.sweep.dashboard):
             try:
                 check_resources(exp.resources)
             except cfg.ConfigError as err:
@@ -123,7 +126,8 @@ def main(argv=None) -> int:
                 concurrency = min(len(pending), slots, res.max_concurrent or len(pending))
                 progress = Progress(len(cells), len(done), [c.to_dict() for c in pending], concurrency=concurrency)
                 run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir, storage_path=storage_path,
-                                progress=progress, max_failures=max_failures, provenance=provenance)
+                                progress=progress, max_failures=max_failures, provenance=provenance,
+                                tune_loggers=params.sweep.tune_loggers)
                 groups = bench_groups(cells, cells_dir, metas)
             bench_failed = run_bench_phase(groups, metas=metas, cells_dir=cells_dir, exp=exp,
                                            storage_path=storage_path)

@@ -8,6 +8,12 @@ from pathlib import Path
 
 from resnet_bench import config as cfg
 
+# The per-epoch record of resnet_bench.train.train_cell, reported to Tune as top-level numbers (Tune's
+# loggers, ExperimentAnalysis and TensorBoard read them) and rebuilt from them by the driver's callback.
+EPOCH_KEYS = ("epoch", "iteration", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
+              "epoch_s", "train_img_per_s")
+
+
 def atomic_write_json(path: Path, obj) -> None:
     """Write JSON via a temp file + rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
