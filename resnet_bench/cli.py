@@ -20,6 +20,7 @@ COMMANDS = {
     "verify": ("resnet_bench.verify", "main", "retrain committed cells; identical / within seed spread / outside"),
     "config": ("resnet_bench.cli", "config_main", "show the resolved experiment (with sources) or write the JSON Schema"),
     "compare": ("resnet_bench.report.compare", "main", "paired differences between two results folders"),
+    "init": ("resnet_bench.scaffold", "init_main", "start a project of one's own: dvc.yaml, params.yaml, experiments/"),
     "exp-show": ("resnet_bench.views", "exp_show_main", "`dvc exp show` narrowed to fit 120 columns"),
     "plots-offline": ("resnet_bench.views", "plots_offline_main",
                       "an HTML template for `dvc plots show` that renders without a network"),
@@ -55,7 +56,7 @@ def config_main(argv=None) -> int:
             else:
                 sys.stdout.write(text)
             return 0
-        params = cfg.load_params(args.params)
+        params = cfg.load_params_or_defaults(args.params)
         if args.experiment:
             params = params.model_copy(update={"sweep": params.sweep.model_copy(
                 update={"experiment": args.experiment})})
@@ -70,7 +71,7 @@ def config_main(argv=None) -> int:
 
 def usage() -> str:
     lines = ["usage: resnet-bench COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "`resnet-bench COMMAND --help` for a command's options."]
     return "\n".join(lines)
 

@@ -71,11 +71,17 @@ def main(argv=None) -> int:
 
     # Validate everything before Ray starts or anything trains: the whole grid at once.
     try:
-        params = cfg.load_params(args.params)
+        params = cfg.load_params_or_defaults(args.params)
         resolved = cfg.resolve_experiment(params, args.experiments_dir, params_label=args.params)
         exp = resolved.experiment
         prepared_dir = Path(args.prepared_dir).resolve()
-        data = check_prepared(params, exp, prepared_dir)
+        unprepared: list[str] = []
+        try:
+            data = check_prepared(params, exp, prepared_dir)
+        except cfg.ConfigError as err:
+            if not args.dry_run:
+                raise
+            data, unprepared = {}, err.problems  # a dry run still shows the grid; ids need the data
         cells = cfg.expand_grid(exp, data=data, code_fingerprint=code_fingerprint())
         address = args.ray_address or params.sweep.ray_address or os.environ.get("RAY_ADDRESS")
         check_address(address)
@@ -85,6 +91,14 @@ def main(argv=None) -> int:
         print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
         return 2
     results_dir = Path(args.results_dir or Path("results") / exp.name)
+    if unprepared:
+        for line in unprepared:
+            print(f"note: {line}", file=sys.stderr)
+        print(f"[sweep] dry run of experiment {exp.name!r}: {len(cells)} cells (their ids, and which are done, "
+              "need the prepared data)", file=sys.stderr)
+        for c in cells:
+            print(c.label())
+        return 0
     cells_dir = results_dir / "cells"
     metas = {ds: json.loads((prepared_dir / ds / "meta.json").read_text()) for ds in exp.grid.datasets}
     done, pending = plan(cells, cells_dir)
