@@ -20,7 +20,7 @@ COMMANDS = {
     "verify": ("resnet_bench.verify", "main", "retrain committed cells; identical / within seed spread / outside"),
     "config": ("resnet_bench.cli", "config_main", "show the resolved experiment (with sources) or write the JSON Schema"),
     "compare": ("resnet_bench.report.compare", "main", "paired differences between two results folders"),
-    "init": ("resnet_bench.scaffold", "init_main", "start a project of one's own: dvc.yaml, params.yaml, experiments/"),
+    "init": ("resnet_bench.scaffold", "init_main", "a project of one's own: dvc.yaml, params.yaml, experiments/"),
     "exp-show": ("resnet_bench.views", "exp_show_main", "`dvc exp show` narrowed to fit 120 columns"),
     "plots-offline": ("resnet_bench.views", "plots_offline_main",
                       "an HTML template for `dvc plots show` that renders without a network"),

@@ -149,3 +149,15 @@ def test_init_pipeline_drops_only_the_module_deps():
         body, orig = stage.get("do", stage), theirs[name].get("do", theirs[name])
         assert [d for d in orig.get("deps", []) if not str(d).startswith("resnet_bench/")] == body.get("deps", [])
         assert {k: v for k, v in body.items() if k != "deps"} == {k: v for k, v in orig.items() if k != "deps"}
+
+
+def test_a_projects_own_experiment_file_wins_over_the_packaged_one(tmp_path):
+    from resnet_bench import config as cfg
+
+    assert cfg.experiment_file("smoke", tmp_path) == cfg.packaged("experiments/smoke.yaml")
+    assert cfg.packaged("experiments/smoke.yaml").read_bytes() == (REPO / "experiments" / "smoke.yaml").read_bytes()
+    (tmp_path / "smoke.yaml").write_text("description: mine\n")
+    (tmp_path / "mine.yaml").write_text("description: mine\n")
+    assert cfg.experiment_file("smoke", tmp_path) == tmp_path / "smoke.yaml"
+    assert set(cfg.available_experiments(tmp_path)) == {p.stem for p in (REPO / "experiments").glob("*.yaml")} | {
+        "mine"}

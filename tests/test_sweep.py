@@ -321,6 +321,7 @@ def test_dashboard_without_its_packages_fails_before_ray_with_one_line(tmp_path,
 
 def test_dashboard_binds_loopback():
     """sweep.dashboard: true starts Ray's dashboard on 127.0.0.1 only, and it answers there."""
+    import io
     import urllib.request
 
     from ray._private.utils import get_dashboard_dependency_error
@@ -331,9 +332,10 @@ def test_dashboard_binds_loopback():
         pytest.skip(f"Ray's dashboard packages are not installed: {get_dashboard_dependency_error()}")
     import ray
 
-    with ray_session(None, dashboard=True):
-        url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") \
-            else ray._private.worker.get_dashboard_url()
+    lines = io.StringIO()
+    with ray_session(None, dashboard=True, stream=lines):
+        url = ray._private.worker.get_dashboard_url()
+        assert f"[sweep] Ray dashboard: http://{url}" in lines.getvalue(), lines.getvalue()
         assert url.split(":")[0] == "127.0.0.1", url
         with urllib.request.urlopen(f"http://{url}/api/version", timeout=30) as resp:
             assert resp.status == 200

@@ -40,8 +40,8 @@ __all__ = [
     "BUILTIN_DATASETS", "DATASET_FORMATS", "DEFAULT_RECIPE", "GRID_AXES", "MAX_EPOCHS", "MAX_YAML_ALIASES",
     "MAX_YAML_NODES", "OPTIMIZERS", "RECIPES", "REPORT_CONTEXTS", "REPORT_FORMATS", "SCHEDULES", "SECTIONS",
     "UNITS", "UNIT_VERSION", "VERSION_UNIT",
-    "available_experiments", "compute_cell_id", "experiment_file", "load_params_or_defaults", "packaged", "data_identity", "deep_merge", "expand_grid",
-    "experiment_json_schema", "load_params", "load_yaml", "paper_mismatches", "params_json_schema",
-    "parse_yaml", "resolve_experiment", "resolve_layers", "resolve_recipe", "resolved_arch", "validate",
+    "available_experiments", "compute_cell_id", "data_identity", "deep_merge", "expand_grid", "experiment_file",
+    "experiment_json_schema", "load_params", "load_params_or_defaults", "load_yaml", "packaged", "paper_mismatches",
+    "params_json_schema", "parse_yaml", "resolve_experiment", "resolve_layers", "resolve_recipe", "resolved_arch", "validate",
     "validate_flags",
 ]

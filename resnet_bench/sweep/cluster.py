@@ -44,7 +44,17 @@ def init_ray(address: str | None, quiet: bool = True, stream=sys.stderr,
             [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])
     if worker_env:
         kwargs["runtime_env"] = {"env_vars": worker_env}
-    ctx = ray.init(**kwargs)
+    try:
+        ctx = ray.init(**kwargs)
+    except Exception as err:  # Ray gives its dashboard 20 s to start; a loaded machine can take longer
+        if not dashboard or address:
+            raise
+        ray.shutdown()
+        print(f"[sweep] Ray's dashboard did not start ({str(err).strip().splitlines()[0]}); going on without it",
+              file=stream, flush=True)
+        kwargs.update(include_dashboard=False)
+        kwargs.pop("dashboard_host", None)
+        ctx, dashboard = ray.init(**kwargs), False
     log_dir = Path(ctx.address_info["session_dir"]) / "logs"
     if quiet:
         _route_ray_logging(log_dir / "sweep-driver.log")

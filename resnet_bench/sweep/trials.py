@@ -90,4 +90,7 @@ def bench_trial(trial_config: dict) -> None:
         out = {"status": "ok", "result": {**result, "node": node_info()}}
     except Exception as err:
         out = {"status": "failed", "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-6)}"}
-    tune.report({"final": True, "bench_json": json.dumps(out, default=str)})
+    # the measurement's numbers for Tune's tools; the whole result (nested, with strings) as JSON
+    numbers = {k: v for k, v in out.get("result", {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tune.report({**numbers, "final": True, "bench_json": json.dumps(out, default=str)})
