@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pinned no higher than the builds this project is tested with.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install dev repro test clean
+.PHONY: install dev repro test exp-show clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ repro: install
 
 test: dev
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+# `dvc exp show` narrowed to what compares experiments (fits 120 columns); ARGS go to dvc, e.g. ARGS=--csv
+exp-show: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m resnet_bench exp-show $(ARGS)
 
 clean:
 	rm -rf data/prepared results/cells results/checkpoints scratch

@@ -20,6 +20,10 @@ COMMANDS = {
     "verify": ("resnet_bench.verify", "main", "retrain committed cells; identical / within seed spread / outside"),
     "config": ("resnet_bench.cli", "config_main", "show the resolved experiment (with sources) or write the JSON Schema"),
     "compare": ("resnet_bench.report.compare", "main", "paired differences between two results folders"),
+    "init": ("resnet_bench.scaffold", "init_main", "a project of one's own: dvc.yaml, params.yaml, experiments/"),
+    "exp-show": ("resnet_bench.views", "exp_show_main", "`dvc exp show` narrowed to fit 120 columns"),
+    "plots-offline": ("resnet_bench.views", "plots_offline_main",
+                      "an HTML template for `dvc plots show` that renders without a network"),
 }
 
 
@@ -67,12 +71,13 @@ def config_main(argv=None) -> int:
                 sys.stdout.write(text)
             return 0
         if args.experiment is not None:
-            # The flag, not params.yaml, names a bad value; it names a file in --experiments-dir.
+            # The flag, not params.yaml, names a bad value; it names a file in --experiments-dir
+            # (or a packaged experiment).
             valid = cfg.available_experiments(args.experiments_dir)
             if not re.fullmatch(NAME_PATTERN, args.experiment) or args.experiment not in valid:
                 raise cfg.ConfigError(f"--experiment: unknown experiment {args.experiment[:80]!r}; valid: "
                                       f"{', '.join(valid) or '(none in ' + str(args.experiments_dir) + ')'}")
-        params = cfg.load_params(args.params)
+        params = cfg.load_params_or_defaults(args.params)
         if args.experiment is not None:
             params = params.model_copy(update={"sweep": params.sweep.model_copy(
                 update={"experiment": args.experiment})})
@@ -87,7 +92,7 @@ def config_main(argv=None) -> int:
 
 def usage() -> str:
     lines = ["usage: resnet-bench COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "`resnet-bench COMMAND --help` for a command's options."]
     return "\n".join(lines)
 

@@ -15,10 +15,11 @@ writes there:
   stay on disk and out of every table, mean and figure.
 - `epochs.csv`, `epochs.parquet`: one row per cell-epoch (learning curves of
   every cell that recorded epochs, whatever its status).
-- `curves/<experiment>__<dataset>__resnet<depth>.csv`: per depth, v1 and v2
-  train/validation error (%) per epoch, mean over ok seeds, in fixed columns
-  so that dvc.yaml's top-level `plots:` overlays v1 and v2 in one chart.
-- `metrics.json`: headline numbers for `dvc metrics show`.
+- `curves/<dataset>.csv`: per depth, v1 and v2 train/validation error (%)
+  per epoch, mean over ok seeds, one row per (depth, version, split, epoch),
+  drawn by dvc.yaml's top-level `plots:` with `.dvc/plots/v1v2_curves.json`.
+- `metrics.json`: a handful of headline numbers per dataset, for `dvc metrics
+  show` and `dvc exp show` (everything else is in the tables).
 
 Every column is declared once in `CELL_COLUMNS` / `EPOCH_COLUMNS` / `CURVE_COLUMNS`
 (name, dtype, unit, meaning; `resnet_bench.columns`): the tables' column order
@@ -256,39 +257,35 @@ def epochs_table(records) -> pd.DataFrame:
     return sort_rows(typed_frame(rows, EPOCH_COLUMNS), EPOCH_SORT)
 
 
-def series_name(experiment: str, dataset: str, depth: int) -> str:
-    """File-name-safe name of one curve file: `<experiment>__<dataset>__resnet<depth>`."""
-    return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in (experiment, dataset, f"resnet{depth}"))
+def curve_file_name(dataset: str) -> str:
+    """File-name-safe name of one dataset's curve file (dataset names are already a safe charset)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", dataset)
 
 
 def curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per experiment, dataset and depth: v1 (unit a) and v2 (unit e) train and validation error (%) per epoch,
-    mean over each version's ok seeds (ablation units (b)-(d) are in epochs.csv, not here)."""
+    """Per dataset: v1 (unit a) and v2 (unit e) train and validation error (%) per depth and epoch, mean over
+    each version's ok seeds (ablation units (b)-(d) are in epochs.csv, not here)."""
     plain = np.array([VERSION_UNIT.get(v) == u for v, u in zip(epochs["version"], epochs["unit"])], dtype=bool)
     ok = epochs[(epochs["status"] == "ok").to_numpy(dtype=bool) & plain]
     out = {}
-    for (exp, ds, depth), g in ok.groupby(["experiment", "dataset", "depth"], sort=True):
-        rows = {}
-        for (version, epoch), e in g.groupby(["version", "epoch"], sort=True):
-            row = rows.setdefault(int(epoch), {"epoch": int(epoch)})
-            # rounded to 1e-6 pp so that the CSV reads 71.5, not 71.50000000000001
-            row[f"{version}_train_error"] = round(100 * (1 - float(e["train_acc"].mean())), 6)
-            row[f"{version}_val_error"] = round(100 * (1 - float(e["val_acc"].mean())), 6)
-            row[f"{version}_n_seeds"] = int(e["seed"].nunique())
-        out[series_name(exp, ds, int(depth))] = typed_frame([rows[k] for k in sorted(rows)], CURVE_COLUMNS)
+    for ds, g in ok.groupby("dataset", sort=True):
+        rows = []
+        for (exp, depth, version, epoch), e in g.groupby(["experiment", "depth", "version", "epoch"], sort=True):
+            for split, col in (("validation", "val_acc"), ("train", "train_acc")):
+                # rounded to 1e-6 pp so that the CSV reads 71.5, not 71.50000000000001
+                rows.append({"experiment": exp, "dataset": ds, "network": f"ResNet-{int(depth)}",
+                             "depth": int(depth), "version": version, "split": split, "epoch": int(epoch),
+                             "error_pct": round(100 * (1 - float(e[col].mean())), 6),
+                             "n_seeds": int(e["seed"].nunique())})
+        out[curve_file_name(str(ds))] = typed_frame(rows, CURVE_COLUMNS)
     return dict(sorted(out.items()))
 
 
 # ---- metrics.json ----------------------------------------------------------------------------------------
 
 
-def metric_key(dataset: str, model: str, version: str, unit: str) -> str:
-    """`<dataset>/<model>`, plus `/<unit>` for an ablation unit that is not its version's own."""
-    return f"{dataset}/{model}" if VERSION_UNIT.get(version) == unit else f"{dataset}/{model}/{unit}"
-
-
-def _r(v) -> float | None:
-    return None if v is None or not np.isfinite(v) else round(float(v), 6)
+def _r(v, digits: int = 6) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), digits)
 
 
 def paired_v2_minus_v1(cells: pd.DataFrame) -> pd.DataFrame:
@@ -313,38 +310,39 @@ def t_interval95(values) -> tuple[float | None, float | None]:
     return float(v.mean() - half), float(v.mean() + half)
 
 
-def headline_metrics(cells: pd.DataFrame, n_excluded: int = 0) -> dict:
-    """The numbers a reader of `dvc metrics show` / `dvc exp show` wants, compactly.
+# metrics.json: per dataset these keys, then the experiment's cell counts (`make exp-show` keeps them visible).
+HEADLINE_DATASET_KEYS = ("v1_acc", "v2_acc", "v2-v1_pp", "ci95_pp")
+HEADLINE_COUNT_KEYS = ("ok", "not_ok")
 
-    - counts by status (and cells excluded as not of the current grid/code);
-    - `test_acc.<dataset>.<version>.d<depth>`: mean test accuracy over ok seeds;
-    - `v2_minus_v1_pp.<dataset>`: mean paired difference over (depth, seed) pairs, in
-      percentage points, with its 95% t-interval and the number of pairs;
-    - `bench_train_img_per_s.<dataset>.<version>`: median isolated-bench training
-      throughput over the version's depths.
-    Ablation units other than (a)/(e) stay in cells.csv.
+
+def headline_metrics(cells: pd.DataFrame) -> dict:
+    """The handful of numbers `dvc exp show` shows for an experiment (everything else is in the tables; units
+    (b)-(d) of the ablation are in cells.csv only). Per dataset:
+
+    - `v1_acc`, `v2_acc`: mean over depths of the mean test accuracy (fraction 0..1) over ok seeds;
+    - `v2-v1_pp`: mean paired v2 - v1 test accuracy over (depth, seed) pairs where both are ok, in
+      percentage points, and `ci95_pp` the half-width of its 95% Student-t interval (null under 2 pairs);
+
+    and for the whole experiment `ok`, `not_ok`: cells with an ok result, and cells without one (failed,
+    diverged or missing). Key order is the column order of `dvc exp show`.
     """
-    out: dict = {"cells": int(len(cells)), "excluded": int(n_excluded)}
-    for status in STATUSES:
-        out[status] = int((cells["status"] == status).sum())
+    out: dict = {}
     plain = cells[cells["unit"].isin(list(VERSION_UNIT.values()))]
-    ok = plain[plain["status"] == "ok"]
-    acc: dict = {}
-    for (ds, version, depth), g in ok.groupby(["dataset", "version", "depth"], sort=True):
-        acc.setdefault(ds, {}).setdefault(version, {})[f"d{int(depth)}"] = _r(g["test_acc"].mean())
-    out["test_acc"] = acc
     pairs = paired_v2_minus_v1(cells)
-    diff = {}
-    for ds, g in pairs.groupby("dataset", sort=True):
-        lo, hi = t_interval95(g["diff_pp"])
-        diff[ds] = {"mean": _r(g["diff_pp"].mean()), "ci95_lo": _r(lo), "ci95_hi": _r(hi), "n_pairs": int(len(g))}
-    out["v2_minus_v1_pp"] = diff
-    thr: dict = {}
-    for (ds, version), g in ok.groupby(["dataset", "version"], sort=True):
-        v = g.groupby("depth")["bench_train_img_per_s"].median().dropna()  # median over depths, not cells
-        if len(v):
-            thr.setdefault(ds, {})[version] = _r(v.median())
-    out["bench_train_img_per_s"] = thr
+    for ds in sorted(set(cells["dataset"])):
+        ok = plain[(plain["dataset"] == ds) & (plain["status"] == "ok")]
+        row: dict = {}
+        for version in CURVE_VERSIONS:
+            per_depth = ok[ok["version"] == version].groupby("depth")["test_acc"].mean()
+            row[f"{version}_acc"] = _r(per_depth.mean(), 4) if len(per_depth) else None
+        diff = pairs.loc[pairs["dataset"] == ds, "diff_pp"]
+        lo, hi = t_interval95(diff)
+        row["v2-v1_pp"] = _r(diff.mean(), 2) if len(diff) else None
+        row["ci95_pp"] = None if lo is None else _r((hi - lo) / 2, 2)
+        # a dataset named like a count key keeps its numbers under `dataset_<name>` (documented)
+        out[f"dataset_{ds}" if ds in HEADLINE_COUNT_KEYS else str(ds)] = row
+    out["ok"] = int((cells["status"] == "ok").sum())
+    out["not_ok"] = int((cells["status"] != "ok").sum())
     return out
 
 
@@ -376,7 +374,8 @@ def write_outputs(cells: pd.DataFrame, epochs: pd.DataFrame, out: str | Path | O
             df.to_parquet(tmp, index=False)
     for name, df in curves(epochs).items():
         _write_csv(out, f"curves/{name}.csv", df)
-    out.write_text("metrics.json", json.dumps(headline_metrics(cells, len(excluded)), indent=1, sort_keys=True) + "\n")
+    # Key order is dvc exp show's column order (headline_metrics): not sorted.
+    out.write_text("metrics.json", json.dumps(headline_metrics(cells), indent=1) + "\n")
     out.finish()
     return {rel: out.root / rel for rel in sorted(out.written)}
 
@@ -417,25 +416,26 @@ def schema_doc() -> str:
         "One row per recorded epoch of every current cell, whatever its status (filter on `status == \"ok\"` "
         "for clean curves). Sorted like the cells, then by epoch.", "",
         *_table_doc(EPOCH_COLUMNS), "",
-        "## results/<experiment>/curves/<experiment>\\_\\_<dataset>\\_\\_resnet<depth>.csv", "",
-        "One file per experiment, dataset and depth: v1 (unit a) and v2 (unit e) side by side, mean over ok "
-        "seeds at each epoch. dvc.yaml's top-level `plots:` draws one chart per file with v1 and v2 overlaid "
-        "(x = `epoch`).", "",
+        "## results/<experiment>/curves/<dataset>.csv", "",
+        "One file per dataset: v1 (unit a) and v2 (unit e), mean over ok seeds at each epoch, one row per (depth, "
+        "version, split, epoch). dvc.yaml's top-level `plots:` draws each file with the template "
+        "`.dvc/plots/v1v2_curves.json`: one panel per depth (numeric order), v1/v2 by colour, train/validation "
+        "by dash, one row of panels per revision in `dvc plots diff`.", "",
         *_table_doc(CURVE_COLUMNS), "",
         "## results/<experiment>/metrics.json", "",
+        "A handful of headline numbers per dataset, then the experiment's cell counts, for `dvc metrics show` and "
+        "`dvc exp show` (`resnet-bench exp-show`); everything else is in the tables. Units (b)-(d) of the ablation "
+        "are in cells.csv only.", "",
         "| key | type | unit | meaning |", "| --- | --- | --- | --- |",
-        "| `cells` | int | cells | cells in the table (results + missing) |",
-        "| `excluded` | int | cells | result files left out (excluded.csv) |",
-        *[f"| `{s}` | int | cells | cells with status `{s}` |" for s in STATUSES],
-        "| `test_acc.<dataset>.<version>.d<depth>` | float | fraction 0..1 | mean test accuracy over the ok seeds "
-        "(units (a)/(e) only) |",
-        "| `v2_minus_v1_pp.<dataset>.mean` | float | percentage points | mean of v2 - v1 test accuracy over "
-        "(depth, seed) pairs where both are ok |",
-        "| `v2_minus_v1_pp.<dataset>.ci95_lo`, `ci95_hi` | float | percentage points | 95% Student-t interval "
-        "of that mean (null under 2 pairs) |",
-        "| `v2_minus_v1_pp.<dataset>.n_pairs` | int | pairs | pairs averaged |",
-        "| `bench_train_img_per_s.<dataset>.<version>` | float | images/s | median over depths of the isolated "
-        "bench training throughput |",
+        "| `<dataset>.v1_acc`, `<dataset>.v2_acc` | float | fraction 0..1 | mean over depths of the mean test "
+        "accuracy over ok seeds (units (a)/(e)); null when the version has no ok cell |",
+        "| `<dataset>.v2-v1_pp` | float | percentage points | mean of v2 - v1 test accuracy over (depth, seed) "
+        "pairs where both are ok |",
+        "| `<dataset>.ci95_pp` | float | percentage points | half-width of the 95% Student-t interval of that "
+        "mean (null under 2 pairs) |",
+        "| `ok` | int | cells | cells with status `ok` |",
+        "| `not_ok` | int | cells | cells without an ok result (`failed`, `diverged` or `missing`: see cells.csv) |",
+        "", "A dataset named `ok` or `not_ok` has its numbers under `dataset_ok` / `dataset_not_ok`.",
         "",
     ]
     return "\n".join(lines)

@@ -168,14 +168,23 @@ _SPEC = {c: (d, u, m) for c, d, u, m in CELL_COLUMNS}
 EPOCH_COLUMNS: list[tuple[str, str, str, str]] = [
     (c, _SPEC[c][0], _SPEC[c][1], "the cell's " + c + (" (join key to cells)" if c == "cell_id" else ""))
     for c in EPOCH_KEY_COLUMNS] + EPOCH_FIELDS
-# results/curves: one file per experiment, dataset and depth with v1 and v2 side by side (fixed column names),
-# so that dvc.yaml's top-level `plots:` overlays v1 and v2 in one chart per file (dvc plots show / diff).
+# results/<experiment>/curves/<dataset>.csv: long format, one row per (depth, version, split, epoch), so that
+# one Vega-Lite template (.dvc/plots/v1v2_curves.json) draws v1/v2 by colour, train/validation by dash and one
+# panel per depth in numeric order, whatever the grid (dvc plots show / diff).
 CURVE_VERSIONS = ("v1", "v2")
+CURVE_SPLITS = ("validation", "train")
 CURVE_COLUMNS: list[tuple[str, str, str, str]] = [
+    ("experiment", "str", "-", "experiment name"),
+    ("dataset", "str", "-", "prepared dataset name"),
+    ("network", "str", "-", "the network's name at this depth, e.g. `ResNet-18` (a panel title)"),
+    ("depth", "int", "layers", "number of weighted layers; panels are ordered by it"),
+    ("version", "str", "-", "`v1` (unit a, post-activation) or `v2` (unit e, pre-activation); ablation units "
+                            "(b)-(d) are in epochs.csv, not here"),
+    ("split", "str", "-", "`validation` (held out of train) or `train` (augmented training batches)"),
     ("epoch", "int", "epoch", "epoch, 1-based"),
-    *[(f"{v}_{split}_error", "float", "%", f"{v}: mean over ok seeds of 100 x (1 - {split}_acc) at the epoch; "
-       f"empty when no {v} seed is ok") for split in ("train", "val") for v in CURVE_VERSIONS],
-    *[(f"{v}_n_seeds", "int", "seeds", f"ok {v} seeds averaged at this epoch") for v in CURVE_VERSIONS],
+    ("error_pct", "float", "%", "mean over the version's ok seeds of 100 x (1 - accuracy) on the split after "
+                                "the epoch"),
+    ("n_seeds", "int", "seeds", "ok seeds averaged at this epoch"),
 ]
 CELL_SORT = ["experiment", "dataset", "version", "unit", "depth", "seed", "cell_id"]
 EPOCH_SORT = [*CELL_SORT, "epoch"]

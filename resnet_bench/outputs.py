@@ -219,6 +219,7 @@ class OutputDir:
         self.siblings = [re.compile(p) for p in siblings]
         self.subdirs = list(subdirs)
         self.manifest: dict[str, str] = {}
+        self.legacy = True
         self.written: set[str] = set()
         self.prepared = False
 
@@ -245,7 +246,12 @@ class OutputDir:
     def _accepted(self, rel: str) -> bool:
         name = rel.rsplit("/", 1)[-1]
         return (rel == MANIFEST or is_tmp(name) or rel in self.manifest
-                or any(p.fullmatch(rel) for p in (*self.layout, *self.keep, *self.siblings)))
+                or any(p.fullmatch(rel) for p in (*self.keep, *self.siblings))
+                or (self.legacy and any(p.fullmatch(rel) for p in self.layout)))
+
+    def _save_manifest(self, files: dict[str, str]) -> None:
+        doc = {"format": MANIFEST_FORMAT, "files": dict(sorted(files.items()))}
+        atomic_write(self.root / MANIFEST, (json.dumps(doc, indent=1) + "\n").encode())
 
     def _entries(self) -> Iterator[str]:
         """Every non-folder entry below the root (symlinks included, not followed), relative, sorted."""
@@ -264,6 +270,9 @@ class OutputDir:
             if not root.is_dir():
                 raise OutputError(f"{self.flag} {root}: exists and is not a folder; give a folder path")
             self.manifest = self._read_manifest()
+            # A folder this writer has no manifest entry in (an earlier version's, or new) is adopted by
+            # its file names; once the writer has written here, only what the manifest lists is its own.
+            self.legacy = self.writer not in self.manifest.values()
             for rel in self._entries():
                 if not self._accepted(rel):
                     raise OutputError(
@@ -291,6 +300,10 @@ class OutputDir:
         make_dirs(path.parent, self.flag)
         if path.is_dir() and not path.is_symlink():
             raise OutputError(f"{self.flag} {path}: is a folder where {self.writer} writes a file")
+        if owner is None:
+            # Listed before it is written: a run killed between the two leaves no file of ours unlisted.
+            self.manifest[rel] = self.writer
+            self._save_manifest(self.manifest)
         self.written.add(rel)
         return path
 
@@ -314,7 +327,7 @@ class OutputDir:
         stale = []
         for rel in list(self._entries()):
             mine = self.manifest.get(rel) == self.writer or (
-                rel not in self.manifest and any(p.fullmatch(rel) for p in self.layout))
+                self.legacy and rel not in self.manifest and any(p.fullmatch(rel) for p in self.layout))
             if mine and rel not in self.written and not any(p.fullmatch(rel) for p in self.keep):
                 path = self.root / rel
                 if path.is_file() and not path.is_symlink():
@@ -323,8 +336,7 @@ class OutputDir:
         files = {rel: w for rel, w in self.manifest.items()
                  if w != self.writer and (self.root / rel).exists()}
         files.update({rel: self.writer for rel in self.written})
-        doc = {"format": MANIFEST_FORMAT, "files": dict(sorted(files.items()))}
-        atomic_write(self.root / MANIFEST, (json.dumps(doc, indent=1) + "\n").encode())
+        self._save_manifest(files)
         return stale
 
 

@@ -73,9 +73,26 @@ def make_project(root: Path, experiment: dict | None = None, *, git: bool = Fals
         run("git", "config", "user.name", "test")
         run("dvc", "init", "-q")
         run("dvc", "config", "core.analytics", "false")
+        shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # the plot templates dvc.yaml names
         run("git", "add", "-A")
         run("git", "commit", "-qm", "tiny project")
     return root
+
+
+@pytest.fixture(scope="session")
+def reproduced_tiny(tmp_path_factory) -> tuple[Path, str]:
+    """A tiny git + DVC project after one real `dvc repro` (its results not committed), and the repro's
+    log. Shared by the tests that need a finished pipeline; those that change it work on `copy_project`."""
+    project = make_project(tmp_path_factory.mktemp("reproduced") / "p", git=True)
+    proc = subprocess.run(["dvc", "repro"], cwd=project, env=venv_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout}\n{proc.stderr}"
+    return project, proc.stdout + proc.stderr
+
+
+def copy_project(src: Path, dst: Path) -> Path:
+    """A copy of a git + DVC project (work tree, .git, .dvc with its cache): git and DVC paths are relative."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_project, venv_env
+from conftest import copy_project, make_project, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,8 @@ def ran_stages(log: str) -> list[str]:
     return [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")]
 
 
-def test_dvc_repro_end_to_end(tmp_path):
-    project = make_project(tmp_path / "p", git=True)
-    log = dvc(project, "repro")
+def test_dvc_repro_end_to_end(tmp_path, reproduced_tiny):
+    project, log = copy_project(reproduced_tiny[0], tmp_path / "p"), reproduced_tiny[1]
     assert ran_stages(log) == ["prepare@digits", "sweep", "collect", "report"], log
 
     cells = pd.read_parquet(project / "results" / "tiny" / "cells.parquet")
@@ -71,10 +70,9 @@ def report_files(project) -> dict[str, bytes]:
     return files
 
 
-def test_numbers_are_traceable_shared_through_dvc_and_retrained_only_when_code_changes(tmp_path):
+def test_numbers_are_traceable_shared_through_dvc_and_retrained_only_when_code_changes(tmp_path, reproduced_tiny):
     """Issue 10 end to end: provenance, a DVC remote round trip, code vs comment edits."""
-    project = make_project(tmp_path / "p", git=True)
-    dvc(project, "repro")
+    project = copy_project(reproduced_tiny[0], tmp_path / "p")
     head = git(project, "rev-parse", "HEAD").strip()
     first = cell_records(project)
     assert len(first) == 2

@@ -57,6 +57,7 @@ def set_params(project: Path, **sweep_overrides):
 
 def test_rerun_trains_nothing_and_growing_grid_trains_only_new_cells(tmp_path, prepared_digits):
     project = make_project(tmp_path / "p")
+    set_params(project, tune_loggers=True)  # changes no cell id; checked below
     rc, log = run_sweep(project, prepared_digits)
     assert rc == 0, log
     first = records(project)
@@ -67,6 +68,7 @@ def test_rerun_trains_nothing_and_growing_grid_trains_only_new_cells(tmp_path, p
         assert r["config"]["cell_id"] == r["cell_id"] and r["provenance"]["node"]["hostname"]
     storage = project / "scratch" / "ray_results"  # finished cells need no resume point
     assert not list(storage.glob("train/*/checkpoint_*")) and not list(storage.glob("resume/*"))
+    tune_loggers_give_tunes_tools_the_numeric_curves(project, first)
 
     rc, log = run_sweep(project, prepared_digits)
     assert rc == 0 and trained_count(log) == 0, log
@@ -94,6 +96,9 @@ def test_failed_cells_are_recorded_do_not_stop_others_and_are_retried(tmp_path, 
 
     rc, log = run_sweep(project, prepared)
     assert rc == 1, log
+    # Tune's own loggers are off by default (sweep.tune_loggers): trial folders, no per-trial result files
+    storage = project / "scratch" / "ray_results"
+    assert list(storage.glob("train/*")) and not list(storage.glob("train/*/progress.csv"))
     recs = records(project)
     assert len(recs) == 4
     by_ds = {(r["config"]["dataset"], r["config"]["version"]): r for r in recs.values()}
@@ -286,3 +291,61 @@ def test_progress_eta_counts_epochs_left_over_concurrent_trials(monkeypatch):
     # 100 s per epoch; 10 epochs left (2 + 2 + 3 + 3), two at a time: 500 s.
     assert p.eta_s() == 500.0
     assert "~8.3 min left" in out.getvalue().splitlines()[-1]
+
+
+def tune_loggers_give_tunes_tools_the_numeric_curves(project: Path, recs: dict[str, dict]) -> None:
+    """After a sweep with sweep.tune_loggers: true: Tune's CSV/JSON/TensorBoard files in each trial folder, and
+    ExperimentAnalysis reads the numbers (final metrics, per-epoch curves), not JSON strings."""
+    import pandas as pd
+    from ray.tune import ExperimentAnalysis
+
+    train = project / "scratch" / "ray_results" / "train"
+    for cell_id, rec in recs.items():
+        assert {"progress.csv", "result.json"} <= {p.name for p in (train / cell_id).iterdir()}, cell_id
+        assert list((train / cell_id).glob("events.out.tfevents.*"))  # TensorBoard
+        assert set(rec["epochs"][0]) == set(record_files.EPOCH_KEYS)  # the record rebuilt from the numbers
+        # every per-epoch report reached Tune as numbers
+        rows = pd.read_csv(train / cell_id / "progress.csv")
+        epoch_rows = rows[~rows["final"].astype(bool)]
+        assert list(epoch_rows["val_acc"]) == [e["val_acc"] for e in rec["epochs"]], cell_id
+    frame = ExperimentAnalysis(str(train)).dataframe()  # the last result of each trial
+    assert len(frame) == len(recs) == 2
+    assert frame["test_acc"].dtype.kind == "f"
+    assert sorted(frame["test_acc"]) == sorted(r["metrics"]["test_acc"] for r in recs.values())
+    assert (frame["epochs_completed"] == 1).all() and not any(c.endswith("_json") and c != "record_json"
+                                                             for c in frame.columns)
+
+
+def test_dashboard_without_its_packages_fails_before_ray_with_one_line(tmp_path, prepared_digits, capsys):
+    from ray._private.utils import get_dashboard_dependency_error
+
+    if get_dashboard_dependency_error() is None:
+        pytest.skip("Ray's dashboard packages are installed here; test_dashboard_binds_loopback covers it")
+    project = make_project(tmp_path / "p")
+    set_params(project, dashboard=True)
+    rc, log = run_sweep(project, prepared_digits)
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and "sweep.dashboard" in errors[0] and "ray[default]" in errors[0], log
+    assert "started a local Ray" not in log and not (project / "results" / "tiny" / "cells").exists()
+
+
+def test_dashboard_binds_loopback():
+    """sweep.dashboard: true starts Ray's dashboard on 127.0.0.1 only, and it answers there."""
+    import io
+    import urllib.request
+
+    from ray._private.utils import get_dashboard_dependency_error
+
+    from resnet_bench.sweep.cluster import ray_session
+
+    if get_dashboard_dependency_error() is not None:
+        pytest.skip(f"Ray's dashboard packages are not installed: {get_dashboard_dependency_error()}")
+    import ray
+
+    lines = io.StringIO()
+    with ray_session(None, dashboard=True, stream=lines):
+        url = ray._private.worker.get_dashboard_url()
+        assert f"[sweep] Ray dashboard: http://{url}" in lines.getvalue(), lines.getvalue()
+        assert url.split(":")[0] == "127.0.0.1", url
+        with urllib.request.urlopen(f"http://{url}/api/version", timeout=30) as resp:
+            assert resp.status == 200

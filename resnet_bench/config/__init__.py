@@ -21,8 +21,9 @@ attributes, never nested string keys.
 from resnet_bench.config.cells import (Cell, DataIdentity, compute_cell_id, data_identity, expand_grid,
                                        paper_mismatches, resolved_arch)
 from resnet_bench.config.errors import ConfigError, validate, validate_flags
-from resnet_bench.config.layering import (Layer, Resolved, available_experiments, deep_merge, load_params,
-                                          resolve_experiment, resolve_layers, resolve_recipe)
+from resnet_bench.config.layering import (Layer, Resolved, available_experiments, deep_merge, experiment_file,
+                                          load_params, load_params_or_defaults, packaged, resolve_experiment,
+                                          resolve_layers, resolve_recipe)
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
 from resnet_bench.config.schema import (GRID_AXES, MAX_EPOCHS, SECTIONS, Arch, Augment, Bench, DatasetFile,
                                         Experiment, ExperimentFile, Grid, Paper, PaperResult, Params,
@@ -39,8 +40,8 @@ __all__ = [
     "BUILTIN_DATASETS", "DATASET_FORMATS", "DEFAULT_RECIPE", "GRID_AXES", "MAX_EPOCHS", "MAX_YAML_ALIASES",
     "MAX_YAML_NODES", "OPTIMIZERS", "RECIPES", "REPORT_CONTEXTS", "REPORT_FORMATS", "SCHEDULES", "SECTIONS",
     "UNITS", "UNIT_VERSION", "VERSION_UNIT",
-    "available_experiments", "compute_cell_id", "data_identity", "deep_merge", "expand_grid",
-    "experiment_json_schema", "load_params", "load_yaml", "paper_mismatches", "params_json_schema",
-    "parse_yaml", "resolve_experiment", "resolve_layers", "resolve_recipe", "resolved_arch", "validate",
+    "available_experiments", "compute_cell_id", "data_identity", "deep_merge", "expand_grid", "experiment_file",
+    "experiment_json_schema", "load_params", "load_params_or_defaults", "load_yaml", "packaged", "paper_mismatches",
+    "params_json_schema", "parse_yaml", "resolve_experiment", "resolve_layers", "resolve_recipe", "resolved_arch", "validate",
     "validate_flags",
 ]

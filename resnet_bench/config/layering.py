@@ -75,8 +75,34 @@ class Resolved:
         return "\n".join(lines)
 
 
+def packaged(name: str) -> Path:
+    """A file of the project template that ships inside the package (resnet_bench/project_template/: the
+    repository's experiments/, params.yaml, dvc.yaml and plot template), on disk where the package is."""
+    from importlib.resources import files
+
+    return Path(str(files("resnet_bench") / "project_template" / name))
+
+
+def experiment_file(name: str, experiments_dir: str | Path = "experiments") -> Path:
+    """`<experiments_dir>/<name>.yaml` if the project has it, else the packaged experiment of that name."""
+    own = Path(experiments_dir) / f"{name}.yaml"
+    return own if own.is_file() else packaged(f"experiments/{name}.yaml")
+
+
 def available_experiments(experiments_dir: str | Path = "experiments") -> list[str]:
-    return sorted(p.stem for p in Path(experiments_dir).glob("*.yaml"))
+    """The project's experiments and the packaged ones (a project's file of the same name wins)."""
+    return sorted({p.stem for d in (Path(experiments_dir), packaged("experiments")) for p in d.glob("*.yaml")})
+
+
+def load_params_or_defaults(path: str | Path, *, default_path: str = "params.yaml", stream=None) -> Params:
+    """params.yaml; outside a project (the default path absent) the schema's defaults, with a note."""
+    import sys
+
+    if str(path) == default_path and not Path(path).exists():
+        print(f"note: no {default_path} here: using the schema's defaults and the packaged experiments "
+              "(`resnet-bench init DIR` writes a project)", file=stream or sys.stderr)
+        return Params()
+    return load_params(path)
 
 
 def load_params(path: str | Path) -> Params:
@@ -92,7 +118,7 @@ def resolve_experiment(params: Params, experiments_dir: str | Path = "experiment
     if name not in valid:
         raise ConfigError(f"{params_label}: sweep.experiment: unknown experiment {name!r}; "
                           f"valid: {', '.join(valid) or '(none in ' + str(experiments_dir) + ')'}")
-    path = Path(experiments_dir) / f"{name}.yaml"
+    path = experiment_file(name, experiments_dir)
     file_exp = validate(ExperimentFile, load_yaml(path), str(path))
     layers = [Layer(str(path), file_exp.model_dump(exclude_unset=True, exclude_none=True))]
     layers.append(Layer(f"{params_label} sweep", _sweep_overrides(params.sweep)))

@@ -318,6 +318,11 @@ class SweepParams(Strict):
     # Retries of a trial whose worker or node died, resumed from its last epoch checkpoint
     # (Ray Tune FailureConfig; -1 = unlimited).
     max_failures: int = Field(2, ge=-1, le=1000)
+    # Ray Tune's own CSV/JSON/TensorBoard loggers in every trial folder (<storage>/train/<cell_id>/), for
+    # ExperimentAnalysis, TensorBoard and Tune's tools; the cell records do not need them.
+    tune_loggers: bool = False
+    # Ray's dashboard for a local Ray instance, bound to 127.0.0.1 (needs `ray[default]`).
+    dashboard: bool = False
 
 
 class ReportParams(Strict):

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from resnet_bench.sweep.progress import Progress, _cause_line, _label, _short, _trial_error
-from resnet_bench.sweep.records import (DONE_STATUSES, CellRecord, RecordError, RecordNotWritten, failure_record,
-                                        parse_record, write_record)
+from resnet_bench.sweep.records import (DONE_STATUSES, EPOCH_KEYS, CellRecord, RecordError, RecordNotWritten,
+                                        failure_record, parse_record, write_record)
 from resnet_bench.sweep.storage import drop_checkpoints
 
 
@@ -66,7 +66,7 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             if not result.get("final"):
                 run["first_epoch"] = run["first_epoch"] or result["epoch"]
                 run["last_epoch"] = result["epoch"]
-                run.setdefault("epochs", []).append(json.loads(result["epoch_json"]))
+                run.setdefault("epochs", []).append({k: result[k] for k in EPOCH_KEYS})
                 progress.epoch(cid, _label(cell), result["epoch"], node, self.retries.get(cid, 0), first)
                 return
             run["open"] = False

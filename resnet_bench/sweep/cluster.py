@@ -15,7 +15,7 @@ from resnet_bench.sweep.progress import _short
 
 
 def init_ray(address: str | None, quiet: bool = True, stream=sys.stderr,
-             env_vars: dict[str, str] | None = None) -> Path:
+             env_vars: dict[str, str] | None = None, dashboard: bool = False) -> Path:
     """Start or join Ray; print which cluster was joined and its nodes. Returns Ray's log dir.
 
     With `quiet`, Ray's own output goes to files in the Ray session's log directory, not the
@@ -31,7 +31,9 @@ def init_ray(address: str | None, quiet: bool = True, stream=sys.stderr,
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no per-trial CSV/TB files
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    kwargs = {"log_to_driver": not quiet, "logging_level": logging.WARNING, "include_dashboard": False}
+    kwargs = {"log_to_driver": not quiet, "logging_level": logging.WARNING, "include_dashboard": dashboard}
+    if dashboard:  # sweep.dashboard: on this machine only, never on every interface
+        kwargs["dashboard_host"] = "127.0.0.1"
     # Set in every worker before it starts, so before torch loads (the numeric pin, env.py).
     worker_env = dict(env_vars or {})
     if address:
@@ -42,7 +44,17 @@ def init_ray(address: str | None, quiet: bool = True, stream=sys.stderr,
             [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])
     if worker_env:
         kwargs["runtime_env"] = {"env_vars": worker_env}
-    ctx = ray.init(**kwargs)
+    try:
+        ctx = ray.init(**kwargs)
+    except Exception as err:  # Ray gives its dashboard 20 s to start; a loaded machine can take longer
+        if not dashboard or address:
+            raise
+        ray.shutdown()
+        print(f"[sweep] Ray's dashboard did not start ({str(err).strip().splitlines()[0]}); going on without it",
+              file=stream, flush=True)
+        kwargs.update(include_dashboard=False)
+        kwargs.pop("dashboard_host", None)
+        ctx, dashboard = ray.init(**kwargs), False
     log_dir = Path(ctx.address_info["session_dir"]) / "logs"
     if quiet:
         _route_ray_logging(log_dir / "sweep-driver.log")
@@ -57,11 +69,16 @@ def init_ray(address: str | None, quiet: bool = True, stream=sys.stderr,
           file=stream, flush=True)
     for line in describe_nodes(ray.nodes()):
         print(f"[sweep]   {line}", file=stream, flush=True)
+    if dashboard:
+        where = (f"http://{ctx.dashboard_url}" if started and ctx.dashboard_url else
+                 "the joined cluster's own (started with its `ray start --head`)")
+        print(f"[sweep] Ray dashboard: {where}", file=stream, flush=True)
     return log_dir
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, quiet: bool = True, stream=sys.stderr, env_vars: dict | None = None):
+def ray_session(address: str | None, quiet: bool = True, stream=sys.stderr, env_vars: dict | None = None,
+                dashboard: bool = False):
     """Ray from init to shutdown; with `quiet`, the driver's stdout goes to Ray's log dir meanwhile.
 
     Ray's driver thread that relays cluster errors (ray._private.worker.listen_error_messages)
@@ -70,7 +87,7 @@ def ray_session(address: str | None, quiet: bool = True, stream=sys.stderr, env_
     import ray
 
     saved = sys.stdout
-    log_dir = init_ray(address, quiet=quiet, stream=stream, env_vars=env_vars)
+    log_dir = init_ray(address, quiet=quiet, stream=stream, env_vars=env_vars, dashboard=dashboard)
     out = open(log_dir / "sweep-driver.out", "a", buffering=1) if quiet else None
     if out:
         sys.stdout = out
@@ -132,6 +149,18 @@ def check_address(address: str | None) -> None:
             f"Ray address {address!r} (RAY_ADDRESS / sweep.ray_address) uses Ray Client, which runs the "
             f"sweep's driver on the head node; valid: run the sweep on a node of the cluster with the "
             f"GCS address, e.g. <head-ip>:6379, or unset it for local Ray")
+
+
+def check_dashboard(dashboard: bool, address: str | None) -> None:
+    """sweep.dashboard on local Ray needs Ray's dashboard packages: refuse before Ray starts."""
+    if not dashboard or address:
+        return
+    from ray._private.utils import get_dashboard_dependency_error
+
+    err = get_dashboard_dependency_error()
+    if err is not None:
+        raise cfg.ConfigError(f"sweep.dashboard: true needs Ray's dashboard, which is not installed ({err}); "
+                              "valid: `pip install 'resnet-bench[dashboard]'` (ray[default]) or sweep.dashboard: false")
 
 
 def check_local_gpus(exp: cfg.Experiment, address: str | None) -> None:

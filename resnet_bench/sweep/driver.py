@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from resnet_bench import config as cfg
-from resnet_bench.sweep.cluster import check_address, check_local_gpus, check_resources, ray_session
+from resnet_bench.sweep.cluster import (check_address, check_dashboard, check_local_gpus, check_resources,
+                                        ray_session)
 from resnet_bench.sweep.phases import bench_groups, run_bench_phase, run_train_phase
 from resnet_bench.sweep.progress import Progress
 from resnet_bench.outputs import OutputDir, OutputError
@@ -71,15 +72,30 @@ def main(argv=None) -> int:
 
     # Validate everything before Ray starts or anything trains: the whole grid at once.
     try:
-        params = cfg.load_params(args.params)
+        params = cfg.load_params_or_defaults(args.params)
         resolved = cfg.resolve_experiment(params, args.experiments_dir, params_label=args.params)
         exp = resolved.experiment
         prepared_dir = Path(args.prepared_dir).resolve()
-        data = check_prepared(params, exp, prepared_dir)
+        unprepared: list[str] = []
+        try:
+            data = check_prepared(params, exp, prepared_dir)
+        except cfg.ConfigError as err:
+            if not args.dry_run:
+                raise
+            data, unprepared = {}, err.problems  # a dry run still shows the grid; ids need the data
         cells = cfg.expand_grid(exp, data=data, code_fingerprint=code_fingerprint())
         address = args.ray_address or params.sweep.ray_address or os.environ.get("RAY_ADDRESS")
         check_address(address)
         check_local_gpus(exp, address)
+        check_dashboard(params.sweep.dashboard, address)
+        if unprepared:
+            for line in unprepared:
+                print(f"note: {line}", file=sys.stderr)
+            print(f"[sweep] dry run of experiment {exp.name!r}: {len(cells)} cells (their ids, and which are "
+                  "done, need the prepared data)", file=sys.stderr)
+            for c in cells:
+                print(c.label())
+            return 0
         # The results folder and its cells/ are writable, and hold only what a sweep and collect
         # wrote, before Ray starts or anything trains.
         out = OutputDir(args.results_dir or Path("results") / exp.name, writer="sweep", flag="--results-dir",
@@ -117,7 +133,8 @@ def main(argv=None) -> int:
     bench_failed = 0
     if pending or groups:  # nothing to train or measure: Ray is not started
         deterministic_cpu = exp.resolved_device() == "cpu" and exp.runtime.deterministic
-        with ray_session(address, env_vars=pinned_env(cells[0].runtime.threads) if deterministic_cpu else None):
+        with ray_session(address, env_vars=pinned_env(cells[0].runtime.threads) if deterministic_cpu else None,
+                         dashboard=params.sweep.dashboard):
             try:
                 check_resources(exp.resources)
             except cfg.ConfigError as err:
@@ -135,7 +152,7 @@ def main(argv=None) -> int:
                 progress = Progress(len(cells), len(done), [c.to_dict() for c in pending], concurrency=concurrency)
                 run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir, storage_path=storage_path,
                                 progress=progress, max_failures=max_failures, provenance=provenance,
-                                keep_dirs=keep_dirs)
+                                keep_dirs=keep_dirs, tune_loggers=params.sweep.tune_loggers)
                 groups = bench_groups(cells, cells_dir, metas)
             bench_failed = run_bench_phase(groups, metas=metas, cells_dir=cells_dir, exp=exp,
                                            storage_path=storage_path, keep_dirs=keep_dirs)

@@ -24,9 +24,13 @@ def bench_key(cell: cfg.Cell, meta: dict) -> str:
 
 
 def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name: str,
-               storage_path: str, callbacks, max_failures: int = 0) -> None:
+               storage_path: str, callbacks, max_failures: int = 0, tune_loggers: bool = False) -> None:
     from ray import tune
 
+    if tune_loggers:  # sweep.tune_loggers: Tune's own files in each trial folder (off: the records suffice)
+        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+        callbacks = [*callbacks, CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback()]
     trainable = tune.with_resources(fn, resources)
     tuner = tune.Tuner(
         trainable,
@@ -53,7 +57,7 @@ def _unwrap(fn):
 
 
 def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cells_dir, storage_path: str,
-                    progress, max_failures: int, provenance: dict, keep_dirs=()) -> None:
+                    progress, max_failures: int, provenance: dict, keep_dirs=(), tune_loggers: bool = False) -> None:
     res = exp.resources
     configs = []
     for c in pending:
@@ -66,7 +70,7 @@ def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cell
                resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
                max_concurrent=res.max_concurrent, name="train", storage_path=storage_path,
                callbacks=[_record_writer(cells_dir, storage_path, progress, max_failures, keep_dirs)],
-               max_failures=max_failures)
+               max_failures=max_failures, tune_loggers=tune_loggers)
 
 
 def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str) -> dict[str, dict]:

@@ -112,6 +112,11 @@ class Epoch(Strict):
     train_img_per_s: Rate
 
 
+# The per-epoch record of resnet_bench.train.train_cell, reported to Tune as top-level numbers (Tune's
+# loggers, ExperimentAnalysis and TensorBoard read them) and rebuilt from them by the driver's callback.
+EPOCH_KEYS = tuple(Epoch.model_fields)
+
+
 class Metrics(Strict):
     """Final numbers of a cell; accuracies are fractions in 0..1."""
 
@@ -367,7 +372,9 @@ SWEEP_KEEP = (CELL_FILE, r"cells/\.[0-9a-f]{12}\.json\.[0-9]+\.tmp")  # + the te
 # DVC writes a .gitignore beside the outputs it caches (cells/): never the suite's to touch.
 DVC_FILES = (r"\.gitignore",)
 COLLECT_LAYOUT = (r"cells\.csv", r"cells\.parquet", r"epochs\.csv", r"epochs\.parquet", r"excluded\.csv",
-                  r"metrics\.json", r"curves/[A-Za-z0-9_.-]{1,64}__[A-Za-z0-9_.-]{1,64}__resnet[0-9]{1,5}\.csv")
+                  r"metrics\.json", r"curves/[A-Za-z0-9_.-]{1,64}\.csv",
+                  # the per-depth curve files of earlier versions: adopted as collect's, then removed as stale
+                  r"curves/[A-Za-z0-9_.-]{1,64}__[A-Za-z0-9_.-]{1,64}__resnet[0-9]{1,5}\.csv")
 
 
 class RecordNotWritten(Exception):

@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 
 from resnet_bench import config as cfg
-from resnet_bench.sweep.records import failure_record
+from resnet_bench.sweep.records import EPOCH_KEYS, failure_record
 from resnet_bench.sweep.storage import CKPT_FILE, CKPT_META
 
 # ---- trial functions: run in Ray worker processes -------------------------------------------
@@ -47,7 +47,8 @@ def train_trial(trial_config: dict) -> None:
         def on_checkpoint(path: Path, rec: dict) -> None:
             meta = {"cell_id": config["cell_id"], "epoch": rec["epoch"], "bytes": path.stat().st_size}
             (path.parent / CKPT_META).write_text(json.dumps(meta))
-            tune.report({"final": False, "epoch": rec["epoch"], "epoch_json": json.dumps(rec), **node},
+            # numbers, not a JSON string: Tune's loggers and ExperimentAnalysis see the curves
+            tune.report({"final": False, **{k: rec[k] for k in EPOCH_KEYS}, **node},
                         checkpoint=tune.Checkpoint.from_directory(str(path.parent)))
 
         try:
@@ -58,7 +59,10 @@ def train_trial(trial_config: dict) -> None:
             record = failure_record(cell, f"{type(err).__name__}: {err}\n{tb}", epochs,
                                     {**provenance, "node": node})
         record["node"] = node
-        tune.report({"final": True, "record_json": json.dumps(record, default=str), **node})
+        # the final numbers for Tune's tools; the whole record (nested, with strings) travels as JSON
+        final = {k: v for k, v in (record.get("metrics") or {}).items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        tune.report({**final, "final": True, "record_json": json.dumps(record, default=str), **node})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -86,4 +90,7 @@ def bench_trial(trial_config: dict) -> None:
         out = {"status": "ok", "result": {**result, "node": node_info()}}
     except Exception as err:
         out = {"status": "failed", "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-6)}"}
-    tune.report({"final": True, "bench_json": json.dumps(out, default=str)})
+    # the measurement's numbers for Tune's tools; the whole result (nested, with strings) as JSON
+    numbers = {k: v for k, v in out.get("result", {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tune.report({**numbers, "final": True, "bench_json": json.dumps(out, default=str)})
