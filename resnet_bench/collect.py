@@ -90,12 +90,17 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("crop_pad", "int", "pixels", "zero padding before the random crop (0 = no crop augmentation)"),
     ("flip", "bool", "-", "random horizontal flip"),
     ("device", "str", "-", "`cpu` or `cuda`"),
-    ("amp", "str", "-", "autocast dtype: `none` | `bf16` | `fp16` (CPU runs: `none`, float32)"),
+    ("amp", "str", "-", "autocast dtype: `none` | `bf16` | `fp16` (CPU: `none`, or `bf16` opted into, outside the "
+                        "bit-identity promise)"),
     ("channels_last", "bool", "-", "NHWC memory format"),
     ("compile", "bool", "-", "`torch.compile` used"),
+    ("compile_mode", "str", "-", "`torch.compile` mode (`default`, `reduce-overhead`, `max-autotune`, ...)"),
+    ("tf32", "bool", "-", "TF32 tensor cores allowed for float32 matmuls and cuDNN convolutions (CUDA)"),
     ("threads", "int", "threads", "torch CPU threads requested by the config (CPU runs)"),
     ("deterministic", "bool", "-", "deterministic algorithms requested (cuDNN benchmark off)"),
     ("bench_enabled", "bool", "-", "the isolated bench pass was requested for this cell"),
+    ("gpu_share", "float", "GPUs", "fraction of one GPU the trial held (`resources.gpus_per_trial`; 0.5 = two "
+                                   "trials on one GPU, its loop throughput is not a whole GPU's); null on CPU"),
     # dataset (from the record's dataset_meta, when present)
     ("num_classes", "int", "classes", "number of classes of the dataset"),
     ("n_train", "int", "images", "training images (after the validation hold-out)"),
@@ -112,10 +117,14 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("final_train_loss", "float", "nats", "mean training loss of the last epoch"),
     ("epochs_completed", "int", "epochs", "epochs trained"),
     ("train_time_s", "float", "s", "wall time of training and evaluation"),
+    ("gpu_hours", "float", "GPU-hours", "train_time_s / 3600 x gpu_share; null on CPU"),
     ("wall_s", "float", "s", "wall time of the whole cell (data loading included)"),
-    ("train_img_per_s", "float", "images/s", "training-loop throughput incl. on-device augmentation, mean over "
-                                             "epochs (concurrent cells may share the device: compare models "
-                                             "with bench_train_img_per_s)"),
+    ("train_img_per_s", "float", "images/s", "steady training-loop throughput incl. on-device loading and "
+                                             "augmentation: full batches after the first epoch's warm-up steps "
+                                             "(compilation, autotuning), timed on the device (concurrent cells "
+                                             "may share it: compare models with bench_train_img_per_s)"),
+    ("train_epoch_img_per_s", "float", "images/s", "mean over epochs of images / epoch wall time, the first "
+                                                   "epoch's compilation and warm-up included"),
     ("params", "int", "parameters", "trainable parameters"),
     ("fwd_gflops", "float", "GFLOP/image", "forward FLOPs per image at the dataset's input size, "
                                            "FLOPs = 2 x multiply-accumulates"),
@@ -142,6 +151,10 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("node_hostname", "str", "-", "host that trained the cell"),
     ("aten_cpu_capability", "str", "-", "CPU kernel level torch dispatched to (e.g. AVX2, AVX512)"),
     ("numeric_pinned", "bool", "-", "the numeric environment was pinned (deterministic CPU: AVX2 kernels)"),
+    ("matmul_fp32_precision", "str", "-", "effective float32 matmul precision while training: `ieee` or `tf32`"),
+    ("conv_fp32_precision", "str", "-", "effective float32 cuDNN convolution precision: `ieee` or `tf32`"),
+    ("cudnn_deterministic", "bool", "-", "cuDNN restricted to deterministic kernels (its flag or deterministic "
+                                         "algorithms)"),
     ("torch_version", "str", "-", "torch version"),
     ("cuda_version", "str", "-", "CUDA version torch was built with; null on CPU-only machines"),
     ("python_version", "str", "-", "Python version"),
@@ -316,8 +329,9 @@ def cell_row(rec: dict) -> dict:
         "milestones": None if milestones is None else json.dumps(milestones),
         **{k: recipe.get(k) for k in ("gamma", "warmup_iters", "warmup_lr", "label_smoothing")},
         "crop_pad": aug.get("crop_pad"), "flip": aug.get("flip"),
-        **{k: rt.get(k) for k in ("device", "amp", "channels_last", "compile", "threads", "deterministic")},
-        "bench_enabled": bench_cfg.get("enabled"),
+        **{k: rt.get(k) for k in ("device", "amp", "channels_last", "compile", "compile_mode", "tf32", "threads",
+                                  "deterministic")},
+        "bench_enabled": bench_cfg.get("enabled"), "gpu_share": c.get("gpu_share"),
         "num_classes": meta.get("num_classes"),
         "n_train": counts.get("train"), "n_val": counts.get("val"), "n_test": counts.get("test"),
         "test_acc": test_acc,
@@ -327,8 +341,9 @@ def cell_row(rec: dict) -> dict:
         "final_val_acc": m.get("final_val_acc", last.get("val_acc")),
         "final_train_loss": m.get("final_train_loss", last.get("train_loss")),
         "epochs_completed": m.get("epochs_completed", len(epochs) if rec["status"] != "missing" else None),
-        "train_time_s": m.get("train_time_s"), "wall_s": rec.get("wall_s"),
-        **{k: m.get(k) for k in ("train_img_per_s", "params", "fwd_gflops", "bench_train_img_per_s")},
+        "train_time_s": m.get("train_time_s"), "gpu_hours": m.get("gpu_hours"), "wall_s": rec.get("wall_s"),
+        **{k: m.get(k) for k in ("train_img_per_s", "train_epoch_img_per_s", "params", "fwd_gflops",
+                                 "bench_train_img_per_s")},
         "bench_train_img_per_s_iqr": bench.get("train_img_per_s_iqr"),
         "bench_infer_img_per_s": m.get("bench_infer_img_per_s"),
         "bench_infer_img_per_s_iqr": bench.get("infer_img_per_s_iqr"),
@@ -341,6 +356,8 @@ def cell_row(rec: dict) -> dict:
         "code_fingerprint": c.get("code_fingerprint") or None, "data_sha256": (c.get("data") or {}).get("content_sha256"),
         "node_hostname": node.get("hostname"), "aten_cpu_capability": numeric.get("aten_cpu_capability"),
         "numeric_pinned": numeric.get("pinned"),
+        **{k: numeric.get(k) for k in ("matmul_fp32_precision", "conv_fp32_precision")},
+        "cudnn_deterministic": numeric.get("cudnn_deterministic_effective"),
         "torch_version": versions.get("torch"),
         "cuda_version": hw.get("cuda"), "python_version": hw.get("python"), "platform": hw.get("platform"),
         "cpu_model": hw.get("cpu_model"), "cpu_count": hw.get("cpu_count"), "gpu_name": hw.get("gpu_name"),

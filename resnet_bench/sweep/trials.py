@@ -81,8 +81,8 @@ def bench_trial(trial_config: dict) -> None:
             lambda: build_cell_model(cell, meta["num_classes"], meta["channels"]),
             batch_size=b.batch_size, img_size=b.img_size or meta["height"], in_channels=meta["channels"],
             num_classes=meta["num_classes"], device=rt.device, amp=rt.amp,
-            channels_last=rt.channels_last, compile=rt.compile,
-            warmup=b.warmup, repeats=b.repeats, steps_per_repeat=b.steps_per_repeat)
+            channels_last=rt.channels_last, compile=rt.compile, compile_mode=rt.compile_mode, tf32=rt.tf32,
+            warmup=b.warmup, repeats=b.repeats, steps_per_repeat=b.steps_per_repeat, label=cell.model)
         out = {"status": "ok", "result": {**result, "node": node_info()}}
     except Exception as err:
         out = {"status": "failed", "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-6)}"}
