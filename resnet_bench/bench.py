@@ -122,10 +122,12 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d
         ptr = st.data_ptr()
         if ptr not in param_ptrs and ptr not in acts and ptr not in copies:
             (copies if _is_param_copy(t, param_ids) else acts)[ptr] = st.nbytes()
-        return t
+        # Nothing is kept: this forward is never differentiated, and a saved output packed as itself
+        # would hold its own grad_fn (a reference cycle no garbage collector sees: leaked activations).
+        return None
 
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), rt.autocast(torch.device(device), amp):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda packed: packed), rt.autocast(torch.device(device), amp):
         loss = F.cross_entropy(model(x).float(), y)
     del loss
     return {"saved_activation_bytes": sum(acts.values()), "saved_param_copy_bytes": sum(copies.values())}
