@@ -207,7 +207,9 @@ def apply_gpu_share(device: torch.device, share: float | None) -> int | None:
     if device.type != "cuda" or share is None:
         return None
     fraction = min(1.0, float(share))
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    # This one wants an index (torch.device("cuda") without one is refused), unlike the memory queries.
+    torch.cuda.set_per_process_memory_fraction(fraction, torch.cuda.current_device() if device.index is None
+                                               else device.index)
     return int(fraction * torch.cuda.get_device_properties(device).total_memory)
 
 

@@ -75,3 +75,71 @@ def test_verify_names_a_tf32_difference():
 ])
 def test_out_of_memory_is_any_allocation_failure(err, oom):
     assert rt.is_out_of_memory(err) is oom
+
+
+class _Ops(torch.utils._python_dispatch.TorchDispatchMode):
+    """Every aten op dispatched meanwhile, and the host-syncing ones: on CUDA a boolean-mask index needs
+    the mask's count on the host (nonzero) and `.item()` (_local_scalar_dense) waits for the GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.syncing = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        indices = args[1] if name.startswith("aten.index") and len(args) > 1 else []
+        if "nonzero" in name or "_local_scalar_dense" in name or any(
+                torch.is_tensor(i) and i.dtype == torch.bool for i in indices or []):
+            self.syncing.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _old_loader_batches(x, y, *, batch, seed, epoch, pad, mean, std):
+    """The loader before it stopped waiting for the GPU (boolean-mask flip), as the reference stream."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    n = len(y)
+    order = torch.randperm(n, generator=gen)
+    padded = torch.nn.functional.pad(x, (pad,) * 4)
+    std_t, mean_t = torch.tensor(std).view(1, -1, 1, 1), torch.tensor(mean).view(1, -1, 1, 1)
+    for lo in range(0, n, batch):
+        idx = order[lo:lo + batch]
+        dy = torch.randint(0, 2 * pad + 1, (len(idx),), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (len(idx),), generator=gen)
+        xb = padded.unfold(2, x.shape[2], 1).unfold(3, x.shape[3], 1)[idx, :, dy, dx]
+        m = torch.rand(len(idx), generator=gen) < 0.5
+        xb = xb.clone()
+        xb[m] = xb[m].flip(3)
+        yield xb.float().mul_(1.0 / (255.0 * std_t)).add_(-mean_t / std_t), y[idx]
+
+
+def test_loader_keeps_its_random_stream_without_host_syncs(prepared_digits):
+    from resnet_bench.data.artifact import load_prepared
+    from resnet_bench.data.loader import Augment, DeviceLoader
+
+    ds = load_prepared(prepared_digits / "digits")
+    x, y = torch.from_numpy(ds.train_x), torch.from_numpy(ds.train_y)
+    loader = DeviceLoader(x, y, batch_size=256, shuffle=True, seed=5, augment=Augment(crop_pad=2, flip=True),
+                          mean=ds.meta["mean"], std=ds.meta["std"])
+    loader.set_epoch(3)
+    ops = _Ops()
+    with ops:
+        got = list(loader)
+    assert ops.syncing == []
+    want = list(_old_loader_batches(x, y, batch=256, seed=5, epoch=3, pad=2, mean=ds.meta["mean"],
+                                    std=ds.meta["std"]))
+    assert len(got) == len(want) == 6
+    for (gx, gy), (wx, wy) in zip(got, want):
+        assert torch.equal(gx, wx) and torch.equal(gy, wy)
+
+
+def test_evaluation_reads_its_sums_once_not_per_batch(prepared_digits):
+    from resnet_bench import train
+    from test_train import tiny_cell
+
+    cell = tiny_cell(epochs=1)
+    loaders = train._loaders(cell, prepared_digits, torch.device("cpu"))
+    model = rt.Compiled(train.build_cell_model(cell, 10, 1), enabled=False)
+    ops = _Ops()
+    with ops:
+        out = train.evaluate(model, loaders[2], cell.runtime, torch.device("cpu"))  # test split: 3 batches
+    assert ops.syncing == [] and 0 < out["acc"] <= 1

@@ -79,6 +79,12 @@ def main(argv=None) -> int:
         address = args.ray_address or params.sweep.ray_address or os.environ.get("RAY_ADDRESS")
         check_address(address)
         check_local_gpus(exp, address)
+        if not address:  # local trials run on this CPU: one that cannot do bf16 fast is refused now
+            from resnet_bench.runtime import cpu_bf16_problem
+
+            problem = cpu_bf16_problem(cells[0].runtime.device, cells[0].runtime.amp)
+            if problem:
+                raise cfg.ConfigError(problem)
     except cfg.ConfigError as err:
         print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
         return 2
