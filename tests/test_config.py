@@ -390,6 +390,9 @@ def test_sources_name_default_recipe_file_and_params(tmp_path):
     assert 'recipe.epochs: 1  # ' in text and "e.yaml" in text.split("recipe.epochs: 1  # ")[1].splitlines()[0]
     assert 'recipe.momentum: 0.9  # recipe quick' in text
     assert 'runtime.compile: false  # default' in text
+    assert 'runtime.amp: "none"  # default on cpu' in text  # unset: the device's default, shown resolved
+    gpu = resolve(tmp_path=tmp_path, resources={"gpus_per_trial": 1}).show()
+    assert 'runtime.amp: "bf16"  # default on cuda' in gpu and 'runtime.deterministic: false  # default on cuda' in gpu
 
 
 def test_axis_override_replaces_the_axis_and_units_replace_versions(tmp_path):
