@@ -106,9 +106,9 @@ def evaluate(model: rt.Compiled, loader, runtime: cfg.Runtime, device, topk: int
     for x, y in loader:
         b = y.numel()
         if model.enabled and b < loader.batch_size:
-            # Compiled, static shapes: the partial last batch padded to full size runs the same graph;
-            # rows are independent in eval mode (BN uses its running statistics), so the padding
-            # changes no row's logits' meaning and is cut off.
+            # Compiled, static shapes: the partial last batch padded to full size runs the same graph.
+            # Rows are independent in eval mode (BN uses its running statistics): the zero rows leave
+            # the real rows' logits as they are (up to the kernels chosen for the batch size); cut off.
             x = torch.cat([x, x.new_zeros((loader.batch_size - b, *x.shape[1:]))])
         if runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
