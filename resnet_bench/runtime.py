@@ -136,18 +136,21 @@ class Compiled:
         self.compile_s = 0.0
         self.fn = model
         self._first = 0
+        self._strict = contextlib.nullcontext
         if enabled:
             import torch._dynamo
 
             torch.compiler.reset()
             if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit"):
-                torch._dynamo.config.fail_on_recompile_limit_hit = True
+                # Only around this model's calls (dynamo reads it when it compiles), not process-wide.
+                self._strict = lambda: torch._dynamo.config.patch(fail_on_recompile_limit_hit=True)
             self._first = _graph_count()
             self.fn = torch.compile(model, mode=None if mode == "default" else mode, backend=backend,
                                     dynamic=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
+        with self._strict():
+            return self.fn(x)
 
     @property
     def graphs(self) -> int:
