@@ -1,18 +1,22 @@
 """Measurement of models, kept apart from training: throughput, memory, FLOPs.
 
-Timed region, train: forward + cross-entropy + backward + SGD step on a batch
-that is already on the device (no data loading, no host transfer).
+Timed region, train: `runtime.train_step`, the training loop's own step (gradients dropped, forward
+under autocast, float32 cross-entropy, backward with fp16 loss scaling, SGD step) on a batch that is
+already on the device (no data loading, no host transfer).
 Timed region, inference: forward under `torch.inference_mode`, eval mode.
-Protocol: `warmup` untimed steps, then `repeats` timed repeats of
-`steps_per_repeat` steps each, the device synchronised at both ends of a repeat
-(CUDA events on GPU, perf_counter on CPU); median and spread over repeats.
-Memory is measured in a separate pass from timing. Inputs are random normal
-images (never zeros) with a fixed seed.
+Protocol, per model and in a fresh compile state: `warmup` untimed steps (at least one: the first
+compiles, autotunes cuDNN and grows the allocator), then one memory step, then `repeats` timed
+repeats of `steps_per_repeat` steps each, the device synchronised at both ends of a repeat (CUDA
+events on GPU, perf_counter on CPU); median and spread over repeats. The memory step and the timed
+steps call the same callable (the compiled model when compile is on).
+FLOPs are counted on the meta device (shapes only), so counting never allocates a batch.
+Inputs are random normal images (never zeros) with a fixed seed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import resource
 import statistics
 import sys
@@ -24,10 +28,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from resnet_bench.env import environment
+from resnet_bench import runtime as rt
+from resnet_bench.env import environment, numeric_environment
 
-TRAIN_REGION = "forward + cross-entropy + backward + SGD step, batch already on the device; no data loading"
+TRAIN_REGION = ("runtime.train_step (zero grad, forward, float32 cross-entropy, backward with fp16 loss scaling, "
+                "SGD step), batch already on the device; no data loading")
 INFER_REGION = "forward under torch.inference_mode (eval mode), batch already on the device"
+MEMORY_NOTE = {
+    "cuda": ("peak_mem_bytes: torch.cuda.max_memory_allocated over one steady train step after the warm-up "
+             "(parameters, gradients, momentum, activations, autocast weight copies, workspaces); "
+             "first_step_peak_mem_bytes: the same over the first step (cuDNN autotuning, no momentum yet)"),
+    "cpu": ("peak_mem_bytes: saved activations + parameters + gradients + optimiser state after the warm-up "
+            "(analytic; no allocator peak on CPU); saved_param_copy_bytes: autocast's reduced-precision weight "
+            "copies autograd saves, not counted as activations"),
+}
 
 
 def summarize_times(times: list[float]) -> dict:
@@ -35,17 +49,6 @@ def summarize_times(times: list[float]) -> dict:
     ts = sorted(times)
     q = statistics.quantiles(ts, n=4, method="inclusive") if len(ts) > 1 else [ts[0]] * 3
     return {"median": statistics.median(ts), "iqr": q[2] - q[0], "min": ts[0], "max": ts[-1], "n": len(ts)}
-
-
-def _autocast(device: torch.device, amp: str):
-    if device.type != "cuda" or amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _inputs(batch: int, in_channels: int, img: int, num_classes: int, device, channels_last: bool):
@@ -57,120 +60,102 @@ def _inputs(batch: int, in_channels: int, img: int, num_classes: int, device, ch
     return x, y
 
 
-def _train_step(model, opt, x, y, device, amp):
-    with _autocast(device, amp):
-        loss = F.cross_entropy(model(x).float(), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
-def _time_repeats(step: Callable[[], None], device, *, warmup: int, repeats: int, steps: int) -> list[float]:
-    """Seconds per step for each repeat; CUDA events on GPU, perf_counter on CPU."""
-    for _ in range(warmup):
-        step()
-    _sync(device)
+def _time_repeats(step: Callable[[], None], device, *, repeats: int, steps: int) -> list[float]:
+    """Seconds per step for each repeat, the device synchronised at both ends (runtime.DeviceTimer)."""
     out = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(steps):
-                step()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end) / 1000.0 / steps)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step()
-            out.append((time.perf_counter() - t0) / steps)
+        rt.synchronize(device)
+        timer = rt.DeviceTimer(device)
+        timer.start()
+        for _ in range(steps):
+            step()
+        timer.stop()
+        rt.synchronize(device)
+        out.append(timer.seconds() / steps)
     return out
 
 
-def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int, in_channels: int, num_classes: int,
-                       device, amp="none", channels_last=False, warmup=3, repeats=5, steps_per_repeat=2) -> dict:
-    device = torch.device(device)
-    x, y = _inputs(batch_size, in_channels, img_size, num_classes, device, channels_last)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    train_s = _time_repeats(lambda: _train_step(model, opt, x, y, device, amp), device,
-                            warmup=warmup, repeats=repeats, steps=steps_per_repeat)
-    model.eval()
-
-    def infer():
-        with torch.inference_mode(), _autocast(device, amp):
-            model(x)
-
-    infer_s = _time_repeats(infer, device, warmup=warmup, repeats=repeats, steps=steps_per_repeat)
-    model.train()
-    out = {}
-    for name, secs in (("train", train_s), ("infer", infer_s)):
-        t = summarize_times(secs)
-        rate = summarize_times([batch_size / s for s in secs])  # images/s of each repeat
-        out.update({f"{name}_step_ms_median": t["median"] * 1e3, f"{name}_step_ms_iqr": t["iqr"] * 1e3,
-                    f"{name}_img_per_s": rate["median"], f"{name}_img_per_s_iqr": rate["iqr"],
-                    f"{name}_img_per_s_min": rate["min"], f"{name}_img_per_s_max": rate["max"]})
-    return {
-        **out,
-        "timed_repeats": repeats, "steps_per_repeat": steps_per_repeat, "warmup_steps": warmup,
-    }
+def _rates(name: str, secs: list[float], batch_size: int) -> dict:
+    t = summarize_times(secs)
+    rate = summarize_times([batch_size / s for s in secs])  # images/s of each repeat
+    return {f"{name}_step_ms_median": t["median"] * 1e3, f"{name}_step_ms_iqr": t["iqr"] * 1e3,
+            f"{name}_img_per_s": rate["median"], f"{name}_img_per_s_iqr": rate["iqr"],
+            f"{name}_img_per_s_min": rate["min"], f"{name}_img_per_s_max": rate["max"]}
 
 
-def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, amp="none") -> int:
-    """Bytes autograd saves for backward in one training forward, each storage counted once.
+# ---- memory ---------------------------------------------------------------------------------------------
 
-    Parameters are saved too (e.g. conv weights); they are excluded here because
-    they are counted as parameter bytes.
+# Autograd nodes of a reshaped or cast view of one tensor (a saved `w.t()` of autocast's copy of w).
+_COPY_OR_VIEW_NODES = {"ToCopyBackward0", "TBackward0", "ViewBackward0", "PermuteBackward0", "ExpandBackward0",
+                       "UnsqueezeBackward0", "SqueezeBackward0", "TransposeBackward0", "AsStridedBackward0"}
+
+
+def _is_param_copy(t: torch.Tensor, param_ids: set[int]) -> bool:
+    """Autocast's reduced-precision copy of a parameter (or a view of one): its autograd history is
+    copies and views back to that parameter's AccumulateGrad."""
+    fn, cast = t.grad_fn, False
+    while fn is not None:
+        if hasattr(fn, "variable"):
+            return cast and id(fn.variable) in param_ids
+        name = type(fn).__name__
+        parents = [f for f, _ in fn.next_functions if f is not None]
+        if name not in _COPY_OR_VIEW_NODES or len(parents) != 1:
+            return False
+        cast = cast or name == "ToCopyBackward0"
+        fn = parents[0]
+    return False
+
+
+def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, amp="none") -> dict:
+    """Bytes autograd saves for backward in one eager training forward, each storage counted once.
+
+    `saved_activation_bytes`: everything saved but parameters (counted as parameter bytes) and
+    autocast's weight copies (`saved_param_copy_bytes`), which scale with the model, not the batch.
     """
     param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
+    param_ids = {id(p) for p in model.parameters()}
+    acts: dict[int, int] = {}
+    copies: dict[int, int] = {}
 
     def pack(t: torch.Tensor):
         st = t.untyped_storage()
         ptr = st.data_ptr()
-        if ptr not in param_ptrs and ptr not in seen:
-            seen[ptr] = st.nbytes()
-        return t
+        if ptr not in param_ptrs and ptr not in acts and ptr not in copies:
+            (copies if _is_param_copy(t, param_ids) else acts)[ptr] = st.nbytes()
+        # Nothing is kept: this forward is never differentiated, and a saved output packed as itself
+        # would hold its own grad_fn (a reference cycle no garbage collector sees: leaked activations).
+        return None
 
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(device, amp):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda packed: packed), rt.autocast(torch.device(device), amp):
         loss = F.cross_entropy(model(x).float(), y)
     del loss
-    return sum(seen.values())
+    return {"saved_activation_bytes": sum(acts.values()), "saved_param_copy_bytes": sum(copies.values())}
 
 
-def measure_memory(model: nn.Module, *, batch_size: int, img_size: int, in_channels: int, num_classes: int,
-                   device, amp="none", channels_last=False) -> dict:
-    """A separate pass from timing: CUDA peaks, saved activations, param/grad/optimiser bytes, RSS."""
-    device = torch.device(device)
-    x, y = _inputs(batch_size, in_channels, img_size, num_classes, device, channels_last)
-    act = saved_activation_bytes(model, x, y, device, amp)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    _train_step(model, opt, x, y, device, amp)
-    _sync(device)
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
-    opt_bytes = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
-                    if torch.is_tensor(t))
-    out = {
-        "saved_activation_bytes": act, "param_bytes": param_bytes, "grad_bytes": grad_bytes,
-        "optimizer_state_bytes": opt_bytes,
-        # ru_maxrss is KiB on Linux; a process-lifetime peak, not this model's alone.
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+def _state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    return {
+        "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "grad_bytes": sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None),
+        "optimizer_state_bytes": sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
+                                     if torch.is_tensor(t)),
     }
+
+
+def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
-        out["peak_mem_bytes"] = torch.cuda.max_memory_allocated(device)
-        out["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
-        out["peak_mem_source"] = "torch.cuda.max_memory_allocated"
-    else:
-        out["peak_mem_bytes"] = act + param_bytes + grad_bytes + opt_bytes
-        out["peak_reserved_bytes"] = None
-        out["peak_mem_source"] = "saved activations + parameters + gradients + optimiser state"
-    return out
+        rt.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    rt.synchronize(device)
+    return torch.cuda.max_memory_allocated(device)
+
+
+# ---- FLOPs ----------------------------------------------------------------------------------------------
 
 
 def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
@@ -202,59 +187,143 @@ def count_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     return {"fwd_flops": forward_flops(model, x), "train_step_flops": train_step_flops(model, x, y)}
 
 
+def meta_flops(model_fn: Callable[[], nn.Module], *, batch: int, img: int, in_channels: int, num_classes: int,
+               channels_last: bool) -> dict:
+    """`count_flops` of a fresh model on the meta device: forward at one image, train step at `batch`.
+    FLOP counts depend on shapes only (not dtype), and the meta device allocates nothing."""
+    with torch.device("meta"):
+        model = model_fn()
+        one = torch.randn(1, in_channels, img, img)
+        x = torch.randn(batch, in_channels, img, img)
+        y = torch.randint(0, num_classes, (batch,))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        one, x = (t.contiguous(memory_format=torch.channels_last) for t in (one, x))
+    return {"fwd_flops": forward_flops(model, one), "train_step_flops": train_step_flops(model, x, y)}
+
+
+# ---- one model --------------------------------------------------------------------------------------------
+
+
 def benchmark_model(model_fn: Callable[[], nn.Module], *, batch_size: int, img_size: int, in_channels: int = 3,
                     num_classes: int = 10, device="cpu", amp="none", channels_last=False, compile=False,
-                    warmup=3, repeats=5, steps_per_repeat=2, min_batch: int = 1) -> dict:
-    """One record: throughput, memory and FLOPs of a fresh model; halves the batch on OOM (recorded)."""
+                    compile_mode: str = "default", compile_backend: str = "inductor", tf32: bool = False,
+                    warmup=3, repeats=5, steps_per_repeat=2, min_batch: int = 1, label: str = "model") -> dict:
+    """One record: throughput, memory and FLOPs of a fresh model; halves the batch on out-of-memory.
+
+    Out of memory is any allocation failure (runtime.is_out_of_memory: cuDNN and cuBLAS report theirs
+    as plain RuntimeErrors). The failed attempt's memory is released after its `except` block ends
+    (its traceback holds the attempt's frames until then). Below `min_batch` it raises
+    runtime.DoesNotFit: one line naming `label`, the batch and the device's memory.
+    """
     device = torch.device(device)
+    rt.set_tf32(tf32)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    requested, batch, retries = batch_size, batch_size, 0
-    while True:
-        try:
-            record = _benchmark_once(model_fn, batch, img_size, in_channels, num_classes, device, amp,
-                                     channels_last, compile, warmup, repeats, steps_per_repeat)
-            break
-        except torch.OutOfMemoryError:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    requested, batch, errors = batch_size, batch_size, []
+    # Events, allocations and peaks on `device`, also when it is not the current GPU (cuda:N).
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with on_device:
+        while True:
+            oom = None
+            try:
+                record = _benchmark_once(model_fn, batch, img_size, in_channels, num_classes, device, amp,
+                                         channels_last, compile, compile_mode, compile_backend, warmup, repeats,
+                                         steps_per_repeat)
+                break
+            except Exception as err:
+                if not rt.is_out_of_memory(err):
+                    raise
+                oom = rt.first_line(err)
+            rt.release_memory(device)  # outside the except: the failed attempt's tensors are unreachable now
+            errors.append(oom)
             if batch // 2 < min_batch:
-                raise
-            print(f"[bench] out of memory at batch {batch}; retrying at {batch // 2}", file=sys.stderr)
-            batch, retries = batch // 2, retries + 1
-    record.update({"batch_size_requested": requested, "batch_size": batch, "oom_retries": retries})
+                raise rt.DoesNotFit(f"{label} at batch {batch} does not fit on {rt.memory_where(device)}: {oom}")
+            print(f"[bench] {label}: out of memory at batch {batch} ({oom}); retrying at {batch // 2}",
+                  file=sys.stderr)
+            batch //= 2
+    num = numeric_environment(device, amp=amp)
+    record.update({"batch_size_requested": requested, "batch_size": batch, "oom_retries": len(errors),
+                   "oom_errors": errors, "tf32": tf32, "matmul_fp32_precision": num["matmul_fp32_precision"],
+                   "conv_fp32_precision": num["conv_fp32_precision"]})
     return record
 
 
-def _benchmark_once(model_fn, batch, img, in_ch, ncls, device, amp, channels_last, compile_, warmup, repeats,
-                    steps):
+def _benchmark_once(model_fn, batch, img, in_ch, ncls, device, amp, channels_last, compile_, compile_mode,
+                    compile_backend, warmup, repeats, steps):
+    flops = meta_flops(model_fn, batch=batch, img=img, in_channels=in_ch, num_classes=ncls,
+                       channels_last=channels_last)
     model = model_fn().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
-    # Forward FLOPs on one image (eval mode); train-step FLOPs at the requested batch.
-    fwd = forward_flops(model, _inputs(1, in_ch, img, ncls, device, channels_last)[0])
-    step_flops = train_step_flops(model, *_inputs(batch, in_ch, img, ncls, device, channels_last))
-    mem = measure_memory(model, batch_size=batch, img_size=img, in_channels=in_ch, num_classes=ncls,
-                         device=device, amp=amp, channels_last=channels_last)
-    run_model = torch.compile(model) if compile_ else model
-    thr = measure_throughput(run_model, batch_size=batch, img_size=img, in_channels=in_ch, num_classes=ncls,
-                             device=device, amp=amp, channels_last=channels_last, warmup=warmup,
-                             repeats=repeats, steps_per_repeat=steps)
+    x, y = _inputs(batch, in_ch, img, ncls, device, channels_last)
+    saved = saved_activation_bytes(model, x, y, device, amp)  # eager, before any step: no gradients yet
+    model.zero_grad(set_to_none=True)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    scaler = rt.grad_scaler(device, amp)
+    compiled = rt.Compiled(model, enabled=compile_, mode=compile_mode, backend=compile_backend)
+    warmup = max(1, warmup)
+
+    def train_step():
+        with compiled.timing(device):
+            rt.train_step(compiled, opt, scaler, x, y, device=device, amp=amp)
+
+    model.train()
+    _reset_peak(device)
+    train_step()
+    first_peak = _peak(device)
+    for _ in range(warmup - 1):
+        train_step()
+    # Steady state: momentum buffers exist, cuDNN has chosen its algorithms, the graph is compiled.
+    _reset_peak(device)
+    train_step()
+    peak = _peak(device)
+    state = _state_bytes(model, opt)
+    steady_allocated = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
+    reserved = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
+    train_s = _time_repeats(train_step, device, repeats=repeats, steps=steps)
+
+    model.eval()
+
+    def infer():
+        with compiled.timing(device), torch.inference_mode(), rt.autocast(device, amp):
+            compiled(x)
+
+    for _ in range(warmup):
+        infer()
+    infer_s = _time_repeats(infer, device, repeats=repeats, steps=steps)
+    model.train()
+    compiled.check()
+    thr = {**_rates("train", train_s, batch), **_rates("infer", infer_s, batch)}
     return {
-        "params": params, "fwd_gflops": fwd / 1e9, "train_step_gflops": step_flops / 1e9,
-        "achieved_tflop_per_s": step_flops / (thr["train_step_ms_median"] / 1e3) / 1e12,
-        **thr, **mem,
+        "params": params, "fwd_gflops": flops["fwd_flops"] / 1e9, "train_step_gflops": flops["train_step_flops"] / 1e9,
+        "achieved_tflop_per_s": flops["train_step_flops"] / (thr["train_step_ms_median"] / 1e3) / 1e12,
+        **thr, "timed_repeats": repeats, "steps_per_repeat": steps, "warmup_steps": warmup,
+        **saved, **state,
+        "peak_mem_bytes": peak if peak is not None else saved["saved_activation_bytes"] + sum(state.values()),
+        "first_step_peak_mem_bytes": first_peak, "steady_allocated_bytes": steady_allocated,
+        "peak_reserved_bytes": reserved,
+        "peak_mem_source": ("torch.cuda.max_memory_allocated, steady step" if peak is not None else
+                            "saved activations + parameters + gradients + optimiser state"),
+        "memory_note": MEMORY_NOTE[device.type],
+        # ru_maxrss is KiB on Linux; a process-lifetime peak, not this model's alone.
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "img_size": img, "in_channels": in_ch, "num_classes": ncls, "device": str(device), "amp": amp,
-        "channels_last": channels_last, "compile": compile_,
+        "grad_scaler": scaler.is_enabled(), "channels_last": channels_last, "compile": compile_,
+        "compile_mode": compiled.stats()["mode"], "compile_backend": compiled.stats()["backend"],
+        "compile_graphs": compiled.graphs, "compile_s": compiled.compile_s,
         "timed_region_train": TRAIN_REGION, "timed_region_infer": INFER_REGION,
-        "flops_note": "FLOPs = 2 x MACs (torch.utils.flop_counter)",
+        "flops_note": "FLOPs = 2 x MACs (torch.utils.flop_counter, on the meta device)",
     }
+
+
+# ---- command line ---------------------------------------------------------------------------------------------
 
 
 def parse_args(argv):
     from resnet_bench.argparsing import Parser
-    from resnet_bench.config import Bench
+    from resnet_bench.config import COMPILE_MODES, Bench
 
     d = Bench()  # the one place bench defaults live (resnet_bench.config)
     p = Parser(prog="resnet-bench bench", description="Throughput, memory and FLOPs of models.")
@@ -265,11 +334,15 @@ def parse_args(argv):
     p.add_argument("--width", type=int, help="base channels (default: the family's)")
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--amp", default="none", help="none, bf16, fp16 (CUDA only)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda, cuda:N (default: cuda when this machine has a GPU)")
+    p.add_argument("--amp", default="none", help="none, bf16, fp16 (fp16: CUDA only; bf16 on CPU needs AMX-BF16 "
+                                                 "or AVX512-BF16)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--compile-mode", default="default", help=f"torch.compile mode ({', '.join(COMPILE_MODES)})")
+    p.add_argument("--tf32", action="store_true", help="TF32 float32 matmuls and convolutions (CUDA)")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps before measuring (at least 1 runs)")
     p.add_argument("--repeats", type=int, default=d.repeats)
     p.add_argument("--steps-per-repeat", type=int, default=d.steps_per_repeat)
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads); recorded")
@@ -299,14 +372,15 @@ def check_args(args) -> list[str]:
     if bad or not names:
         problems.append(f"--models: unknown model(s) {', '.join(map(repr, bad)) or '(none given)'}; "
                         f"valid: {', '.join(valid)}")
+    kind = "cuda" if re.fullmatch(r"cuda(:[0-9]+)?", args.device) else args.device  # cuda:N: a GPU of this machine
     checks = [
         (cfg.Bench, {"batch_size": args.batch, "warmup": args.warmup, "repeats": args.repeats,
                      "steps_per_repeat": args.steps_per_repeat},
          {"batch_size": "--batch", "warmup": "--warmup", "repeats": "--repeats",
           "steps_per_repeat": "--steps-per-repeat"}),
         (cfg.Arch, {"stem": args.stem, "width": args.width}, {"stem": "--stem", "width": "--width"}),
-        (cfg.Runtime, {"device": args.device, "amp": args.amp, "threads": args.threads},
-         {"device": "--device", "amp": "--amp", "threads": "--threads"}),
+        (cfg.Runtime, {"device": kind, "amp": args.amp, "threads": args.threads, "compile_mode": args.compile_mode},
+         {"device": "--device", "amp": "--amp", "threads": "--threads", "compile_mode": "--compile-mode"}),
         (BenchInput, {"img": args.img, "in_channels": args.in_channels, "num_classes": args.num_classes},
          {"img": "--img", "in_channels": "--in-channels", "num_classes": "--num-classes"}),
     ]
@@ -315,10 +389,19 @@ def check_args(args) -> list[str]:
             cfg.validate_flags(model, values, flags)
         except cfg.ConfigError as err:
             problems += err.problems
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        problems.append(f"--device: {args.device!r} but this machine has no CUDA GPU; valid here: cpu")
-    if args.amp != "none" and not args.device.startswith("cuda"):
-        problems.append(f"--amp: {args.amp!r} needs --device cuda (CPU runs float32)")
+    if kind == "cuda":
+        problem = rt.local_device_problem(args.device)
+        if problem:
+            problems.append(f"--device: {problem}; valid here: cpu")
+    elif kind == "cpu":
+        if args.amp == "fp16":
+            problems.append("--amp: 'fp16' needs --device cuda; valid on cpu: none, bf16")
+        elif rt.cpu_bf16_problem("cpu", args.amp):
+            problems.append(f"--amp: {rt.cpu_bf16_problem('cpu', args.amp)}")
+        if args.tf32:
+            problems.append("--tf32 needs --device cuda (TF32 is a GPU tensor-core format)")
+    if args.compile_mode != "default" and not args.compile:
+        problems.append(f"--compile-mode: {args.compile_mode!r} needs --compile")
     try:
         args.out_file = output_file(args.out).prepare()  # a file; writable before any measurement
     except OutputError as err:
@@ -341,7 +424,8 @@ def _bench_one(name: str, args, options: dict) -> dict:
         lambda: build_model(name, num_classes=args.num_classes, in_channels=args.in_channels, **options),
         batch_size=args.batch, img_size=args.img, in_channels=args.in_channels,
         num_classes=args.num_classes, device=args.device, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, warmup=args.warmup, repeats=args.repeats, steps_per_repeat=args.steps_per_repeat)
+        compile=args.compile, compile_mode=args.compile_mode, tf32=args.tf32, warmup=args.warmup,
+        repeats=args.repeats, steps_per_repeat=args.steps_per_repeat, label=name)
 
 
 def main(argv=None) -> int:
@@ -360,12 +444,14 @@ def main(argv=None) -> int:
     rows = []
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
         try:
             rec = _bench_one(name, args, options)
         except (RuntimeError, ValueError) as err:  # e.g. BatchNorm on one value per channel (--batch 1 --img 1)
             print(f"error: --models {name}: {type(err).__name__}: {str(err).splitlines()[0][:300]}", file=sys.stderr)
             return 1
-        rows.append({"model": name, **options, **rec, "git_commit": env["git_commit"],
+        rows.append({"model": name, **options, **rec, "wall_s": time.perf_counter() - t0,
+                     "git_commit": env["git_commit"],
                      **{f"hw_{k}": v for k, v in env["hardware"].items()},
                      **{f"version_{k}": v for k, v in env["versions"].items()}})
 
@@ -375,10 +461,10 @@ def main(argv=None) -> int:
     with args.out_file.file() as tmp:
         guard_frame(df).to_csv(tmp, index=False)
     cols = ["model", "batch_size", "params", "fwd_gflops", "train_img_per_s", "train_img_per_s_iqr",
-            "infer_img_per_s", "achieved_tflop_per_s", "peak_mem_bytes", "saved_activation_bytes"]
+            "infer_img_per_s", "achieved_tflop_per_s", "peak_mem_bytes", "saved_activation_bytes", "compile_graphs"]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     hw = env["hardware"]
-    print(f"\n{hw['gpu_name'] or hw['cpu_model']}, torch threads {hw['torch_threads']}, "
+    print(f"\n{hw['gpu_name'] or hw['cpu_model']} ({args.device}), torch threads {hw['torch_threads']}, "
           f"torch {env['versions']['torch']}, commit {env['git_commit'][:12]}; "
           f"train region: {TRAIN_REGION}; CSV: {args.out_file.path}")
     return 0

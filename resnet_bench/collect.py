@@ -110,7 +110,9 @@ def _config_row(c: Cell) -> dict:
         "warmup_lr": r.warmup_lr, "label_smoothing": r.label_smoothing,
         "crop_pad": r.augment.crop_pad, "flip": r.augment.flip,
         "device": rt.device, "amp": rt.amp, "channels_last": rt.channels_last, "compile": rt.compile,
+        "compile_mode": rt.compile_mode, "tf32": rt.tf32,
         "threads": rt.threads, "deterministic": rt.deterministic, "bench_enabled": c.bench.enabled,
+        "gpu_share": c.gpu_share,
         "code_fingerprint": c.code_fingerprint or None,
         "data_sha256": c.data.content_sha256 if c.data else None,
     }
@@ -162,6 +164,9 @@ def cell_row(rec: CellRecord) -> dict:
         "node_hostname": node.hostname if node else None,
         "aten_cpu_capability": numeric.aten_cpu_capability if numeric else None,
         "numeric_pinned": numeric.pinned if numeric else None,
+        "matmul_fp32_precision": numeric.matmul_fp32_precision if numeric else None,
+        "conv_fp32_precision": numeric.conv_fp32_precision if numeric else None,
+        "cudnn_deterministic": numeric.cudnn_deterministic_effective if numeric else None,
         "torch_version": env.versions.get("torch") if env else None,
         **{col: getattr(hw, key) if hw else None for col, key in (
             ("cuda_version", "cuda"), ("python_version", "python"), ("platform", "platform"),

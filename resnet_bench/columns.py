@@ -73,12 +73,17 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("crop_pad", "int", "pixels", "zero padding before the random crop (0 = no crop augmentation)"),
     ("flip", "bool", "-", "random horizontal flip"),
     ("device", "str", "-", "`cpu` or `cuda`"),
-    ("amp", "str", "-", "autocast dtype: `none` | `bf16` | `fp16` (CPU runs: `none`, float32)"),
+    ("amp", "str", "-", "autocast dtype: `none` | `bf16` | `fp16` (CPU: `none`, or `bf16` opted into, outside the "
+                        "bit-identity promise)"),
     ("channels_last", "bool", "-", "NHWC memory format"),
     ("compile", "bool", "-", "`torch.compile` used"),
+    ("compile_mode", "str", "-", "`torch.compile` mode (`default`, `reduce-overhead`, `max-autotune`, ...)"),
+    ("tf32", "bool", "-", "TF32 tensor cores allowed for float32 matmuls and cuDNN convolutions (CUDA)"),
     ("threads", "int", "threads", "torch CPU threads requested by the config (CPU runs)"),
     ("deterministic", "bool", "-", "deterministic algorithms requested (cuDNN benchmark off)"),
     ("bench_enabled", "bool", "-", "the isolated bench pass was requested for this cell"),
+    ("gpu_share", "float", "GPUs", "fraction of one GPU the trial held (`resources.gpus_per_trial`; 0.5 = two "
+                                   "trials on one GPU, its loop throughput is not a whole GPU's); null on CPU"),
     # dataset (from the record's dataset_meta, when present)
     ("num_classes", "int", "classes", "number of classes of the dataset"),
     ("n_train", "int", "images", "training images (after the validation hold-out)"),
@@ -95,10 +100,14 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("final_train_loss", "float", "nats", "mean training loss of the last epoch"),
     ("epochs_completed", "int", "epochs", "epochs trained"),
     ("train_time_s", "float", "s", "wall time of training and evaluation"),
+    ("gpu_hours", "float", "GPU-hours", "train_time_s / 3600 x gpu_share; null on CPU"),
     ("wall_s", "float", "s", "wall time of the whole cell (data loading included)"),
-    ("train_img_per_s", "float", "images/s", "training-loop throughput incl. on-device augmentation, mean over "
-                                             "epochs (concurrent cells may share the device: compare models "
-                                             "with bench_train_img_per_s)"),
+    ("train_img_per_s", "float", "images/s", "steady training-loop throughput incl. on-device loading and "
+                                             "augmentation: full batches after the first epoch's warm-up steps "
+                                             "(compilation, autotuning), timed on the device (concurrent cells "
+                                             "may share it: compare models with bench_train_img_per_s)"),
+    ("train_epoch_img_per_s", "float", "images/s", "mean over epochs of images / epoch wall time, the first "
+                                                   "epoch's compilation and warm-up included"),
     ("params", "int", "parameters", "trainable parameters"),
     ("fwd_gflops", "float", "GFLOP/image", "forward FLOPs per image at the dataset's input size, "
                                            "FLOPs = 2 x multiply-accumulates"),
@@ -125,6 +134,10 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("node_hostname", "str", "-", "host that trained the cell"),
     ("aten_cpu_capability", "str", "-", "CPU kernel level torch dispatched to (e.g. AVX2, AVX512)"),
     ("numeric_pinned", "bool", "-", "the numeric environment was pinned (deterministic CPU: AVX2 kernels)"),
+    ("matmul_fp32_precision", "str", "-", "effective float32 matmul precision while training: `ieee` or `tf32`"),
+    ("conv_fp32_precision", "str", "-", "effective float32 cuDNN convolution precision: `ieee` or `tf32`"),
+    ("cudnn_deterministic", "bool", "-", "cuDNN restricted to deterministic kernels (its flag or deterministic "
+                                         "algorithms)"),
     ("torch_version", "str", "-", "torch version"),
     ("cuda_version", "str", "-", "CUDA version torch was built with; null on CPU-only machines"),
     ("python_version", "str", "-", "Python version"),

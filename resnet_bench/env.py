@@ -112,6 +112,10 @@ FINGERPRINT_ROOTS: dict[str, set[str]] = {
     "models/trunk.py": {"ResNet"},
     "models/registry.py": {"build_model", "model_flops", "count_params"},
     "train.py": {"train_cell", "build_cell_model", "pin_numeric_environment"},
+    # What train.py calls as `rt.<name>`: precision, determinism, the step, compilation, memory share, timing.
+    "runtime.py": {"set_tf32", "set_determinism", "autocast", "grad_scaler", "train_step", "cpu_bf16_problem",
+                   "Compiled", "synchronize", "apply_gpu_share", "resident_budget_bytes", "is_out_of_memory",
+                   "first_line", "release_memory", "memory_where", "DoesNotFit", "DeviceTimer"},
     "data/artifact.py": {"load_prepared"},
     "data/loader.py": {"DeviceLoader", "Augment"},
     "env.py": {"pinned_env"},
@@ -247,9 +251,22 @@ def _config_line(pattern: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def numeric_environment() -> dict:
-    """What decides floating-point results besides code and data: kernels, ISA, threads, flags."""
+def numeric_environment(device: str | torch.device | None = None, *, amp: str | None = None) -> dict:
+    """What decides floating-point results besides code and data: kernels, ISA, threads, flags.
+
+    Read back from torch as it stands (call it after the run set its flags): float32 matmul and cuDNN
+    convolution precision (`tf32` or `ieee`), the effective cuDNN determinism (its own flag or
+    deterministic algorithms, either makes cuDNN pick deterministic kernels), autocast (`amp`, as
+    the run used it) and, on CPU, the bf16 instructions. GPU fields name `device` (default: the
+    current CUDA device).
+    """
+    from resnet_bench.runtime import AMP_DTYPES, cpu_bf16_isa
+
     cuda = torch.cuda.is_available()
+    dev = torch.device(device) if device is not None else None
+    gpu = dev if dev is not None and dev.type == "cuda" else (torch.device("cuda", torch.cuda.current_device())
+                                                              if cuda else None)
+    deterministic = torch.are_deterministic_algorithms_enabled()
     out = {
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "onednn_version": _config_line(r"MKL-DNN (v[0-9.]+)") or _config_line(r"oneDNN (v[0-9.]+)"),
@@ -258,14 +275,21 @@ def numeric_environment() -> dict:
         "pinned": all(os.environ.get(k) == v for k, v in PINNED_NUMERIC_ENV.items()),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_algorithms": deterministic,
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_deterministic_effective": bool(torch.backends.cudnn.deterministic or deterministic),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "matmul_fp32_precision": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee",
+        "conv_fp32_precision": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee",
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "autocast": str(AMP_DTYPES[amp]).removeprefix("torch.") if amp in AMP_DTYPES else None,
+        "cpu_bf16_isa": cpu_bf16_isa(),
         "cuda_runtime": torch.version.cuda if cuda else None,
         "cudnn_version": torch.backends.cudnn.version() if cuda else None,
         "cublas_version": None,
-        "gpu_name": torch.cuda.get_device_name(0) if cuda else None,
-        "gpu_compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))) if cuda else None,
+        "gpu_name": torch.cuda.get_device_name(gpu) if gpu is not None else None,
+        "gpu_compute_capability": ".".join(map(str, torch.cuda.get_device_capability(gpu))) if gpu is not None
+        else None,
     }
     if cuda:
         out["cublas_version"] = _cublas_version()

@@ -2,19 +2,20 @@
 
 The cell is a `resnet_bench.config.Cell` (a dict is validated into one on
 arrival, as a Ray trial receives it). The result is the record described in docs/ARCHITECTURE.md (metrics, per-epoch
-curves, provenance). Training-loop throughput (`train_img_per_s`) includes the
-on-device augmentation and the optimiser step; the clean model-only figures
-come from `resnet_bench.bench`, run separately so that timing is not distorted.
+curves, provenance). Training-loop throughput (`train_img_per_s`) is the steady state of the
+loop: full-size batches after the first epoch's warm-up steps (compilation, autotuning), including
+on-device loading and augmentation and the optimiser step (`train_epoch`); the clean model-only
+figures come from `resnet_bench.bench`, run separately so that timing is not distorted.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import math
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_bench import config as cfg
+from resnet_bench import runtime as rt
 from resnet_bench.env import environment, node_info, numeric_environment
 
 
@@ -36,18 +38,11 @@ def utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch; with `deterministic`, refuse nondeterministic kernels."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if deterministic:
-        # cuBLAS needs this workspace setting to be deterministic (PyTorch "Reproducibility" notes).
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=False)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.use_deterministic_algorithms(False)
 
 
 def lr_at(step: int, total_steps: int, recipe: cfg.Recipe) -> float:
@@ -95,42 +90,49 @@ def make_optimizer(params, recipe: cfg.Recipe) -> torch.optim.Optimizer:
                            weight_decay=recipe.weight_decay)
 
 
-def _autocast(runtime: cfg.Runtime, device: torch.device):
-    amp = runtime.amp
-    if device.type != "cuda" or amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
 @torch.no_grad()
-def evaluate(model, loader, runtime: cfg.Runtime, device, topk: int = 1) -> dict:
-    """Mean loss, top-1 and (topk > 1) top-k accuracy over a loader."""
-    model.eval()
-    loss_sum, correct, correct_k, n = 0.0, 0, 0, 0
+def evaluate(model: rt.Compiled, loader, runtime: cfg.Runtime, device, topk: int = 1) -> dict:
+    """Mean loss, top-1 and (topk > 1) top-k accuracy over a loader.
+
+    The sums stay on the device (loss in float64, counts in int64) and are read once at the end:
+    the host queues every batch without waiting for the GPU.
+    """
+    model.model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    correct_k = torch.zeros((), dtype=torch.int64, device=device)
+    n = 0
     for x, y in loader:
+        b = y.numel()
+        if model.enabled and b < loader.batch_size:
+            # Compiled, static shapes: the partial last batch padded to full size runs the same graph.
+            # Rows are independent in eval mode (BN uses its running statistics): the zero rows leave
+            # the real rows' logits as they are (up to the kernels chosen for the batch size); cut off.
+            x = torch.cat([x, x.new_zeros((loader.batch_size - b, *x.shape[1:]))])
         if runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(runtime, device):
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        with model.timing(device), rt.autocast(device, runtime.amp):
+            logits = model(x)[:b]
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
         if topk > 1:
-            correct_k += (logits.topk(topk, dim=1).indices == y[:, None]).any(1).sum().item()
+            correct_k += (logits.topk(topk, dim=1).indices == y[:, None]).any(1).sum()
         n += y.numel()
-    out = {"loss": loss_sum / max(1, n), "acc": correct / max(1, n)}
+    total_loss, total_correct, total_k = torch.stack([loss_sum, correct.double(), correct_k.double()]).tolist()
+    out = {"loss": total_loss / max(1, n), "acc": int(total_correct) / max(1, n)}
     if topk > 1:
-        out[f"top{topk}_acc"] = correct_k / max(1, n)
+        out[f"top{topk}_acc"] = int(total_k) / max(1, n)
     return out
 
 
-def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device):
+def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device, max_resident_bytes: int | None = None):
     from resnet_bench.data.artifact import load_prepared
     from resnet_bench.data.loader import Augment, DeviceLoader
 
     ds = load_prepared(Path(prepared_dir) / cell.dataset)
     meta = ds.meta
     recipe = cell.recipe
-    common = {"mean": meta["mean"], "std": meta["std"], "device": device}
+    common = {"mean": meta["mean"], "std": meta["std"], "device": device, "max_resident_bytes": max_resident_bytes}
 
     def make(x, y, *, train: bool):
         # A last training batch of one image cannot be trained on: BatchNorm in training mode has one
@@ -153,128 +155,186 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
+def train_epoch(loop: dict, epoch: int, *, warmup_steps: int) -> dict:
+    """One epoch of `loop` (train_cell's model, optimiser, scaler, loader, ...): its record's training part.
+
+    Steady throughput: the full-size batches after `warmup_steps` (the process's first epoch skips
+    compilation, cuDNN autotuning and allocator growth; the partial last batch has its own shape),
+    timed on the device from the end of the last warm-up step to the end of the last full batch,
+    so it covers loading, augmentation and the optimiser step. The epoch's wall time covers all.
+    """
+    model, optimizer, scaler, loader = loop["model"], loop["optimizer"], loop["scaler"], loop["train_loader"]
+    recipe, runtime, device = loop["recipe"], loop["runtime"], loop["device"]
+    model.model.train()
+    loader.set_epoch(epoch)
+    step = (epoch - 1) * loop["steps_per_epoch"]
+    full_batches = len(loader.y) // recipe.batch_size
+    steady_steps = max(0, full_batches - warmup_steps)
+    window = rt.DeviceTimer(device)
+    loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    rt.synchronize(device)
+    t_epoch = time.perf_counter()
+    if steady_steps and warmup_steps == 0:
+        window.start()
+    for i, (x, y) in enumerate(loader):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, loop["total_steps"], recipe)
+        if runtime.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with model.timing(device):
+            logits, loss = rt.train_step(model, optimizer, scaler, x, y, device=device, amp=runtime.amp,
+                                         label_smoothing=recipe.label_smoothing)
+        # Sums stay on the device: no host sync per step (one per epoch below).
+        loss_sum += loss.detach() * y.numel()
+        correct += (logits.argmax(1) == y).sum()
+        seen += y.numel()
+        step += 1
+        if steady_steps and i + 1 == warmup_steps:
+            window.start()
+        if steady_steps and i + 1 == full_batches:
+            window.stop()
+    rt.synchronize(device)
+    epoch_s = time.perf_counter() - t_epoch
+    steady_s = window.seconds()
+    steady_images = steady_steps * recipe.batch_size
+    return {"epoch": epoch, "iteration": step, "train_loss": (loss_sum / max(1, seen)).item(),
+            "train_acc": (correct / max(1, seen)).item(), "lr": lr_at(step - 1, loop["total_steps"], recipe),
+            "epoch_s": epoch_s, "train_img_per_s": seen / epoch_s,
+            "steady_images": steady_images, "steady_s": steady_s,
+            "steady_train_img_per_s": steady_images / steady_s if steady_s else None}
+
+
 def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_path: str | Path | None = None,
                on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None,
-               on_checkpoint: Callable[[Path, dict], None] | None = None) -> dict:
+               on_checkpoint: Callable[[Path, dict], None] | None = None, compile_backend: str = "inductor") -> dict:
     """Train and evaluate one cell; returns its result record (status ok or diverged).
 
-    Exceptions other than divergence propagate: the caller (the sweep) records them.
-    A checkpoint is written after every epoch; an existing checkpoint for the same
-    cell id is resumed, giving the same numbers as an uninterrupted run on CPU.
+    Exceptions other than divergence propagate: the caller (the sweep) records them. A cell whose
+    model and batch do not fit its device (or its share of one) raises `runtime.DoesNotFit` with one
+    line naming model, batch, device and memory.
+    A checkpoint (model, optimiser, fp16 loss scale) is written after every epoch; an existing
+    checkpoint for the same cell id is resumed, giving the same numbers as an uninterrupted run on CPU.
     `provenance`: what the driver captured once (git commit, code fingerprint); the
     record adds this process's node and numeric environment.
     `on_checkpoint(path, epoch_record)` runs once that epoch's checkpoint file is
     complete on disk (the sweep hands it to Ray Tune, which persists it to storage).
+    `compile_backend`: torch.compile's backend (dynamo's "eager" traces and compiles nothing, for tests).
     """
     cell = cell if isinstance(cell, cfg.Cell) else cfg.Cell.model_validate(cell)
     started, t0 = utcnow(), time.perf_counter()
     runtime, recipe = cell.runtime, cell.recipe
     device = torch.device(runtime.device)
+    problem = rt.cpu_bf16_problem(device.type, runtime.amp)
+    if problem:
+        raise cfg.ConfigError(problem)
     if device.type == "cpu" and runtime.threads:
         torch.set_num_threads(runtime.threads)
-    seed_everything(cell.seed, runtime.deterministic)
-    if device.type == "cuda" and not runtime.deterministic:
-        torch.backends.cudnn.benchmark = True
+    seed_everything(cell.seed)
+    rt.set_determinism(runtime.deterministic, device)
+    rt.set_tf32(runtime.tf32)
+    cap_bytes = rt.apply_gpu_share(device, cell.gpu_share)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    oom = None
+    try:
+        record = _train(cell, Path(prepared_dir), device, ckpt=Path(checkpoint_path) if checkpoint_path else None,
+                        on_epoch=on_epoch, on_checkpoint=on_checkpoint, compile_backend=compile_backend,
+                        cap_bytes=cap_bytes)
+    except Exception as err:
+        if not rt.is_out_of_memory(err):
+            raise
+        oom = rt.first_line(err)
+    if oom is not None:  # outside the except: its traceback no longer holds the tensors
+        rt.release_memory(device)
+        raise rt.DoesNotFit(f"{cell.model} at batch {recipe.batch_size} does not fit on "
+                            f"{rt.memory_where(device, cap_bytes)}: {oom}")
+    metrics = record["metrics"]
+    metrics["train_time_s"] = time.perf_counter() - t0
+    metrics["gpu_hours"] = metrics["train_time_s"] / 3600 * cell.gpu_share if cell.gpu_share else None
+    metrics["gpu_memory_cap_bytes"] = cap_bytes
+    metrics["train_peak_mem_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {
+        "cell_id": cell.cell_id,
+        **record,
+        "config": cell.to_dict(),
+        "env": environment(device),
+        "provenance": {**(provenance or {}), "node": node_info(),
+                       "numeric": numeric_environment(device, amp=runtime.amp)},
+        "started_at": started,
+        "finished_at": utcnow(),
+        "wall_s": time.perf_counter() - t0,
+    }
 
-    train_loader, val_loader, test_loader, meta = _loaders(cell, Path(prepared_dir), device)
+
+def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Path | None, on_epoch, on_checkpoint,
+           compile_backend: str, cap_bytes: int | None) -> dict:
+    """The epochs and the final evaluation; the record's status, error, metrics, epochs, compile, dataset."""
+    runtime, recipe = cell.runtime, cell.recipe
+    train_loader, val_loader, test_loader, meta = _loaders(
+        cell, prepared_dir, device, max_resident_bytes=rt.resident_budget_bytes(device, cap_bytes))
     num_classes, in_channels = meta["num_classes"], meta["channels"]
     topk = 5 if num_classes >= 100 else 1
     model = build_cell_model(cell, num_classes, in_channels).to(device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), recipe)
-    step_model = torch.compile(model) if runtime.compile else model
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and runtime.amp == "fp16")
-
-    epochs_total = recipe.epochs
-    steps_per_epoch = len(train_loader)
-    total_steps = epochs_total * steps_per_epoch
+    scaler = rt.grad_scaler(device, runtime.amp)
+    compiled = rt.Compiled(model, enabled=runtime.compile, mode=runtime.compile_mode, backend=compile_backend)
+    loop = {"model": compiled, "optimizer": optimizer, "scaler": scaler, "train_loader": train_loader,
+            "recipe": recipe, "runtime": runtime, "device": device, "steps_per_epoch": len(train_loader),
+            "total_steps": recipe.epochs * len(train_loader)}
     history: list[dict] = []
     start_epoch = 1
-    ckpt = Path(checkpoint_path) if checkpoint_path else None
     if ckpt and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         if state.get("cell_id") == cell.cell_id:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])  # fp16: the loss scale reached, not 2**16 again
             history = state["history"]
             start_epoch = state["epoch"] + 1
 
     status, error = "ok", None
-    for epoch in range(start_epoch, epochs_total + 1):
-        model.train()
-        train_loader.set_epoch(epoch)
-        step = (epoch - 1) * steps_per_epoch
-        loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t_epoch = time.perf_counter()
-        for x, y in train_loader:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, recipe)
-            if runtime.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(runtime, device):
-                logits = step_model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            # Sums stay on the device: no host sync per step (one per epoch below).
-            loss_sum += loss.detach() * y.numel()
-            correct += (logits.argmax(1) == y).sum()
-            seen += y.numel()
-            step += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        epoch_s = time.perf_counter() - t_epoch
-        train_loss = (loss_sum / max(1, seen)).item()
-        val = evaluate(model, val_loader, runtime, device)
+    for epoch in range(start_epoch, recipe.epochs + 1):
+        # The first epoch this process trains warms up (compilation, autotuning) before it is timed.
+        record = train_epoch(loop, epoch, warmup_steps=max(1, cell.bench.warmup) if epoch == start_epoch else 0)
+        val = evaluate(compiled, val_loader, runtime, device)
         # The test curve is for plots only (He et al. 2016 Fig. 1/6 style); the model is
         # chosen on validation, never on test.
-        test = evaluate(model, test_loader, runtime, device)
-        record = {"epoch": epoch, "iteration": step, "train_loss": train_loss,
-                  "train_acc": (correct / max(1, seen)).item(),
-                  "val_loss": val["loss"], "val_acc": val["acc"], "test_loss": test["loss"], "test_acc": test["acc"],
-                  "lr": lr_at(step - 1, total_steps, recipe), "epoch_s": epoch_s,
-                  "train_img_per_s": seen / epoch_s}
+        test = evaluate(compiled, test_loader, runtime, device)
+        record.update({"val_loss": val["loss"], "val_acc": val["acc"], "test_loss": test["loss"],
+                       "test_acc": test["acc"]})
         history.append(record)
         if on_epoch:
             on_epoch(record)
-        if not math.isfinite(train_loss):
-            status, error = "diverged", f"train loss is {train_loss} at epoch {epoch}"
+        if not math.isfinite(record["train_loss"]):
+            status, error = "diverged", f"train loss is {record['train_loss']} at epoch {epoch}"
             break
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(ckpt, {"cell_id": cell.cell_id, "epoch": epoch, "model": model.state_dict(),
-                                    "optimizer": optimizer.state_dict(), "history": history})
+                                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                                    "history": history})
             if on_checkpoint:
                 on_checkpoint(ckpt, record)
-
     metrics = summarize(history)
     metrics["params"] = sum(p.numel() for p in model.parameters())
-    metrics["fwd_gflops"] = _fwd_gflops(model, (1, in_channels, meta["height"], meta["width"]))
+    metrics["fwd_gflops"] = _fwd_gflops(cell, num_classes, in_channels, (1, in_channels, meta["height"], meta["width"]))
+    metrics["amp_grad_scale"] = scaler.get_scale() if scaler.is_enabled() else None
     if status == "ok":
-        test = evaluate(model, test_loader, runtime, device, topk=topk)
+        test = evaluate(compiled, test_loader, runtime, device, topk=topk)
         metrics.update({"test_acc": test["acc"], "test_loss": test["loss"],
                         "test_top5_acc": test.get("top5_acc")})
-    metrics["train_time_s"] = time.perf_counter() - t0
+    compiled.check()
     return {
-        "cell_id": cell.cell_id,
         "status": status,
         "error": error,
-        "config": cell.to_dict(),
         "metrics": metrics,
         "epochs": history,
+        "compile": compiled.stats(),
         "dataset_meta": {**{k: meta.get(k) for k in ("name", "num_classes", "channels", "height", "width",
                                                       "counts", "source_sha256", "content_sha256", "split")},
                          "train_last_batch_dropped": train_loader.drop_last},
-        "env": environment(device),
-        "provenance": {**(provenance or {}), "node": node_info(), "numeric": numeric_environment()},
-        "started_at": started,
-        "finished_at": utcnow(),
-        "wall_s": time.perf_counter() - t0,
     }
 
 
@@ -290,37 +350,44 @@ def pin_numeric_environment(cell: cfg.Cell) -> None:
 
 
 def summarize(history: list[dict]) -> dict:
-    """Final numbers from per-epoch records: best validation epoch, mean loop throughput."""
+    """Final numbers from per-epoch records: best validation epoch, loop throughput.
+
+    `train_img_per_s`: steady images / steady seconds over every epoch with a steady window
+    (`train_epoch`); `train_epoch_img_per_s`: the mean of the epochs' wall-clock rates, the first
+    epoch's compilation included.
+    """
     if not history:
         return {"epochs_completed": 0}
     best = max(history, key=lambda r: (r["val_acc"], -r["epoch"]))
+    timed = [r for r in history if r.get("steady_s")]
     return {
         "epochs_completed": len(history),
         "best_val_acc": best["val_acc"],
         "best_val_epoch": best["epoch"],
         "final_val_acc": history[-1]["val_acc"],
         "final_train_loss": history[-1]["train_loss"],
-        "train_img_per_s": float(np.mean([r["train_img_per_s"] for r in history])),
+        "train_img_per_s": (sum(r["steady_images"] for r in timed) / sum(r["steady_s"] for r in timed)
+                            if timed else None),
+        "train_epoch_img_per_s": float(np.mean([r["train_img_per_s"] for r in history])),
     }
 
 
-def _fwd_gflops(model, input_shape) -> float | None:
+def _fwd_gflops(cell: cfg.Cell, num_classes: int, in_channels: int, input_shape) -> float:
+    """Forward GFLOPs of one image, counted on the meta device (shapes only: no memory, no compute)."""
     from resnet_bench.models import model_flops
 
-    was_training = model.training
-    model.eval()
-    try:
-        return model_flops(model, input_shape) / 1e9
-    finally:
-        model.train(was_training)
+    with torch.device("meta"):
+        model = build_cell_model(cell, num_classes, in_channels)
+    return model_flops(model, input_shape) / 1e9
 
 
 # Flags that set a config value: flag -> key path. They default to None ("not given"),
 # so the recipe (and the schema's defaults) decide anything not on the command line.
 FLAG_KEYS = {
     "recipe": "recipe.name", "epochs": "recipe.epochs", "batch_size": "recipe.batch_size", "lr": "recipe.lr",
-    "schedule": "recipe.schedule", "stem": "arch.stem", "width": "arch.width", "device": "runtime.device",
+    "schedule": "recipe.schedule", "stem": "arch.stem", "width": "arch.width",
     "amp": "runtime.amp", "channels_last": "runtime.channels_last", "compile": "runtime.compile",
+    "compile_mode": "runtime.compile_mode", "tf32": "runtime.tf32",
     "threads": "runtime.threads", "deterministic": "runtime.deterministic",
 }
 
@@ -341,12 +408,19 @@ def parse_args(argv):
     p.add_argument("--stem", help="cifar or imagenet (default cifar)")
     p.add_argument("--width", type=int, help="base channels (default: the family's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="auto (this machine's GPU if any), cpu, cuda, cuda:N")
-    p.add_argument("--amp", help="none, bf16, fp16 (CUDA only)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction)
+    p.add_argument("--device", help="auto (this machine's GPU if any), cpu, cuda, cuda:N (GPU N of this "
+                                    "machine; the cell records cuda)")
+    p.add_argument("--amp", help="none, bf16, fp16 (fp16: CUDA only; bf16 on CPU needs AMX-BF16 or AVX512-BF16); "
+                                 "default: the device's (bf16 on CUDA, none on CPU), as in an experiment")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="default: the device's (on for CUDA, off for CPU)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction)
+    p.add_argument("--compile-mode", help=f"torch.compile mode ({', '.join(cfg.COMPILE_MODES)})")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, help="TF32 float32 matmuls and convolutions "
+                                                                       "(CUDA; default off)")
     p.add_argument("--threads", type=int)
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction)
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
+                   help="default: the device's (on for CPU float32, off for CUDA)")
     p.add_argument("--out", help="write the result record to this JSON file")
     return p.parse_args(argv)
 
@@ -384,12 +458,18 @@ def cell_from_args(args) -> cfg.Cell:
         value = getattr(args, flag)
         if value is not None:
             layers.append(cfg.Layer(f"--{flag.replace('_', '-')}", _nested(path, value)))
-    # By hand, `auto` means this machine's GPU when it has one (a sweep decides by trial resources).
+    # By hand, `auto` means this machine's GPU when it has one (a sweep decides by trial resources);
+    # `cuda:N` picks GPU N of this machine (main() makes it the current device) and the cell says cuda.
     device = args.device or "auto"
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+    cell_device = "cuda" if re.fullmatch(r"cuda:[0-9]+", device) else device  # else the schema judges it
+    if cell_device == "cuda":
+        problem = rt.local_device_problem(device)
+        if problem:
+            raise cfg.ConfigError(f"--device: {problem}; valid here: auto, cpu")
+    if cell_device != "auto":
+        layers.append(cfg.Layer("--device", {"runtime": {"device": cell_device}}))
+    if cell_device == "cuda" or (cell_device == "auto" and torch.cuda.is_available()):
         layers.append(cfg.Layer("this machine's GPU", {"resources": {"gpus_per_trial": 1}}))
-        if not torch.cuda.is_available():
-            raise cfg.ConfigError(f"--device: {device!r} but this machine has no CUDA GPU; valid here: auto, cpu")
     resolved = cfg.resolve_layers("manual", layers, cfg.Params(), check_datasets=False)
     prepared = Path(args.prepared_dir)
     available = sorted(p.name for p in prepared.glob("*") if (p / "meta.json").exists())
@@ -398,6 +478,9 @@ def cell_from_args(args) -> cfg.Cell:
                               f"{', '.join(available) or '(none: run `dvc repro` or `resnet-bench prepare`)'}")
     (cell,) = cfg.expand_grid(resolved.experiment, data={args.dataset: cfg.data_identity(prepared / args.dataset)},
                               code_fingerprint=code_fingerprint())
+    problem = rt.cpu_bf16_problem(cell.runtime.device, cell.runtime.amp)
+    if problem:
+        raise cfg.ConfigError(f"--amp: {problem}")
     return cell
 
 
@@ -427,24 +510,31 @@ def main(argv=None) -> int:
         print("\n".join(f"error: {line}" for line in getattr(err, "problems", [str(err)])), file=sys.stderr)
         return 2
     pin_numeric_environment(cell)
+    if args.device and re.fullmatch(r"cuda:[0-9]+", args.device):
+        torch.cuda.set_device(torch.device(args.device))  # events, allocations and the record name GPU N
     bar = tqdm(total=cell.recipe.epochs, desc=cell.model, unit="epoch", file=sys.stderr)
 
     def on_epoch(r):
         bar.update(1)
         bar.set_postfix(loss=f"{r['train_loss']:.3f}", val_acc=f"{r['val_acc']:.3f}",
-                        img_s=f"{r['train_img_per_s']:.0f}")
+                        img_s=f"{r['steady_train_img_per_s'] or r['train_img_per_s']:.0f}")
 
     from resnet_bench.env import code_fingerprint, git_info
 
-    record = train_cell(cell, args.prepared_dir, on_epoch=on_epoch,
-                        provenance={"git": git_info(), "code_fingerprint": code_fingerprint()})
+    try:
+        record = train_cell(cell, args.prepared_dir, on_epoch=on_epoch,
+                            provenance={"git": git_info(), "code_fingerprint": code_fingerprint()})
+    except rt.DoesNotFit as err:
+        bar.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     bar.close()
     if out is not None:  # through the record schema, as the sweep writes it
         out.write_text(parse_record(record, "the trained record").to_json())
     m = record["metrics"]
     print(f"{cell.model} on {cell.dataset} (seed {cell.seed}): status={record['status']} "
           f"test_acc={m.get('test_acc')} best_val_acc={m.get('best_val_acc')} "
-          f"(epoch {m.get('best_val_epoch')}) train_img_per_s={m.get('train_img_per_s', 0):.1f} "
+          f"(epoch {m.get('best_val_epoch')}) train_img_per_s={m.get('train_img_per_s') or float('nan'):.1f} "
           f"params={m['params']:,}")
     return 0 if record["status"] == "ok" else 1
 

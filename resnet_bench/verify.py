@@ -28,7 +28,8 @@ from pathlib import Path
 # Numbers compared bit for bit (record column -> train_cell metric).
 COMPARED = ("test_acc", "test_loss", "best_val_acc", "final_train_loss")
 # Numeric-environment columns of cells.parquet compared with this process's.
-ENV_COLUMNS = ("aten_cpu_capability", "numeric_pinned", "torch_version", "torch_threads", "cpu_model", "gpu_name")
+ENV_COLUMNS = ("aten_cpu_capability", "numeric_pinned", "matmul_fp32_precision", "conv_fp32_precision",
+               "torch_version", "torch_threads", "cpu_model", "gpu_name")
 
 
 def load_committed(results: Path) -> tuple[list, "object"]:
@@ -65,8 +66,9 @@ def tolerance(cells, row) -> tuple[float, str]:
 def environment_now(device: str) -> dict:
     from resnet_bench.env import hardware, numeric_environment, package_versions
 
-    num, hw = numeric_environment(), hardware(device)
+    num, hw = numeric_environment(device), hardware(device)
     return {"aten_cpu_capability": num["aten_cpu_capability"], "numeric_pinned": num["pinned"],
+            "matmul_fp32_precision": num["matmul_fp32_precision"], "conv_fp32_precision": num["conv_fp32_precision"],
             "torch_version": package_versions(("torch",))["torch"], "torch_threads": hw["torch_threads"],
             "cpu_model": hw["cpu_model"], "gpu_name": hw["gpu_name"]}
 

@@ -97,7 +97,13 @@ EXPERIMENT_CASES = [
     ("runtime.device", "tpu", "runtime.device"),
     ("runtime.devcie", "cpu", "did you mean 'device'"),
     ("runtime.amp", "fp8", "runtime.amp"),
-    ("runtime.amp", "bf16", "amp 'bf16' needs a CUDA device"),
+    ("runtime.amp", "fp16", "amp 'fp16' needs a CUDA device"),
+    ("runtime", {"amp": "bf16", "deterministic": True}, "outside the bit-identity promise"),
+    ("runtime.tf32", True, "tf32 true needs a CUDA device"),
+    ("runtime.tf32", "yes", "runtime.tf32"),
+    ("runtime.compile_mode", "max-autotune", "needs runtime.compile true"),
+    ("runtime.compile_mode", "fast", "runtime.compile_mode"),
+    ("runtime.device", "cuda:1", "cuda:0"),
     ("runtime.deterministic", "no", "runtime.deterministic"),
     ("runtime.threads", 0, "runtime.threads"),
     ("runtime.channels_last", 1, "runtime.channels_last"),
@@ -114,6 +120,7 @@ EXPERIMENT_CASES = [
     ("resources.cpus_per_trial", "two", "resources.cpus_per_trial"),
     ("resources.gpus_per_trial", -1, "resources.gpus_per_trial"),
     ("resources.gpus_per_trial", float("nan"), "resources.gpus_per_trial"),
+    ("resources.gpus_per_trial", 2, "a cell trains on one GPU"),
     ("resources.max_concurrent", 0, "resources.max_concurrent"),
     ("resorces", {}, "did you mean 'resources'"),
     ("description", 5, "description"),
@@ -266,7 +273,10 @@ TRAIN_CASES = [
     (["--schedule", "poly"], "--schedule"),
     (["--stem", "x"], "--stem"),
     (["--threads", "0"], "--threads"),
-    (["--amp", "bf16", "--device", "cpu"], "amp"),
+    (["--amp", "fp16", "--device", "cpu"], "amp"),
+    (["--tf32", "--device", "cpu"], "tf32"),
+    (["--device", "cuda:1"], "--device"),
+    (["--device", "cuda:x"], "runtime.device"),
     (["--amp", "fp8"], "--amp"),
     (["--device", "tpu"], "--device"),
     (["--device", "cuda"], "--device"),
@@ -299,8 +309,11 @@ BENCH_CASES = [
     (["--stem", "x"], "--stem"),
     (["--num-classes", "0"], "--num-classes"),
     (["--in-channels", "0"], "--in-channels"),
-    (["--amp", "bf16"], "--amp"),
+    (["--amp", "fp16"], "--amp"),
+    (["--tf32"], "--tf32"),
+    (["--compile-mode", "max-autotune"], "--compile-mode"),
     (["--device", "cuda"], "--device"),
+    (["--device", "cuda:1"], "--device"),
     (["--threads", "0"], "--threads"),
     (["--out", "/"], "--out"),
 ]
@@ -377,6 +390,9 @@ def test_sources_name_default_recipe_file_and_params(tmp_path):
     assert 'recipe.epochs: 1  # ' in text and "e.yaml" in text.split("recipe.epochs: 1  # ")[1].splitlines()[0]
     assert 'recipe.momentum: 0.9  # recipe quick' in text
     assert 'runtime.compile: false  # default' in text
+    assert 'runtime.amp: "none"  # default on cpu' in text  # unset: the device's default, shown resolved
+    gpu = resolve(tmp_path=tmp_path, resources={"gpus_per_trial": 1}).show()
+    assert 'runtime.amp: "bf16"  # default on cuda' in gpu and 'runtime.deterministic: false  # default on cuda' in gpu
 
 
 def test_axis_override_replaces_the_axis_and_units_replace_versions(tmp_path):

@@ -104,11 +104,12 @@ def test_numbers_are_traceable_shared_through_dvc_and_retrained_only_when_code_c
     assert "2 cells, 2 done, 0 to train" in log, log
     assert cell_records(project) == first
 
-    # An edit that changes the loss: every cell retrains; the tables hold only the new cells.
-    src = train_py.read_text()
-    assert "label_smoothing=recipe.label_smoothing)" in src
-    train_py.write_text(src.replace("label_smoothing=recipe.label_smoothing)",
-                                    "label_smoothing=recipe.label_smoothing) * 0.5", 1))
+    # An edit that changes the loss (the training step's, in runtime.py): every cell retrains; the
+    # tables hold only the new cells.
+    runtime_py = project / "resnet_bench" / "runtime.py"
+    src = runtime_py.read_text()
+    assert "label_smoothing=label_smoothing)" in src
+    runtime_py.write_text(src.replace("label_smoothing=label_smoothing)", "label_smoothing=label_smoothing) * 0.5", 1))
     git(project, "commit", "-qam", "loss x 0.5")
     log = dvc(project, "repro")
     assert "2 cells, 0 done, 2 to train" in log, log

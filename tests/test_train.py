@@ -145,15 +145,135 @@ def test_bench_settings_reach_the_measurement(monkeypatch):
     timed = []
     real = bench._time_repeats
 
-    def spy(step, device, *, warmup, repeats, steps):
-        out = real(step, device, warmup=warmup, repeats=repeats, steps=steps)
-        timed.append((warmup, len(out), steps))
+    def spy(step, device, *, repeats, steps):
+        out = real(step, device, repeats=repeats, steps=steps)
+        timed.append((len(out), steps))
         return out
 
     monkeypatch.setattr(bench, "_time_repeats", spy)
-    settings = cfg.Bench(batch_size=4, warmup=1, repeats=3, steps_per_repeat=2)
+    settings = cfg.Bench(batch_size=4, warmup=2, repeats=3, steps_per_repeat=2)
     r = bench.benchmark_model(lambda: build_model("resnet20_v1", num_classes=10, width=2),
                               batch_size=settings.batch_size, img_size=8, warmup=settings.warmup,
                               repeats=settings.repeats, steps_per_repeat=settings.steps_per_repeat)
-    assert timed == [(1, 3, 2), (1, 3, 2)]  # train and inference: 3 timed repeats of 2 steps each
-    assert r["batch_size"] == 4
+    assert timed == [(3, 2), (3, 2)]  # train and inference: 3 timed repeats of 2 steps each
+    assert r["batch_size"] == 4 and r["warmup_steps"] == 2
+
+
+# ---- GPU paths a CPU can show (issue 20) ----------------------------------------------------------------------
+
+
+def _fp16_on_cpu(cell: cfg.Cell) -> cfg.Cell:
+    """The schema keeps fp16 to CUDA; on CPU (model_copy does not validate) it still runs the GradScaler path."""
+    return cell.model_copy(update={"runtime": cell.runtime.model_copy(update={"amp": "fp16"})})
+
+
+def test_resume_keeps_the_fp16_loss_scale(prepared_digits, tmp_path):
+    """The checkpoint carries the loss scale, and a resumed trial continues from it: here from 1024, as
+    if earlier overflows had halved it six times; restarting at 2**16 would overflow and skip steps."""
+    import torch
+
+    class Stop(Exception):
+        pass
+
+    def stop(path, rec):  # killed right after epoch 1's checkpoint is on disk
+        raise Stop
+
+    ckpt = tmp_path / "cell.pt"
+    with pytest.raises(Stop):
+        train.train_cell(_fp16_on_cpu(tiny_cell(epochs=2)), prepared_digits, checkpoint_path=ckpt,
+                         on_checkpoint=stop)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["scaler"]["scale"] == 2.0**16 and state["scaler"]["_growth_tracker"] == 11  # 11 clean steps
+    state["scaler"].update(scale=1024.0, _growth_tracker=5)
+    torch.save(state, ckpt)
+    resumed = train.train_cell(_fp16_on_cpu(tiny_cell(epochs=2)), prepared_digits, checkpoint_path=ckpt)
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    assert resumed["metrics"]["amp_grad_scale"] <= 1024.0  # grows only after 2000 clean steps
+
+
+def test_tf32_is_set_explicitly_and_recorded(prepared_digits):
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # e.g. left by a build default
+    rec = train.train_cell(tiny_cell(epochs=1), prepared_digits)
+    num = rec["provenance"]["numeric"]
+    assert rec["config"]["runtime"]["tf32"] is False
+    assert num["matmul_fp32_precision"] == num["conv_fp32_precision"] == "ieee"
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert num["cudnn_deterministic_effective"] is True and num["autocast"] is None
+
+
+def test_steady_loop_throughput_leaves_out_the_warm_up_and_the_partial_batch(prepared_digits):
+    rec = train.train_cell(tiny_cell(epochs=2), prepared_digits)
+    e1, e2 = rec["epochs"]
+    # digits: 1295 training images = 10 full batches of 128 + 15; epoch 1 skips bench.warmup (3) steps
+    assert (e1["steady_images"], e2["steady_images"]) == (7 * 128, 10 * 128)
+    m = rec["metrics"]
+    steady = (e1["steady_images"] + e2["steady_images"]) / (e1["steady_s"] + e2["steady_s"])
+    assert m["train_img_per_s"] == pytest.approx(steady)
+    assert m["train_epoch_img_per_s"] == pytest.approx((e1["train_img_per_s"] + e2["train_img_per_s"]) / 2)
+    assert rec["compile"] == {"enabled": False, "mode": None, "backend": None, "graphs": 0, "compile_s": 0.0}
+
+
+def test_compiled_cell_compiles_each_shape_once_and_times_the_steady_steps(prepared_digits):
+    cell = tiny_cell(epochs=1, runtime={"compile": True})
+    rec = train.train_cell(cell, prepared_digits, compile_backend="eager")
+    c = rec["compile"]
+    # Static shapes: a full and the partial training batch; evaluation pads its last batch to full size.
+    assert c["enabled"] and c["backend"] == "eager" and c["mode"] == "default" and c["graphs"] == 3
+    assert c["compile_s"] > 0 and rec["metrics"]["train_img_per_s"] is not None
+    assert rec["status"] == "ok" and rec["metrics"]["test_acc"] > 0.1
+
+
+def test_cpu_bf16_trains_outside_the_pin_and_is_recorded(prepared_digits, capsys):
+    from resnet_bench import runtime as rt
+
+    if rt.cpu_bf16_isa() is None:  # this CPU cannot: the CLI refuses it in one line
+        assert train.main(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), "--device", "cpu",
+                           "--amp", "bf16"]) == 2
+        assert "neither AMX-BF16 nor AVX512-BF16" in capsys.readouterr().err
+        return
+    cell = tiny_cell(epochs=1, runtime={"amp": "bf16", "channels_last": True})
+    assert cell.runtime.deterministic is False  # bf16 on CPU defaults out of the bit-identity pin
+    rec = train.train_cell(cell, prepared_digits)
+    num = rec["provenance"]["numeric"]
+    assert rec["status"] == "ok" and rec["config"]["runtime"]["amp"] == "bf16"
+    assert num["autocast"] == "bfloat16" and num["cpu_bf16_isa"] in ("AMX-BF16", "AVX512-BF16", "BF16")
+    assert num["deterministic_algorithms"] is False
+    assert cell.cell_id != tiny_cell(epochs=1, runtime={"channels_last": True}).cell_id
+
+
+def test_cpu_bf16_is_refused_in_one_line_where_the_cpu_lacks_it(monkeypatch):
+    from resnet_bench import runtime as rt
+
+    assert rt.cpu_bf16_isa({"avx2", "fma"}) is None and rt.cpu_bf16_isa({"avx512_bf16"}) == "AVX512-BF16"
+    assert rt.cpu_bf16_isa({"amx_bf16", "avx512_bf16"}) == "AMX-BF16"
+    line = rt.cpu_bf16_problem("cpu", "bf16", {"avx2"})
+    assert line and "\n" not in line and "valid here: amp none" in line
+    assert rt.cpu_bf16_problem("cpu", "none", {"avx2"}) is None and rt.cpu_bf16_problem("cuda", "bf16", set()) is None
+    monkeypatch.setattr(rt, "cpu_bf16_isa", lambda flags=None: None)
+    with pytest.raises(cfg.ConfigError, match="neither AMX-BF16"):
+        train.train_cell(tiny_cell(epochs=1, runtime={"amp": "bf16"}), "/nonexistent")  # before any data is read
+
+
+def test_train_cli_gpu_defaults_are_an_experiments(monkeypatch, prepared_digits):
+    """By hand on a GPU the cell is the one a GPU experiment (gpus_per_trial 1) has: same defaults, same id;
+    `--device cuda:1` picks the machine's second GPU and the cell still says cuda."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    from resnet_bench.env import code_fingerprint
+
+    layer = cfg.Layer("experiment", {"grid": {"models": ["resnet18_v2"], "datasets": ["digits"], "seeds": [0]},
+                                     "resources": {"gpus_per_trial": 1}})
+    exp = cfg.resolve_layers("e", [layer], cfg.Params(), check_datasets=False).experiment
+    (want,) = cfg.expand_grid(exp, data={"digits": cfg.data_identity(prepared_digits / "digits")},
+                              code_fingerprint=code_fingerprint())
+    assert (want.runtime.amp, want.runtime.channels_last, want.runtime.deterministic) == ("bf16", True, False)
+    for device in ("auto", "cuda", "cuda:1"):
+        args = train.parse_args(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), "--device", device])
+        assert train.cell_from_args(args).cell_id == want.cell_id, device
+    args = train.parse_args(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), "--device", "cuda:2"])
+    with pytest.raises(cfg.ConfigError, match="has 2 GPU"):
+        train.cell_from_args(args)

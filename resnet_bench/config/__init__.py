@@ -25,8 +25,8 @@ from resnet_bench.config.layering import (Layer, Resolved, available_experiments
                                           load_params, load_params_or_defaults, packaged, resolve_experiment,
                                           resolve_layers, resolve_recipe)
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
-from resnet_bench.config.schema import (GRID_AXES, MAX_EPOCHS, SECTIONS, Arch, Augment, Bench, DatasetFile,
-                                        Experiment, ExperimentFile, Grid, Paper, PaperResult, Params,
+from resnet_bench.config.schema import (COMPILE_MODES, DEVICE_RUNTIME_DEFAULTS, GRID_AXES, MAX_EPOCHS, SECTIONS,
+                                        Arch, Augment, Bench, DatasetFile, Experiment, ExperimentFile, Grid, Paper, PaperResult, Params,
                                         PrepareParams, Recipe, RecipeSection, ReportParams, Resources, Runtime,
                                         SweepParams, experiment_json_schema, params_json_schema)
 from resnet_bench.config.yamlio import MAX_YAML_ALIASES, MAX_YAML_NODES, load_yaml, parse_yaml
@@ -37,7 +37,7 @@ __all__ = [
     "Arch", "Augment", "Bench", "Cell", "ConfigError", "DataIdentity", "DatasetFile", "Experiment",
     "ExperimentFile", "Grid", "Layer", "Paper", "PaperResult", "Params", "PrepareParams", "Recipe",
     "RecipeSection", "ReportParams", "Resolved", "Resources", "Runtime", "SweepParams",
-    "BUILTIN_DATASETS", "DATASET_FORMATS", "DEFAULT_RECIPE", "GRID_AXES", "MAX_EPOCHS", "MAX_YAML_ALIASES",
+    "BUILTIN_DATASETS", "COMPILE_MODES", "DATASET_FORMATS", "DEVICE_RUNTIME_DEFAULTS", "DEFAULT_RECIPE", "GRID_AXES", "MAX_EPOCHS", "MAX_YAML_ALIASES",
     "MAX_YAML_NODES", "OPTIMIZERS", "RECIPES", "REPORT_CONTEXTS", "REPORT_FORMATS", "SCHEDULES", "SECTIONS",
     "UNITS", "UNIT_VERSION", "VERSION_UNIT",
     "available_experiments", "compute_cell_id", "data_identity", "deep_merge", "expand_grid", "experiment_file",

@@ -75,6 +75,9 @@ class Cell(Strict):
     recipe: Recipe
     runtime: Runtime
     bench: Bench
+    # The fraction of one GPU the trial holds (resources.gpus_per_trial; 0.5 = two trials share a GPU):
+    # it caps the trial's CUDA memory, and a half-GPU's loop throughput is not a GPU's. None on CPU.
+    gpu_share: Optional[float] = Field(None, gt=0, le=1, allow_inf_nan=False)
     data: Optional[DataIdentity] = None
     code_fingerprint: str = ""
     cell_id: str = ""
@@ -145,7 +148,7 @@ def resolved_arch(arch: Arch, model: str, unit: str) -> Arch:
 def expand_grid(exp: Experiment, *, data: dict[str, DataIdentity] | None = None,
                 code_fingerprint: str = "") -> list[Cell]:
     """Every cell of the experiment: architectures x datasets x seeds, device and threads resolved."""
-    runtime = exp.runtime.model_copy(update={"device": exp.resolved_device()})
+    runtime = exp.resolved_runtime()
     if runtime.device == "cpu" and runtime.threads is None:
         # CPU runs with a fixed thread count: one per CPU the trial holds.
         runtime = runtime.model_copy(update={"threads": max(1, int(exp.resources.cpus_per_trial))})
@@ -154,7 +157,7 @@ def expand_grid(exp: Experiment, *, data: dict[str, DataIdentity] | None = None,
             _architectures(exp.grid), exp.grid.datasets, exp.grid.seeds):
         cells.append(Cell(experiment=exp.name, model=model, version=version, unit=unit, depth=depth,
                           dataset=ds, seed=seed, arch=resolved_arch(exp.arch, model, unit),
-                          recipe=exp.recipe, runtime=runtime,
+                          recipe=exp.recipe, runtime=runtime, gpu_share=exp.gpu_share(),
                           bench=exp.bench, data=(data or {}).get(ds), code_fingerprint=code_fingerprint))
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):

@@ -67,10 +67,14 @@ class Resolved:
     def show(self) -> str:
         """YAML-ish listing: `key: value  # source`, like Hydra's `--cfg job`."""
         data = self.experiment.model_dump(mode="json")
+        resolved = self.experiment.resolved_runtime().model_dump(mode="json")
         lines = []
         for path, value in _leaves(data).items():
             src = self.sources.get(path) or next(
                 (s for k, s in self.sources.items() if path.startswith(k + ".")), "default")
+            key = path.removeprefix("runtime.")
+            if path.startswith("runtime.") and value is None and resolved.get(key) is not None:
+                value, src = resolved[key], f"default on {resolved['device']}"  # the device's default
             lines.append(f"{path}: {json.dumps(value)}  # {src}")
         return "\n".join(lines)
 

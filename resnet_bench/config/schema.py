@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+import re
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
 from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, MODEL_PATTERN, NAME_PATTERN, OPTIMIZERS,
@@ -119,13 +121,43 @@ class Arch(Strict):
     bottleneck_stride: Optional[Literal["1x1", "3x3"]] = None  # None: the variant's default
 
 
+# What a runtime key left unset (null) means on each device. CUDA: what every GPU experiment here
+# chooses (bf16 autocast, NHWC, cuDNN autotuning; GPU numbers are within seed noise, never
+# bit-identical across GPU models). CPU: float32 under the bit-identity pin (env.PINNED_NUMERIC_ENV);
+# CPU bf16 is an opt-in outside that promise, so there `deterministic` defaults to false.
+DEVICE_RUNTIME_DEFAULTS = {
+    "cpu": {"amp": "none", "channels_last": False, "deterministic": True},
+    "cuda": {"amp": "bf16", "channels_last": True, "deterministic": False},
+}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _no_gpu_index(v):
+    if isinstance(v, str) and re.fullmatch(r"cuda:[0-9]+", v):
+        raise ValueError(f"{v!r}: a cell runs on the GPU its Ray trial holds, which the trial sees as cuda:0 "
+                         "(Ray sets CUDA_VISIBLE_DEVICES); valid: auto, cpu, cuda (to pick a GPU by hand: "
+                         "`resnet-bench train --device cuda:N`)")
+    return v
+
+
+# An annotated type, so that the experiment-file sections (_partial) check it the same way.
+Device = Annotated[Literal["auto", "cpu", "cuda"], BeforeValidator(_no_gpu_index)]
+
+
 class Runtime(Strict):
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$")
-    amp: Literal["none", "bf16", "fp16"] = "none"
-    channels_last: bool = False
+    """How a cell computes. amp, channels_last and deterministic: null = the device's default
+    (DEVICE_RUNTIME_DEFAULTS); a cell always carries them resolved."""
+
+    device: Device = "auto"
+    amp: Optional[Literal["none", "bf16", "fp16"]] = None
+    channels_last: Optional[bool] = None
     compile: bool = False
+    compile_mode: Literal[COMPILE_MODES] = "default"  # type: ignore[valid-type]  # torch.compile(mode=...)
+    # TF32 tensor cores for float32 matmuls and cuDNN convolutions (CUDA, Ampere and newer); set
+    # explicitly either way, since torch's own defaults differ between the two.
+    tf32: bool = False
     threads: Optional[int] = Field(None, ge=1, le=1024)  # CPU threads; None = cpus_per_trial
-    deterministic: bool = True
+    deterministic: Optional[bool] = None
 
 
 class Bench(Strict):
@@ -255,9 +287,23 @@ class Experiment(Strict):
         if dev == "cpu" and gpus > 0:
             raise ValueError(f"runtime.device 'cpu' with resources.gpus_per_trial {gpus}: the GPU would sit "
                              "idle; set gpus_per_trial 0 or device auto/cuda")
-        if self.resolved_device() == "cpu" and self.runtime.amp != "none":
-            raise ValueError(f"runtime.amp {self.runtime.amp!r} needs a CUDA device; this experiment runs on "
-                             "cpu (resources.gpus_per_trial 0): set amp none")
+        if gpus > 1:
+            raise ValueError(f"resources.gpus_per_trial {gpus}: a cell trains on one GPU (no data parallelism); "
+                             "give 1, or a fraction to share one GPU between trials (0.5: two per GPU)")
+        rt, given = self.resolved_runtime(), self.runtime
+        if rt.device == "cpu":
+            if rt.amp == "fp16":
+                raise ValueError("runtime.amp 'fp16' needs a CUDA device (this experiment runs on cpu, "
+                                 "resources.gpus_per_trial 0); valid on cpu: none, bf16")
+            if rt.amp == "bf16" and given.deterministic:
+                raise ValueError("runtime.amp 'bf16' on cpu is outside the bit-identity promise: "
+                                 "deterministic true would pin the CPU kernels to AVX2, without bf16 "
+                                 "instructions; set runtime.deterministic false (or leave it unset)")
+            if rt.tf32:
+                raise ValueError("runtime.tf32 true needs a CUDA device (TF32 is a GPU tensor-core format); "
+                                 "this experiment runs on cpu: set tf32 false")
+        if rt.compile_mode != "default" and not rt.compile:
+            raise ValueError(f"runtime.compile_mode {rt.compile_mode!r} needs runtime.compile true")
         return self
 
     def resolved_device(self) -> str:
@@ -265,6 +311,19 @@ class Experiment(Strict):
         if self.runtime.device == "auto":
             return "cuda" if self.resources.gpus_per_trial > 0 else "cpu"
         return self.runtime.device
+
+    def resolved_runtime(self) -> Runtime:
+        """The runtime with the device decided and every unset key at that device's default."""
+        device = self.resolved_device()
+        defaults = dict(DEVICE_RUNTIME_DEFAULTS[device])
+        if device == "cpu" and self.runtime.amp == "bf16":
+            defaults["deterministic"] = False
+        fill = {k: v for k, v in defaults.items() if getattr(self.runtime, k) is None}
+        return self.runtime.model_copy(update={"device": device, **fill})
+
+    def gpu_share(self) -> float | None:
+        """The fraction of one GPU each trial holds (1.0 whole; 0.5 shared by two); None on CPU."""
+        return float(self.resources.gpus_per_trial) if self.resolved_device() == "cuda" else None
 
 
 # ---- params.yaml --------------------------------------------------------------------------------

@@ -24,6 +24,15 @@ class Augment:
         return cls(**d) if d else None
 
 
+def to_device(t, device):
+    """A host tensor (the CPU generator's draws) on `device` without waiting: on CUDA it is copied from
+    pinned memory asynchronously (the caching host allocator keeps the pinned block until the copy
+    is done), so the host keeps queueing work ahead of the GPU."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def crop_windows(padded, index, pad: int, gen):
     """Images `index` of a zero-padded stack, each cropped at its own random offset: one gather.
 
@@ -35,20 +44,21 @@ def crop_windows(padded, index, pad: int, gen):
     _, _, hp, wp = padded.shape
     h, w = hp - 2 * pad, wp - 2 * pad
     b = len(index)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(padded.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(padded.device)
+    dy = to_device(torch.randint(0, 2 * pad + 1, (b,), generator=gen), padded.device)
+    dx = to_device(torch.randint(0, 2 * pad + 1, (b,), generator=gen), padded.device)
     windows = padded.unfold(2, h, 1).unfold(3, w, 1)
     return windows[index, :, dy, dx]
 
 
 def random_flip(x, gen):
-    """Mirror a random half of the batch left-right (x: B x C x H x W)."""
+    """Mirror a random half of the batch left-right (x: B x C x H x W).
+
+    A select, not boolean-mask indexing: `x[m]` needs the mask's count on the host (a nonzero, which
+    waits for the GPU); `torch.where` has a fixed shape."""
     import torch
 
-    m = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
-    x = x.clone()
-    x[m] = x[m].flip(3)
-    return x
+    m = to_device(torch.rand(x.shape[0], generator=gen) < 0.5, x.device)
+    return torch.where(m.view(-1, 1, 1, 1), x.flip(3), x)
 
 
 def random_crop_flip(x, aug: Augment, gen):
@@ -151,7 +161,7 @@ class DeviceLoader:
         gen = self._generator()
         n = len(self.y)
         order_cpu = torch.randperm(n, generator=gen) if self.shuffle else None
-        order = order_cpu.to(self.device) if order_cpu is not None and self.resident else order_cpu
+        order = to_device(order_cpu, self.device) if order_cpu is not None and self.resident else order_cpu
         for i in range(len(self)):
             lo, hi = i * self.batch_size, min(n, (i + 1) * self.batch_size)
             if self.resident:
@@ -161,7 +171,7 @@ class DeviceLoader:
                 idx_cpu = order_cpu[lo:hi] if order_cpu is not None else torch.arange(lo, hi)
                 src = self._host_batch(idx_cpu)
                 rows = torch.arange(hi - lo, device=self.device)
-                idx = idx_cpu.to(self.device)
+                idx = to_device(idx_cpu, self.device)
             x = crop_windows(src, rows, self.pad, gen) if self.pad else (src[rows] if self.resident else src)
             if self.augment and self.augment.flip:
                 x = random_flip(x, gen)

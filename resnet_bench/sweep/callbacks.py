@@ -12,6 +12,13 @@ from resnet_bench.sweep.records import (DONE_STATUSES, EPOCH_KEYS, CellRecord, R
 from resnet_bench.sweep.storage import drop_checkpoints
 
 
+def _driver_env(cell: dict) -> dict:
+    """The environment of the driver, for a record the trial could not write (its own is lost)."""
+    from resnet_bench.env import environment
+
+    return environment(cell["runtime"]["device"] if isinstance(cell, dict) else cell.runtime.device)
+
+
 def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failures: int, keep_dirs=()):
     from ray import tune
 
@@ -73,7 +80,8 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             try:
                 record = parse_record(json.loads(result["record_json"]), f"the record of trial {cid}")
             except (RecordError, ValueError) as err:  # a trial bug: recorded failed, never written as is
-                record = parse_record(failure_record(cell, f"InvalidRecord: {err}"), f"trial {cid}")
+                record = parse_record(failure_record(cell, f"InvalidRecord: {err}", env=_driver_env(cell)),
+                                      f"trial {cid}")
             record = record.with_updates(retries=self.retries.get(cid, 0), attempts=self._public_attempts(cid))
             self._write(record)
             m = record.metrics
@@ -119,7 +127,7 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             epochs = [e for a in self.attempts.get(cid, []) for e in a.get("epochs", [])]
             record = parse_record(failure_record(
                 config, f"TrialError after {self.retries.get(cid, 0)} retries: {cause}\n{err}",
-                _dedupe_epochs(epochs)), f"trial {cid}")
+                _dedupe_epochs(epochs), env=_driver_env(config)), f"trial {cid}")
             self._write(record.with_updates(retries=self.retries.get(cid, 0), attempts=self._public_attempts(cid),
                                             node=(run or {}).get("node")))
             progress.update(_label(config), "failed", cause, cid)

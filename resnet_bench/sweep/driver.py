@@ -11,8 +11,8 @@ from resnet_bench import config as cfg
 from resnet_bench.sweep.cluster import (check_address, check_dashboard, check_local_gpus, check_resources,
                                         ray_session)
 from resnet_bench.sweep.phases import bench_groups, run_bench_phase, run_train_phase
-from resnet_bench.sweep.progress import Progress
 from resnet_bench.outputs import OutputDir, OutputError
+from resnet_bench.sweep.progress import Progress, trial_slots
 from resnet_bench.sweep.records import (COLLECT_LAYOUT, DVC_FILES, SWEEP_KEEP, SWEEP_LAYOUT, adopt_kept_records,
                                         RecordError, experiment_summary, keep_dirs_for, plan, read_record_if_any)
 from resnet_bench.sweep.storage import storage_uri
@@ -88,6 +88,12 @@ def main(argv=None) -> int:
         check_address(address)
         check_local_gpus(exp, address)
         check_dashboard(params.sweep.dashboard, address)
+        if not address:  # local trials run on this CPU: one that cannot do bf16 fast is refused now
+            from resnet_bench.runtime import cpu_bf16_problem
+
+            problem = cpu_bf16_problem(cells[0].runtime.device, cells[0].runtime.amp)
+            if problem:
+                raise cfg.ConfigError(problem)
         if unprepared:
             for line in unprepared:
                 print(f"note: {line}", file=sys.stderr)
@@ -132,7 +138,8 @@ def main(argv=None) -> int:
     groups = bench_groups(done, cells_dir, metas)
     bench_failed = 0
     if pending or groups:  # nothing to train or measure: Ray is not started
-        deterministic_cpu = exp.resolved_device() == "cpu" and exp.runtime.deterministic
+        rt = exp.resolved_runtime()
+        deterministic_cpu = rt.device == "cpu" and rt.deterministic
         with ray_session(address, env_vars=pinned_env(cells[0].runtime.threads) if deterministic_cpu else None,
                          dashboard=params.sweep.dashboard):
             try:
@@ -147,7 +154,7 @@ def main(argv=None) -> int:
                 import ray
 
                 res = exp.resources
-                slots = int(ray.cluster_resources().get("CPU", 1) // res.cpus_per_trial) or 1
+                slots = trial_slots(res, ray.cluster_resources())
                 concurrency = min(len(pending), slots, res.max_concurrent or len(pending))
                 progress = Progress(len(cells), len(done), [c.to_dict() for c in pending], concurrency=concurrency)
                 run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir, storage_path=storage_path,

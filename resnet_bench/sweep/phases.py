@@ -18,7 +18,8 @@ from resnet_bench.sweep.trials import bench_trial, train_trial
 def bench_key(cell: cfg.Cell, meta: dict) -> str:
     """Cells that share architecture, input shape and bench settings share one measurement."""
     payload = cell.model_dump(mode="json", include={"model", "unit", "arch", "bench"})
-    payload["runtime"] = cell.runtime.model_dump(mode="json", include={"device", "amp", "channels_last", "compile"})
+    payload["runtime"] = cell.runtime.model_dump(mode="json", include={"device", "amp", "channels_last", "compile",
+                                                                       "compile_mode", "tf32"})
     payload["input"] = [meta["channels"], meta["height"], meta["width"], meta["num_classes"]]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -85,11 +86,11 @@ def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str) -> di
                 results[trial.config["trial"]["key"]] = json.loads(result["bench_json"])
 
     gpus = exp.resources.gpus_per_trial
-    # A timing run holds a whole GPU, or, on CPU, runs alone (max_concurrent=1) so no
-    # other trial shares the cores it is timed on.
+    # A timing run holds a whole GPU and runs alone (max_concurrent=1): on a node with several
+    # GPUs, measurements side by side would share its host cores, PCIe and power, and on CPU
+    # its cores.
     resources = {"cpu": exp.resources.cpus_per_trial, "gpu": 1 if gpus > 0 else 0}
-    _run_tuner(_unwrap(bench_trial), configs, resources=resources,
-               max_concurrent=None if gpus > 0 else 1, name=name,
+    _run_tuner(_unwrap(bench_trial), configs, resources=resources, max_concurrent=1, name=name,
                storage_path=storage_path, callbacks=[Collect()])
     return results
 

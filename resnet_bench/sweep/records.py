@@ -110,6 +110,11 @@ class Epoch(Strict):
     lr: NonNeg
     epoch_s: Seconds
     train_img_per_s: Rate
+    # The epoch's steady window (resnet_bench.train.train_epoch): full batches after the warm-up steps,
+    # timed on the device; absent in older records.
+    steady_images: Optional[Count] = None
+    steady_s: Optional[Seconds] = None
+    steady_train_img_per_s: Optional[Rate] = None
 
 
 # The per-epoch record of resnet_bench.train.train_cell, reported to Tune as top-level numbers (Tune's
@@ -129,7 +134,13 @@ class Metrics(Strict):
     final_train_loss: Optional[EpochLoss] = _metric("nats", "mean training loss of the last epoch")
     epochs_completed: Optional[Count] = _metric("epochs", "epochs trained")
     train_time_s: Optional[Seconds] = _metric("s", "wall time of training and evaluation")
-    train_img_per_s: Optional[Rate] = _metric("images/s", "training-loop throughput, mean over epochs")
+    train_img_per_s: Optional[Rate] = _metric("images/s", "steady training-loop throughput (after warm-up)")
+    train_epoch_img_per_s: Optional[Rate] = _metric("images/s", "mean of the epochs' wall-clock rates")
+    gpu_hours: Optional[NonNeg] = _metric("GPU-hours", "train_time_s / 3600 x gpu_share; null on CPU")
+    gpu_memory_cap_bytes: Optional[Count] = _metric("bytes", "allocator cap of the trial's GPU share; null on "
+                                                             "CPU or a whole GPU")
+    train_peak_mem_bytes: Optional[Count] = _metric("bytes", "peak device memory of the training loop (CUDA)")
+    amp_grad_scale: Optional[Rate] = _metric("-", "fp16 loss scale at the end of training; null without fp16")
     params: Optional[Count] = _metric("parameters", "trainable parameters")
     fwd_gflops: Optional[NonNeg] = _metric("GFLOP/image", "forward FLOPs per image")
     bench_train_img_per_s: Optional[Rate] = _metric("images/s", "bench pass train-step throughput")
@@ -156,6 +167,9 @@ class Numeric(Open):
     aten_cpu_capability: Optional[Short] = None
     pinned: Optional[bool] = None
     torch_threads: Optional[Positive] = None
+    matmul_fp32_precision: Optional[Literal["ieee", "tf32"]] = None
+    conv_fp32_precision: Optional[Literal["ieee", "tf32"]] = None
+    cudnn_deterministic_effective: Optional[bool] = None
 
 
 class Provenance(Open):
@@ -214,6 +228,16 @@ class BenchResult(Open):
     peak_mem_source: Optional[Short] = None
 
 
+class CompileStats(Open):
+    """How `torch.compile` ran (resnet_bench.runtime.Compiled.stats): every row that says compiled was."""
+
+    enabled: bool
+    mode: Optional[Short] = None
+    backend: Optional[Short] = None
+    graphs: Optional[Count] = None
+    compile_s: Optional[Seconds] = None
+
+
 class Attempt(Strict):
     """One start of a cell's trial: where it ran, the epochs it trained, why it ended."""
 
@@ -246,6 +270,7 @@ class CellRecord(Strict):
     attempts: list[Attempt] = Field(default_factory=list, max_length=100_000)
     bench: Optional[BenchResult] = None
     bench_error: Optional[Text] = None
+    compile: Optional[CompileStats] = None
 
     @model_validator(mode="after")
     def _rules(self):
@@ -343,17 +368,18 @@ def utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def failure_record(cell: cfg.Cell | dict, error: str, epochs=None, provenance: dict | None = None,
-                   env: dict | None = None) -> dict:
-    """The record of a cell that failed, with what it measured before; validated, as a plain dict."""
-    from resnet_bench.env import environment
+def failure_record(cell: cfg.Cell | dict, error: str, epochs=None, provenance: dict | None = None, *,
+                   env: dict) -> dict:
+    """The record of a cell that failed, with what it measured before; validated, as a plain dict.
 
+    `env`: `resnet_bench.env.environment(...)` of the process that saw the failure (passed in, so that
+    reading records, as collect and report do, never imports torch)."""
     cell = cell if isinstance(cell, cfg.Cell) else cfg.Cell.model_validate(cell)
     error = error or "failed (no error text)"
     if len(error) > TEXT_MAX - 1000:  # head and tail of an enormous message (room for the note below)
         error = error[:TEXT_MAX // 2 - 1000] + "\n[...]\n" + error[-(TEXT_MAX // 2 - 1000):]
     fields = dict(cell_id=cell.cell_id, status="failed", error=error, config=cell,
-                  env=env if env is not None else environment(cell.runtime.device), finished_at=utcnow())
+                  env=env, finished_at=utcnow())
     try:
         rec = CellRecord(**fields, epochs=list(epochs or []), provenance=dict(provenance or {}))
     except ValidationError as err:  # the failure path must not fail: keep the cause, drop what is invalid

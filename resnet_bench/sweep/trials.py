@@ -26,7 +26,7 @@ def train_trial(trial_config: dict) -> None:
     """
     from ray import tune
 
-    from resnet_bench.env import node_info
+    from resnet_bench.env import environment, node_info
     from resnet_bench.train import train_cell
 
     cell = cfg.Cell.model_validate(trial_config["cell"])  # validated again on arrival
@@ -57,7 +57,7 @@ def train_trial(trial_config: dict) -> None:
         except Exception as err:  # recorded, never swallowed: the record carries the traceback
             tb = traceback.format_exc(limit=-8)
             record = failure_record(cell, f"{type(err).__name__}: {err}\n{tb}", epochs,
-                                    {**provenance, "node": node})
+                                    {**provenance, "node": node}, env=environment(cell.runtime.device))
         record["node"] = node
         # the final numbers for Tune's tools; the whole record (nested, with strings) travels as JSON
         final = {k: v for k, v in (record.get("metrics") or {}).items()
@@ -85,8 +85,8 @@ def bench_trial(trial_config: dict) -> None:
             lambda: build_cell_model(cell, meta["num_classes"], meta["channels"]),
             batch_size=b.batch_size, img_size=b.img_size or meta["height"], in_channels=meta["channels"],
             num_classes=meta["num_classes"], device=rt.device, amp=rt.amp,
-            channels_last=rt.channels_last, compile=rt.compile,
-            warmup=b.warmup, repeats=b.repeats, steps_per_repeat=b.steps_per_repeat)
+            channels_last=rt.channels_last, compile=rt.compile, compile_mode=rt.compile_mode, tf32=rt.tf32,
+            warmup=b.warmup, repeats=b.repeats, steps_per_repeat=b.steps_per_repeat, label=cell.model)
         out = {"status": "ok", "result": {**result, "node": node_info()}}
     except Exception as err:
         out = {"status": "failed", "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-6)}"}
