@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from resnet_bench.config.errors import ConfigError
+from resnet_bench.safeio import open_regular
 
 # YAML bounds: a config file is small; more aliases or nodes than this is an attack
 # (a "billion laughs" alias bomb), not a configuration.
@@ -84,9 +85,16 @@ def parse_yaml(text: str, name: str = "<string>") -> Any:
 def load_yaml(path: str | Path) -> dict:
     """A YAML file whose top level is a mapping (an empty file is an empty mapping)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    data = parse_yaml(path.read_text(), str(path))
+    try:
+        with open_regular(path, "r", encoding="utf-8") as f:  # a FIFO or device is refused, not waited on
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:  # a FIFO, a folder, no permission: what it is, not "not found"
+        raise ConfigError(f"{path}: {err.strerror}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
