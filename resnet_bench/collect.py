@@ -648,6 +648,8 @@ def parse_args(argv):
     p = Parser(prog="resnet-bench collect", description="Tidy tables of every cell result.")
     p.add_argument("--results", help="the experiment's results folder (results/<experiment>): reads cells/ and "
                                      "expected_cells.json there and writes the tables there")
+    p.add_argument("--params", help="params file whose sweep.experiment names the results folder "
+                                    "(results/<experiment>; the DVC stage's way, no path on its command line)")
     p.add_argument("--cells", help="folder of <cell_id>.json results (default: RESULTS/cells)")
     p.add_argument("--expected", help="expected_cells.json (default: RESULTS/expected_cells.json): cells of the "
                                       "current grid; others are excluded, expected ones without a file are missing")
@@ -661,8 +663,16 @@ def main(argv=None) -> int:
     if args.schema_doc:
         sys.stdout.write(schema_doc())
         return 0
+    if args.params and not args.results:
+        from resnet_bench.config import ConfigError, load_params
+
+        try:
+            args.results = str(Path("results") / load_params(args.params).sweep.experiment)
+        except ConfigError as err:
+            print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
+            return 2
     if not (args.results or (args.cells and args.out)):
-        print("error: resnet-bench collect: give --results DIR (or --cells and --out)", file=sys.stderr)
+        print("error: resnet-bench collect: give --results DIR (or --params, or --cells and --out)", file=sys.stderr)
         return 2
     root = Path(args.results) if args.results else None
     cells_dir = Path(args.cells) if args.cells else root / "cells"

@@ -42,3 +42,6 @@ REPORT_CONTEXTS = ("paper", "notebook", "talk", "poster")
 # Names a user gives (experiments, datasets): a safe charset, bounded length. They become
 # file and folder names, DVC stage names and table labels.
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+# Dataset names also become DVC params paths (`prepare.files.<name>` in dvc.yaml), where a dot
+# would read as one more level of nesting: no dots.
+DATASET_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"

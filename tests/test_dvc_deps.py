@@ -87,11 +87,18 @@ def test_stages_declare_the_params_sections_their_code_reads():
         for f in own:
             read |= {a or b for a, b in re.findall(pattern, f.read_text())}
         declared = {p.split(".")[0] for p in (stage["do"] if "do" in stage else stage).get("params", [])}
-        if name.startswith("prepare"):
-            continue  # prepare reads its values from the command line (val_fraction, split_seed)
         assert read <= declared, f"{name} reads params sections {sorted(read - declared)} it does not declare"
 
 
 def test_sweep_depends_only_on_the_active_experiment():
     deps = stages()["sweep"]["deps"]
     assert "experiments/${sweep.experiment}.yaml" in deps and "experiments" not in deps
+
+
+def test_no_command_takes_a_value_from_params_or_experiments():
+    """DVC interpolates `${...}` into `cmd:` before any schema check and runs it in a shell: a
+    command names only fixed paths, and the stage's module reads params.yaml itself."""
+    for name, stage in stages().items():
+        cmd = stage["do"]["cmd"] if "do" in stage else stage["cmd"]
+        assert "$" not in cmd, f"{name}: {cmd}"
+        assert re.fullmatch(r"python -m [\w.]+( --[\w-]+ [\w./-]+)*", " ".join(cmd.split())), f"{name}: {cmd}"

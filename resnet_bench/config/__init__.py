@@ -26,7 +26,7 @@ from resnet_bench.config.layering import (Layer, Resolved, available_experiments
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
 from resnet_bench.config.schema import (GRID_AXES, MAX_EPOCHS, SECTIONS, Arch, Augment, Bench, DatasetFile,
                                         Experiment, ExperimentFile, Grid, Paper, PaperResult, Params,
-                                        PrepareParams, Recipe, RecipeSection, ReportParams, Resources, Runtime,
+                                        PrepareParams, PrepareRun, Recipe, RecipeSection, ReportParams, Resources, Runtime,
                                         SweepParams, experiment_json_schema, params_json_schema)
 from resnet_bench.config.yamlio import MAX_YAML_ALIASES, MAX_YAML_NODES, load_yaml, parse_yaml
 from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, OPTIMIZERS, REPORT_CONTEXTS, REPORT_FORMATS,
@@ -34,7 +34,7 @@ from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, OPTIMIZERS, R
 
 __all__ = [
     "Arch", "Augment", "Bench", "Cell", "ConfigError", "DataIdentity", "DatasetFile", "Experiment",
-    "ExperimentFile", "Grid", "Layer", "Paper", "PaperResult", "Params", "PrepareParams", "Recipe",
+    "ExperimentFile", "Grid", "Layer", "Paper", "PaperResult", "Params", "PrepareParams", "PrepareRun", "Recipe",
     "RecipeSection", "ReportParams", "Resolved", "Resources", "Runtime", "SweepParams",
     "BUILTIN_DATASETS", "DATASET_FORMATS", "DEFAULT_RECIPE", "GRID_AXES", "MAX_EPOCHS", "MAX_YAML_ALIASES",
     "MAX_YAML_NODES", "OPTIMIZERS", "RECIPES", "REPORT_CONTEXTS", "REPORT_FORMATS", "SCHEDULES", "SECTIONS",

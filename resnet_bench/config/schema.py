@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
-from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, NAME_PATTERN, OPTIMIZERS, REPORT_CONTEXTS,
-                                REPORT_FORMATS, SCHEDULES, UNITS)
+from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, DATASET_NAME_PATTERN, NAME_PATTERN, OPTIMIZERS,
+                                REPORT_CONTEXTS, REPORT_FORMATS, SCHEDULES, UNITS)
 
 MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 164 epochs)
 
@@ -18,7 +18,7 @@ MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 
 PositiveInt = Annotated[int, Field(ge=1)]
 Fraction01 = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-DatasetName = Annotated[str, Field(pattern=NAME_PATTERN)]
+DatasetName = Annotated[str, Field(pattern=DATASET_NAME_PATTERN)]
 Version = Literal["v1", "v2"]
 Unit = Literal[UNITS]  # type: ignore[valid-type]
 
@@ -272,8 +272,18 @@ class DatasetFile(Strict):
     source: str = Field(min_length=1)
     sha256: str = Field(pattern=r"^([0-9a-f]{64})?$")  # "" = not checked
     # Shorter side resized to this, then centre-cropped square (resnet_bench.data); 0 = keep sizes.
-    # Required, as are the others: dvc.yaml passes every key on the command line.
+    # Required, as are the others: an entry says everything about its dataset.
     image_size: int = Field(ge=0, le=4096)
+
+
+class PrepareRun(Strict):
+    """How `prepare` runs (not in params.yaml: the prepared artifact does not depend on these)."""
+
+    workers: int = Field(0, ge=0, le=4096)  # decode processes; 0 = one per available core
+    # Largest raw member read into memory, MiB. The largest member of any supported release is
+    # CIFAR-100's `train` pickle (50,000 x 3,072 bytes + labels, about 155 MB), so 256 MiB admits
+    # every official file and refuses a 1 GiB member before it is read.
+    max_member_mb: float = Field(256, gt=0, le=1_048_576, allow_inf_nan=False)
 
 
 class PrepareParams(Strict):

@@ -88,8 +88,10 @@ def parse_args(argv):
                                 description="Findings, figures, LaTeX tables and report.md from one results folder "
                                             "(cells.parquet + epochs.parquet [+ excluded.csv, experiment.json]); "
                                             "no training.")
-    p.add_argument("--results", default="results", help="folder with cells.parquet and epochs.parquet")
-    p.add_argument("--out", default="reports", help="folder for figures/, tables/ and report.md")
+    p.add_argument("--results", help="folder with cells.parquet and epochs.parquet (default: results/<experiment> "
+                                     "of --params' sweep.experiment, else results)")
+    p.add_argument("--out", help="folder for figures/, tables/ and report.md (default: reports/<experiment> of "
+                                 "--params, else reports)")
     p.add_argument("--params", help="take settings from this YAML file's `report:` section (flags override)")
     p.add_argument("--formats", help=f"comma-separated figure formats: {', '.join(FORMATS)} (default pdf,png)")
     p.add_argument("--dpi", type=int, help="raster resolution for PNG (default 150)")
@@ -131,6 +133,17 @@ def load_results(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        if args.params and not (args.results and args.out):
+            # The DVC stage's way: the experiment's folders from params.yaml, no path on its command line.
+            from resnet_bench.config import ConfigError, load_params
+
+            try:
+                experiment = load_params(args.params).sweep.experiment
+            except ConfigError as err:
+                raise SettingsError(str(err)) from None
+            args.results = args.results or str(Path("results") / experiment)
+            args.out = args.out or str(Path("reports") / experiment)
+        args.results, args.out = args.results or "results", args.out or "reports"
         settings = resolve_settings(args.params, {"formats": args.formats, "dpi": args.dpi, "context": args.context,
                                                   "pdf": args.pdf, "allow_missing": args.allow_missing})
         results = Path(args.results)
