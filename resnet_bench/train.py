@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import io
 import json
 import math
 import os
@@ -145,8 +146,15 @@ def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device):
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
+    # Serialised in memory, then written by Python: a full disk is an OSError (ENOSPC) naming
+    # nothing torch-internal (torch's own writer says "unexpected pos N vs M").
+    buf = io.BytesIO()
+    torch.save(state, buf)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
@@ -190,7 +198,9 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     start_epoch = 1
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if ckpt and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        # weights_only: tensors, numbers, strings, lists and dicts only; a checkpoint is an input
+        # (shared storage), and a full unpickler would run whatever it names.
+        state = torch.load(ckpt, map_location=device, weights_only=True)
         if state.get("cell_id") == cell.cell_id:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])

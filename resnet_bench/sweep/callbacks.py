@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from resnet_bench.sweep.lifecycle import STOP, save_or_stop
 from resnet_bench.sweep.progress import Progress, _cause_line, _label, _short, _trial_error
-from resnet_bench.sweep.records import atomic_write_json, failure_record, read_record
+from resnet_bench.sweep.records import failure_record, read_record
 from resnet_bench.sweep.storage import drop_checkpoints
 
 def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failures: int):
@@ -47,6 +48,12 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             node = {k: result.get(k) for k in ("node_id", "hostname", "ip")}
             first = run["node"] is None
             run["node"] = node
+            if result.get("note"):  # a damaged checkpoint passed over
+                progress.note(f"{_label(cell)}: {result['note']}")
+            if result.get("disk_full"):  # not the cell's failure: the sweep stops, the cell stays pending
+                run["open"] = False
+                STOP.request("disk full", 1, error=result["disk_full"])
+                return
             if not result.get("final"):
                 run["first_epoch"] = run["first_epoch"] or result["epoch"]
                 run["last_epoch"] = result["epoch"]
@@ -57,7 +64,8 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             run["open"] = False
             record["retries"] = self.retries.get(cid, 0)
             record["attempts"] = self._public_attempts(cid)
-            atomic_write_json(cells_dir / f"{record['cell_id']}.json", record)
+            if not save_or_stop(cells_dir / f"{record['cell_id']}.json", record):
+                return
             m = record.get("metrics", {})
             detail = (f"test_acc={m['test_acc']:.4f}" if m.get("test_acc") is not None
                       else _cause_line(record.get("error") or ""))
@@ -75,6 +83,8 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             # The trial's worker or node died; Tune restarts it from its last checkpoint.
+            if STOP:  # stopped by the stop itself (Ctrl-C reaches the workers too): not a failure
+                return
             cell = trial.config["trial"]["cell"]
             cid = cell["cell_id"]
             self.retries[cid] = self.retries.get(cid, 0) + 1
@@ -91,6 +101,8 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
 
         def on_trial_error(self, iteration, trials, trial, **info):
             # Out of retries (or max_failures=0): recorded failed with the cause; the others go on.
+            if STOP:  # a trial the stop ended is not failed: a rerun resumes it from its checkpoint
+                return
             config = trial.config["trial"]["cell"]
             cid = config["cell_id"]
             path = cells_dir / f"{cid}.json"
@@ -108,8 +120,8 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             record["retries"] = self.retries.get(cid, 0)
             record["attempts"] = self._public_attempts(cid)
             record["node"] = (run or {}).get("node")
-            atomic_write_json(path, record)
-            progress.update(_label(config), "failed", cause, cid)
+            if save_or_stop(path, record):
+                progress.update(_label(config), "failed", cause, cid)
 
         def _public_attempts(self, cid: str) -> list[dict]:
             return [{k: a[k] for k in ("node", "first_epoch", "last_epoch", "error")}

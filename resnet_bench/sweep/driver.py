@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from resnet_bench import config as cfg
-from resnet_bench.sweep.cluster import check_address, check_local_gpus, check_resources, ray_session
+from resnet_bench.safeio import NotRegularFileError
+from resnet_bench.sweep import lifecycle
+from resnet_bench.sweep.cluster import RayUnavailable, check_address, check_local_gpus, check_resources, ray_session
 from resnet_bench.sweep.phases import bench_groups, run_bench_phase, run_train_phase
 from resnet_bench.sweep.progress import Progress
-from resnet_bench.sweep.records import atomic_write_json, plan, read_record
+from resnet_bench.sweep.records import STAGING, plan, read_record
 from resnet_bench.sweep.storage import storage_uri
+from resnet_bench.sweep.trials import WORKDIR_PREFIX, remove_stale_workdirs
 
 def parse_args(argv):
     from resnet_bench.argparsing import Parser
@@ -66,7 +71,7 @@ def experiment_summary(exp: cfg.Experiment) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from resnet_bench.env import code_fingerprint, git_info, pinned_env
+    from resnet_bench.env import code_fingerprint
 
     # Validate everything before Ray starts or anything trains: the whole grid at once.
     try:
@@ -83,18 +88,45 @@ def main(argv=None) -> int:
         print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
         return 2
     results_dir = Path(args.results_dir or Path("results") / exp.name)
+    try:
+        if args.dry_run:
+            done, pending = plan(cells, results_dir / "cells")
+            print(f"[sweep] experiment {exp.name!r}: {len(cells)} cells, {len(done)} done, "
+                  f"{len(pending)} to train -> {results_dir}", file=sys.stderr)
+            for c in pending:
+                print(f"{c.cell_id}  {c.label()}")
+            return 0
+        with lifecycle.guarded() as stop, lifecycle.lock_results(results_dir):
+            try:
+                code = run(args, params, exp, cells, results_dir=results_dir, prepared_dir=prepared_dir,
+                           address=address)
+            except KeyboardInterrupt:  # a second Ctrl-C: Ray was shut down on the way out
+                code = None
+            return stopped(stop, cells, results_dir / "cells", args, params) if stop else code
+    except (lifecycle.LockedError, RayUnavailable, NotRegularFileError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args, params: cfg.Params, exp: cfg.Experiment, cells: list[cfg.Cell], *, results_dir: Path,
+        prepared_dir: Path, address: str | None) -> int:
+    """The sweep proper, once everything is valid; returns the exit code (a stop is the caller's)."""
+    from resnet_bench.env import code_fingerprint, git_info, pinned_env
+
     cells_dir = results_dir / "cells"
+    # What killed runs left (the results folder is locked: no other sweep writes here): record
+    # temps, beside cells/ and beside this folder, and in cells/ from older versions; trial work
+    # dirs in this machine's TMPDIR (each trial does the same on its own node).
+    lifecycle.clean_stale_temps([results_dir / STAGING, results_dir.parent / STAGING, cells_dir])
+    remove_stale_workdirs()
     metas = {ds: json.loads((prepared_dir / ds / "meta.json").read_text()) for ds in exp.grid.datasets}
     done, pending = plan(cells, cells_dir)
     print(f"[sweep] experiment {exp.name!r}: {len(cells)} cells, {len(done)} done, "
           f"{len(pending)} to train -> {results_dir}", file=sys.stderr)
-    if args.dry_run:
-        for c in pending:
-            print(f"{c.cell_id}  {c.label()}")
-        return 0
-    atomic_write_json(results_dir / "expected_cells.json", [{"cell_id": c.cell_id, "config": c.to_dict()}
-                                                             for c in cells])
-    atomic_write_json(results_dir / "experiment.json", experiment_summary(exp))
+    if not (lifecycle.save_or_stop(results_dir / "expected_cells.json",
+                                   [{"cell_id": c.cell_id, "config": c.to_dict()} for c in cells], "the cell list")
+            and lifecycle.save_or_stop(results_dir / "experiment.json", experiment_summary(exp), "the experiment")):
+        return 1
 
     max_failures = params.sweep.max_failures
     allow_failures = args.allow_failures or params.sweep.allow_failures
@@ -104,29 +136,38 @@ def main(argv=None) -> int:
     provenance = {"git": git_info(), "code_fingerprint": code_fingerprint()}
     groups = bench_groups(done, cells_dir, metas)
     bench_failed = 0
-    if pending or groups:  # nothing to train or measure: Ray is not started
+    if (pending or groups) and not lifecycle.STOP:  # nothing to train or measure: Ray is not started
         deterministic_cpu = exp.resolved_device() == "cpu" and exp.runtime.deterministic
         with ray_session(address, env_vars=pinned_env(cells[0].runtime.threads) if deterministic_cpu else None):
+            lifecycle.install_signal_handlers()  # ray.init set its own SIGTERM handler (sys.exit)
             try:
                 check_resources(exp.resources)
             except cfg.ConfigError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 2
-            if pending:
-                limit = "unlimited" if max_failures < 0 else max_failures
-                print(f"[sweep] checkpoints in {storage_path}; a trial whose worker or node dies is "
-                      f"retried up to {limit} time(s) from its last epoch", file=sys.stderr)
-                import ray
+            try:
+                if pending and not lifecycle.STOP:
+                    limit = "unlimited" if max_failures < 0 else max_failures
+                    print(f"[sweep] checkpoints in {storage_path}; a trial whose worker or node dies is "
+                          f"retried up to {limit} time(s) from its last epoch", file=sys.stderr)
+                    import ray
 
-                res = exp.resources
-                slots = int(ray.cluster_resources().get("CPU", 1) // res.cpus_per_trial) or 1
-                concurrency = min(len(pending), slots, res.max_concurrent or len(pending))
-                progress = Progress(len(cells), len(done), [c.to_dict() for c in pending], concurrency=concurrency)
-                run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir, storage_path=storage_path,
-                                progress=progress, max_failures=max_failures, provenance=provenance)
-                groups = bench_groups(cells, cells_dir, metas)
-            bench_failed = run_bench_phase(groups, metas=metas, cells_dir=cells_dir, exp=exp,
-                                           storage_path=storage_path)
+                    res = exp.resources
+                    slots = int(ray.cluster_resources().get("CPU", 1) // res.cpus_per_trial) or 1
+                    concurrency = min(len(pending), slots, res.max_concurrent or len(pending))
+                    progress = Progress(len(cells), len(done), [c.to_dict() for c in pending],
+                                        concurrency=concurrency)
+                    run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir, storage_path=storage_path,
+                                    progress=progress, max_failures=max_failures, provenance=provenance)
+                    groups = bench_groups(cells, cells_dir, metas)
+                if not lifecycle.STOP:
+                    bench_failed = run_bench_phase(groups, metas=metas, cells_dir=cells_dir, exp=exp,
+                                                   storage_path=storage_path)
+            except lifecycle.StopRequested:
+                pass
+    if lifecycle.STOP:
+        return 1
+    remove_stale_workdirs()
 
     records = [read_record(cells_dir / f"{c.cell_id}.json") for c in cells]
     failed = [(c, r) for c, r in zip(cells, records) if not r or r.get("status") == "failed"]
@@ -141,6 +182,33 @@ def main(argv=None) -> int:
               "sweep.allow_failures: true to report with the gaps shown", file=sys.stderr)
         return 1
     return 0
+
+
+def stopped(stop: lifecycle.Stop, cells: list[cfg.Cell], cells_dir: Path, args, params: cfg.Params) -> int:
+    """The sweep stopped early: what is kept, what a rerun does, and the stop's exit code
+    (128 + the signal; 1 for a failed write)."""
+    # Trials the stop killed leave their work dirs, removed once their processes are gone.
+    deadline = time.monotonic() + 10
+    while True:
+        remove_stale_workdirs()
+        if not _live_workdirs(cells) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if stop.error:
+        print(f"error: {stop.error}", file=sys.stderr)
+    kept = [c for c in cells if (read_record(cells_dir / f"{c.cell_id}.json") or {}).get("status") in ("ok", "diverged")]
+    rest = len(cells) - len(kept)
+    storage = storage_uri(args.storage_path or params.sweep.storage_path)
+    print(f"[sweep] stopped ({stop.reason}): {len(kept)}/{len(cells)} cell(s) finished and kept in {cells_dir}"
+          + (f"; {rest} not finished: a rerun (`dvc repro`) trains them, each resuming from its last epoch "
+             f"checkpoint in {storage}" if rest else ""), file=sys.stderr)
+    return stop.exit_code
+
+
+def _live_workdirs(cells: list[cfg.Cell]) -> bool:
+    """A trial work dir of this grid still in TMPDIR (its worker still exiting)."""
+    ids = {c.cell_id for c in cells}
+    return any(p.name.split("-")[2] in ids for p in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*-*-*"))
 
 
 if __name__ == "__main__":

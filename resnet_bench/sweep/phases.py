@@ -10,8 +10,9 @@ from pathlib import Path
 
 from resnet_bench import config as cfg
 from resnet_bench.sweep.callbacks import _record_writer
+from resnet_bench.sweep.lifecycle import save_or_stop
 from resnet_bench.sweep.progress import _cause_line
-from resnet_bench.sweep.records import atomic_write_json, read_record
+from resnet_bench.sweep.records import read_record
 from resnet_bench.sweep.storage import adopt_prior_checkpoint
 from resnet_bench.sweep.trials import bench_trial, train_trial
 
@@ -27,6 +28,8 @@ def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name
                storage_path: str, callbacks, max_failures: int = 0) -> None:
     from ray import tune
 
+    from resnet_bench.sweep.lifecycle import stop_check
+
     trainable = tune.with_resources(fn, resources)
     tuner = tune.Tuner(
         trainable,
@@ -35,7 +38,7 @@ def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name
                                     trial_name_creator=lambda t: t.config["trial"]["cell"]["cell_id"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["cell"]["cell_id"]),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage_path, verbose=0, callbacks=callbacks, log_to_file=True,
+            name=name, storage_path=storage_path, verbose=0, callbacks=[*callbacks, stop_check()], log_to_file=True,
             # A trial whose worker or node died is restarted from its latest checkpoint.
             failure_config=tune.FailureConfig(max_failures=max_failures),
             # Only the newest checkpoint is needed to resume (each is a whole model + optimiser).
@@ -60,7 +63,8 @@ def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cell
         resume = adopt_prior_checkpoint(storage_path, c.cell_id)
         if resume:
             progress.note(f"{c.label()}: resuming from the checkpoint an interrupted sweep left")
-        configs.append({"cell": c.to_dict(), "paths": paths, "resume_from": resume, "provenance": provenance})
+        configs.append({"cell": c.to_dict(), "paths": paths, "resume_from": resume, "provenance": provenance,
+                        "storage": storage_path})
     # Tune reports per epoch (with the checkpoint) + the final record; the callback persists it.
     _run_tuner(_unwrap(train_trial), configs,
                resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
@@ -69,8 +73,9 @@ def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cell
                max_failures=max_failures)
 
 
-def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str) -> dict[str, dict]:
-    """One Tune run over bench configs; {key: {"status": ..., ...}} for those that reported."""
+def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str, on_result) -> dict[str, dict]:
+    """One Tune run over bench configs; {key: {"status": ..., ...}} for those that reported.
+    `on_result(key, out)` runs in the driver the moment each measurement reports."""
     from ray import tune
 
     results: dict[str, dict] = {}
@@ -78,7 +83,9 @@ def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str) -> di
     class Collect(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get("final"):
-                results[trial.config["trial"]["key"]] = json.loads(result["bench_json"])
+                key = trial.config["trial"]["key"]
+                results[key] = json.loads(result["bench_json"])
+                on_result(key, results[key])
 
     gpus = exp.resources.gpus_per_trial
     # A timing run holds a whole GPU, or, on CPU, runs alone (max_concurrent=1) so no
@@ -88,6 +95,29 @@ def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str) -> di
                max_concurrent=None if gpus > 0 else 1, name=name,
                storage_path=storage_path, callbacks=[Collect()])
     return results
+
+
+def _merge_bench(group: list[cfg.Cell], out: dict, cells_dir: Path) -> None:
+    """A measurement into the records of the cells it covers (written at once: a driver killed
+    later keeps it)."""
+    for cell in group:
+        path = cells_dir / f"{cell.cell_id}.json"
+        rec = read_record(path)
+        if out["status"] == "ok":
+            r = out["result"]
+            rec["metrics"].update({
+                "bench_train_img_per_s": r.get("train_img_per_s"),
+                "bench_infer_img_per_s": r.get("infer_img_per_s"),
+                "peak_mem_bytes": r.get("peak_mem_bytes"),
+                "saved_activation_bytes": r.get("saved_activation_bytes"),
+                "peak_rss_bytes": r.get("peak_rss_bytes"),
+                "bench_batch_size": r.get("batch_size"),
+            })
+            rec["bench"] = r
+            rec.pop("bench_error", None)  # an earlier failed measurement is superseded
+        else:
+            rec["bench_error"] = out["error"]
+        save_or_stop(path, rec)
 
 
 def bench_groups(cells: list[cfg.Cell], cells_dir: Path, metas: dict[str, dict]) -> dict[str, list[cfg.Cell]]:
@@ -114,34 +144,23 @@ def run_bench_phase(groups: dict[str, list[cfg.Cell]], *, metas: dict[str, dict]
         return 0
     configs = {k: {"cell": g[0].to_dict(), "meta": metas[g[0].dataset], "key": k} for k, g in groups.items()}
     print(f"[sweep] bench: {len(configs)} distinct architecture(s), one at a time", file=stream, flush=True)
-    results = _bench_pass(list(configs.values()), exp=exp, storage_path=storage_path, name="bench")
+
+    def merge_ok(key: str, out: dict) -> None:
+        if out.get("status") == "ok":
+            _merge_bench(groups[key], out, cells_dir)
+
+    results = _bench_pass(list(configs.values()), exp=exp, storage_path=storage_path, name="bench",
+                          on_result=merge_ok)
     again = [k for k in configs if results.get(k, {}).get("status") != "ok"]
     if again:
         print(f"[sweep] bench: {len(again)} measurement(s) failed, retrying once", file=stream, flush=True)
         results.update(_bench_pass([configs[k] for k in again], exp=exp, storage_path=storage_path,
-                                   name="bench-retry"))
+                                   name="bench-retry", on_result=merge_ok))
     failed = 0
     for key, group in groups.items():
         out = results.get(key, {"status": "failed", "error": "bench trial did not report (its worker died)"})
-        for cell in group:
-            path = cells_dir / f"{cell.cell_id}.json"
-            rec = read_record(path)
-            if out["status"] == "ok":
-                r = out["result"]
-                rec["metrics"].update({
-                    "bench_train_img_per_s": r.get("train_img_per_s"),
-                    "bench_infer_img_per_s": r.get("infer_img_per_s"),
-                    "peak_mem_bytes": r.get("peak_mem_bytes"),
-                    "saved_activation_bytes": r.get("saved_activation_bytes"),
-                    "peak_rss_bytes": r.get("peak_rss_bytes"),
-                    "bench_batch_size": r.get("batch_size"),
-                })
-                rec["bench"] = r
-                rec.pop("bench_error", None)  # an earlier failed measurement is superseded
-            else:
-                rec["bench_error"] = out["error"]
-            atomic_write_json(path, rec)
         if out["status"] != "ok":
+            _merge_bench(group, out, cells_dir)
             failed += 1
             print(f"[sweep] bench FAILED {group[0].label()}: {_cause_line(out['error'])}", file=stream,
                   flush=True)

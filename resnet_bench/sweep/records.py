@@ -2,25 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 from pathlib import Path
 
 from resnet_bench import config as cfg
+from resnet_bench.safeio import NotRegularFileError, read_text
+
+# A temp file is written in this folder beside the target's folder, never inside it: cells/ is a
+# DVC-cached output, and DVC caches and pushes every file in it, a temp left by a kill included.
+STAGING = ".staging"
+# Test hook: a writer whose target path contains this stops itself (SIGSTOP) between the temp
+# write and the rename, so that a test can kill it exactly there.
+STOP_BEFORE_RENAME = "RESNET_BENCH_TEST_STOP_BEFORE_RENAME"
+
+
+def staging_dir(path: Path) -> Path:
+    return path.parent.parent / STAGING
+
 
 def atomic_write_json(path: Path, obj) -> None:
     """Write JSON via a temp file + rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    staging = staging_dir(path)
+    staging.mkdir(exist_ok=True)
+    tmp = staging / f"{path.name}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
+        hook = os.environ.get(STOP_BEFORE_RENAME)
+        if hook and hook in str(path):
+            os.kill(os.getpid(), signal.SIGSTOP)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: no half-written temp left behind
+        raise
+    finally:
+        with contextlib.suppress(OSError):  # empty again unless another write is under way
+            staging.rmdir()
 
 
 def read_record(path: Path) -> dict | None:
+    """The record, or None when absent or unreadable (the cell is pending). A FIFO or device at
+    the path raises NotRegularFileError: it is neither, and reading it would block or never end."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # absent or unreadable: the cell is pending
+        return json.loads(read_text(path))
+    except NotRegularFileError:
+        raise
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
+        return None
 
 
 def plan(cells: list[cfg.Cell], cells_dir: Path) -> tuple[list[cfg.Cell], list[cfg.Cell]]:
