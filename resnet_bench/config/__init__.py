@@ -26,8 +26,8 @@ from resnet_bench.config.layering import (Layer, Resolved, available_experiments
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
 from resnet_bench.config.schema import (GRID_AXES, MAX_EPOCHS, SECTIONS, Arch, Augment, Bench, DatasetFile,
                                         Experiment, ExperimentFile, Grid, Paper, PaperResult, Params,
-                                        PrepareParams, PrepareRun, Recipe, RecipeSection, ReportParams, Resources, Runtime,
-                                        SweepParams, experiment_json_schema, params_json_schema)
+                                        PrepareParams, PrepareRun, Recipe, RecipeSection, ReportParams, Resources,
+                                        Runtime, SweepParams, experiment_json_schema, params_json_schema)
 from resnet_bench.config.yamlio import MAX_YAML_ALIASES, MAX_YAML_NODES, load_yaml, parse_yaml
 from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, OPTIMIZERS, REPORT_CONTEXTS, REPORT_FORMATS,
                                 SCHEDULES, UNIT_VERSION, UNITS, VERSION_UNIT)

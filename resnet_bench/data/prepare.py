@@ -216,7 +216,7 @@ def job_from_flags(args) -> dict:
 
     if not args.name:
         problems.append("--name is required (or --params)")
-    elif not re.match(DATASET_NAME_PATTERN, args.name):
+    elif not re.fullmatch(DATASET_NAME_PATTERN, args.name):
         problems.append(f"--name: {args.name[:80]!r} is invalid: a dataset name is 1-64 letters, digits, '_' or '-'"
                         ", not starting with '-'")
     fmt = args.format or args.name

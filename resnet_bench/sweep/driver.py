@@ -196,12 +196,13 @@ def stopped(stop: lifecycle.Stop, cells: list[cfg.Cell], cells_dir: Path, args, 
         time.sleep(0.2)
     if stop.error:
         print(f"error: {stop.error}", file=sys.stderr)
-    kept = [c for c in cells if (read_record(cells_dir / f"{c.cell_id}.json") or {}).get("status") in ("ok", "diverged")]
-    rest = len(cells) - len(kept)
+    statuses = [(read_record(cells_dir / f"{c.cell_id}.json") or {}).get("status") for c in cells]
+    kept = sum(s in ("ok", "diverged") for s in statuses)
+    rest = len(cells) - kept
     storage = storage_uri(args.storage_path or params.sweep.storage_path)
-    print(f"[sweep] stopped ({stop.reason}): {len(kept)}/{len(cells)} cell(s) finished and kept in {cells_dir}"
-          + (f"; {rest} not finished: a rerun (`dvc repro`) trains them, each resuming from its last epoch "
-             f"checkpoint in {storage}" if rest else ""), file=sys.stderr)
+    print(f"[sweep] stopped ({stop.reason}): {kept}/{len(cells)} cell(s) finished and kept in {cells_dir}"
+          + (f"; {rest} not finished: a rerun (`dvc repro`) trains {'it' if rest == 1 else 'them'}, resuming "
+             f"from the last epoch checkpoint in {storage}" if rest else ""), file=sys.stderr)
     return stop.exit_code
 
 

@@ -104,7 +104,8 @@ def checkpoint_problem(uri: str, cell_id: str | None = None) -> str | None:
     except OSError as err:
         return f"{_join(uri, CKPT_FILE)}: unreadable ({err})"
     if digest != want_sha:
-        return f"{_join(uri, CKPT_FILE)}: SHA-256 {digest[:12]}... differs from its metadata's {want_sha[:12]}... (corrupt)"
+        return (f"{_join(uri, CKPT_FILE)}: SHA-256 {digest[:12]}... differs from its metadata's "
+                f"{want_sha[:12]}... (corrupt)")
     return None
 
 
