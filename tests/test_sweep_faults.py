@@ -346,3 +346,13 @@ def test_work_dirs_of_dead_trials_are_removed_and_live_ones_kept(tmp_path):
         (d / ckpt_storage.CKPT_FILE).write_bytes(b"a whole checkpoint")
     assert trials.remove_stale_workdirs(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_a_write_into_a_mount_point_keeps_its_temp_on_that_disk(tmpfs):
+    disk = tmpfs("disk", "1m")  # `--results-dir` a mount point: its parent is another disk
+    assert record_files.staging_dir(disk / "expected_cells.json") == disk
+    record_files.atomic_write_json(disk / "expected_cells.json", {"cells": 2})
+    assert json.loads((disk / "expected_cells.json").read_text()) == {"cells": 2}
+    assert not list(disk.glob(".*")) and not (disk.parent / record_files.STAGING).exists()
+    (disk / "cells").mkdir()
+    assert record_files.staging_dir(disk / "cells" / "x.json") == disk / record_files.STAGING

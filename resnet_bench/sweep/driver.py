@@ -115,9 +115,9 @@ def run(args, params: cfg.Params, exp: cfg.Experiment, cells: list[cfg.Cell], *,
 
     cells_dir = results_dir / "cells"
     # What killed runs left (the results folder is locked: no other sweep writes here): record
-    # temps, beside cells/ and beside this folder, and in cells/ from older versions; trial work
+    # temps (records.staging_dir; in cells/ too, where older versions wrote them); trial work
     # dirs in this machine's TMPDIR (each trial does the same on its own node).
-    lifecycle.clean_stale_temps([results_dir / STAGING, results_dir.parent / STAGING, cells_dir])
+    lifecycle.clean_stale_temps([results_dir / STAGING, results_dir.parent / STAGING, results_dir, cells_dir])
     remove_stale_workdirs()
     metas = {ds: json.loads((prepared_dir / ds / "meta.json").read_text()) for ds in exp.grid.datasets}
     done, pending = plan(cells, cells_dir)

@@ -242,9 +242,8 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-# A record's temp file: `<name>.<pid>.tmp` in the staging folder (sweep.records), or, written by
-# older versions, `.<name>.<pid>.tmp` inside cells/ itself.
-_TEMP = re.compile(r"^\.?[^/]+\.(\d+)\.tmp$")
+# A record's temp file: `.<name>.<pid>.tmp` (sweep.records.atomic_write_json).
+_TEMP = re.compile(r"^\.[^/]+\.(\d+)\.tmp$")
 
 
 def clean_stale_temps(folders: list[Path]) -> list[Path]:

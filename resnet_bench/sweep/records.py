@@ -20,7 +20,15 @@ STOP_BEFORE_RENAME = "RESNET_BENCH_TEST_STOP_BEFORE_RENAME"
 
 
 def staging_dir(path: Path) -> Path:
-    return path.parent.parent / STAGING
+    """Where `path`'s temp file goes: `.staging` beside its folder, or, when that is another
+    disk (the folder is a mount point: a rename cannot cross disks), the folder itself (as a
+    hidden `.*.tmp` file, which .dvcignore keeps out of DVC)."""
+    folder = path.parent
+    try:
+        same_disk = os.stat(folder.parent).st_dev == os.stat(folder).st_dev
+    except OSError:
+        same_disk = False
+    return folder.parent / STAGING if same_disk else folder
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -28,7 +36,7 @@ def atomic_write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(path)
     staging.mkdir(exist_ok=True)
-    tmp = staging / f"{path.name}.{os.getpid()}.tmp"
+    tmp = staging / f".{path.name}.{os.getpid()}.tmp"
     try:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
         hook = os.environ.get(STOP_BEFORE_RENAME)
@@ -39,8 +47,9 @@ def atomic_write_json(path: Path, obj) -> None:
         tmp.unlink(missing_ok=True)  # a full disk: no half-written temp left behind
         raise
     finally:
-        with contextlib.suppress(OSError):  # empty again unless another write is under way
-            staging.rmdir()
+        if staging.name == STAGING:
+            with contextlib.suppress(OSError):  # empty again unless another write is under way
+                staging.rmdir()
 
 
 def read_record(path: Path) -> dict | None:
