@@ -147,6 +147,7 @@ DATASET_FLAGS = ("format", "source", "sha256", "image_size", "val_fraction", "sp
 
 
 def parse_args(argv):
+    split, run = cfg.PrepareParams(), cfg.PrepareRun()  # the defaults, for the help text
     p = Parser(prog="resnet-bench prepare", description="Prepare one dataset artifact.")
     p.add_argument("--params", help="take the dataset's settings from this params file's `prepare:` section; the "
                    "dataset is --name, or, run by DVC, its stage's (prepare@NAME, prepare_file@NAME in $DVC_STAGE)")
@@ -157,13 +158,16 @@ def parse_args(argv):
     p.add_argument("--download", action="store_true", help="fetch the official files (needs internet)")
     p.add_argument("--out", help="artifact folder (default with --params: data/prepared/NAME); must be absent, "
                    "empty or a previous artifact")
-    p.add_argument("--val-fraction", type=float, help="of train, held out for model selection (default 0.1)")
-    p.add_argument("--split-seed", type=int, help="seed of the stratified validation split (default 0)")
+    p.add_argument("--val-fraction", type=float,
+                   help=f"of train, held out for model selection (default {split.val_fraction})")
+    p.add_argument("--split-seed", type=int,
+                   help=f"seed of the stratified validation split (default {split.split_seed})")
     p.add_argument("--image-size", type=int,
                    help="imagefolder: shorter side to N, then centre crop N x N (default 0: keep the images' size)")
-    p.add_argument("--workers", type=int, help="decode processes (default 0: one per available core); the output "
-                   "does not depend on it")
-    p.add_argument("--max-member-mb", type=float, help="largest raw file or archive member read, MiB (default 256)")
+    p.add_argument("--workers", type=int, help=f"decode processes (default {run.workers}: one per available core); "
+                   "the output does not depend on it")
+    p.add_argument("--max-member-mb", type=float,
+                   help=f"largest raw file or archive member read, MiB (default {run.max_member_mb:g})")
     return p.parse_args(argv)
 
 
