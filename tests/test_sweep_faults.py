@@ -167,7 +167,9 @@ def test_sigterm_to_dvc_alone_stops_the_orphaned_sweep(tmp_path, env, prepared_d
     proc.wait(timeout=60)
     assert not wait_gone(procs), "the orphaned sweep (or its Ray) outlived DVC"
     log = (project / "dvc-0.log").read_text()
-    assert "exited: stopping the sweep" in log and "cell(s) finished and kept" in log, log
+    # Told by the kernel (PR_SET_PDEATHSIG) or seen by the driver's watch of its parent, whichever is first.
+    assert "exited: stopping the sweep" in log and "[sweep] stopped (its parent process" in log, log
+    assert "1/2 cell(s) finished and kept" in log, log
     assert "FAILED" not in log and not leftovers(project, env), log
     kept = records(project)
     assert [r["status"] for r in kept.values()] == ["ok"]
@@ -356,3 +358,30 @@ def test_a_write_into_a_mount_point_keeps_its_temp_on_that_disk(tmpfs):
     assert not list(disk.glob(".*")) and not (disk.parent / record_files.STAGING).exists()
     (disk / "cells").mkdir()
     assert record_files.staging_dir(disk / "cells" / "x.json") == disk / record_files.STAGING
+
+
+def test_a_sweep_under_a_shell_stops_when_the_shell_s_parent_dies(tmp_path):
+    """DVC runs `$SHELL -c CMD`; a shell that does not exec CMD stays between DVC and the driver,
+    so the kernel's parent-death signal never comes (the shell lives on): the driver's watch of
+    its parent chain sees DVC go."""
+    out = tmp_path / "out"
+    driver_like = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+                   "from resnet_bench.sweep import lifecycle\n"
+                   "with lifecycle.guarded() as stop:\n"
+                   "    print('ready', flush=True); t = time.time()\n"
+                   "    while not stop and time.time() - t < 60: time.sleep(0.05)\n"
+                   "    print('stopped:', stop.reason, stop.exit_code, flush=True)\n")
+    (tmp_path / "driver.py").write_text(driver_like)
+    # outer ("dvc") -> sh -c "python driver.py; true" (the `; true` keeps sh from exec-ing) -> driver
+    outer = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])",
+                              "sh", "-c", f"{sys.executable} {tmp_path / 'driver.py'} > {out}; true"])
+    deadline = time.monotonic() + 60
+    while not (out.exists() and "ready" in out.read_text()):
+        assert time.monotonic() < deadline and outer.poll() is None, "the driver never started"
+        time.sleep(0.05)
+    os.kill(outer.pid, signal.SIGKILL)
+    outer.wait()
+    while "stopped:" not in out.read_text():
+        assert time.monotonic() < deadline + 60, "the driver did not notice its parent's parent exit"
+        time.sleep(0.05)
+    assert f"stopped: its parent process {outer.pid} (python" in out.read_text() and out.read_text().endswith(" 143\n")

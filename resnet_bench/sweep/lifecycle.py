@@ -42,6 +42,7 @@ class Stop:
         self.error: str | None = None  # an `error:` line (a full disk), or None for a signal
         self.exit_code = 0
         self.signals = 0
+        self.parent: tuple[int, str] | None = None  # (pid, name) of the process that started the sweep
 
     def request(self, reason: str, exit_code: int, error: str | None = None) -> bool:
         if self.reason is not None:
@@ -61,9 +62,18 @@ def _on_signal(signum, frame) -> None:
     STOP.signals += 1
     if STOP.signals > 1:
         raise KeyboardInterrupt(f"{name} again: stopping at once")
-    if STOP.request(name, 128 + signum):
+    parent = STOP.parent
+    if signum == signal.SIGTERM and parent and os.getppid() != parent[0]:  # PR_SET_PDEATHSIG: reparented
+        _parent_exited(*parent)
+    elif STOP.request(name, 128 + signum):
         print(f"[sweep] {name}: stopping the sweep (no new trials, no bench pass; running trials are stopped); "
               f"{'Ctrl-C' if signum == signal.SIGINT else name} again stops at once", file=sys.stderr, flush=True)
+
+
+def _parent_exited(pid: int, name: str) -> None:
+    who = f"parent process {pid} ({name})"
+    if STOP.request(f"its {who} exited", 128 + signal.SIGTERM):
+        print(f"[sweep] {who} exited: stopping the sweep", file=sys.stderr, flush=True)
 
 
 def install_signal_handlers() -> None:
@@ -161,14 +171,13 @@ def watch_parent(done: threading.Event, poll_s: float = 0.5) -> None:
     `done` is set."""
     _parent_death_signal(signal.SIGTERM)
     chain = _watched_parents()
+    STOP.parent = (chain[0][0].pid, chain[0][1]) if chain else None
 
     def poll():
         while not (STOP or done.is_set()):
             gone = next(((p, name) for p, name in chain if _gone(p)), None)
             if gone is not None:
-                who = f"parent process {gone[0].pid} ({gone[1]})"
-                if STOP.request(f"its {who} exited", 128 + signal.SIGTERM):
-                    print(f"[sweep] {who} exited: stopping the sweep", file=sys.stderr, flush=True)
+                _parent_exited(gone[0].pid, gone[1])
                 return
             done.wait(poll_s)
 
