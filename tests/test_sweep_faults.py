@@ -240,7 +240,9 @@ def test_full_tmpdir_is_one_line_naming_the_disk(tmp_path, env, tmpfs, prepared_
 
 def test_full_results_disk_is_one_line_and_the_rerun_finishes_the_cell(tmp_path, env, tmpfs, prepared_digits,
                                                                         uninterrupted):
-    exp = {**EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "versions": ["v2"]}}
+    # 8 epochs: the disk is filled after the first checkpoint, the record is written after the last.
+    exp = {**EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "versions": ["v2"]},
+           "recipe": {**EXPERIMENT["recipe"], "epochs": 8}}
     project = make_project(tmp_path / "p", exp)
     disk = tmpfs("results", "1m")
     results = disk / "tiny"
