@@ -450,6 +450,8 @@ def parse_args(argv):
     p = Parser(prog="resnet-bench collect", description="Tidy tables of every cell result.")
     p.add_argument("--results", help="the experiment's results folder (results/<experiment>): reads cells/ and "
                                      "expected_cells.json there and writes the tables there")
+    p.add_argument("--params", help="params file whose sweep.experiment names the results folder "
+                                    "(results/<experiment>; the DVC stage's way, no path on its command line)")
     p.add_argument("--cells", help="folder of <cell_id>.json results (default: RESULTS/cells)")
     p.add_argument("--expected", help="expected_cells.json (default: RESULTS/expected_cells.json): cells of the "
                                       "current grid; others are excluded, expected ones without a file are missing")
@@ -463,16 +465,25 @@ def main(argv=None) -> int:
     if args.schema_doc:
         sys.stdout.write(schema_doc())
         return 0
-    if not (args.results or (args.cells and args.out)):
-        print("error: resnet-bench collect: give --results DIR (or --cells and --out)", file=sys.stderr)
+    if args.params and args.results is None:
+        from resnet_bench.config import ConfigError, load_params
+
+        try:
+            args.results = str(Path("results") / load_params(args.params).sweep.experiment)
+        except ConfigError as err:
+            print("\n".join(f"error: {line}" for line in err.problems), file=sys.stderr)
+            return 2
+    if args.results is None and (args.cells is None or args.out is None):
+        print("error: resnet-bench collect: give --results DIR (or --params, or --cells and --out)", file=sys.stderr)
         return 2
     try:
-        root = user_path(args.results, "--results") if args.results else None
-        cells_dir = user_path(args.cells, "--cells") if args.cells else root / "cells"
-        expected_path = (user_path(args.expected, "--expected") if args.expected else
+        # An empty value is a given value (refused by user_path as an empty path), not an absent one.
+        root = user_path(args.results, "--results") if args.results is not None else None
+        cells_dir = user_path(args.cells, "--cells") if args.cells is not None else root / "cells"
+        expected_path = (user_path(args.expected, "--expected") if args.expected is not None else
                          (root / "expected_cells.json" if root else None))
         # before reading: a folder it may not write fails first
-        out = output_dir(args.out or root, "--out" if args.out else "--results").prepare()
+        out = output_dir(root if args.out is None else args.out, "--results" if args.out is None else "--out").prepare()
         records = read_cells(cells_dir)
         expected = None
         if expected_path is not None:

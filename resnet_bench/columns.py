@@ -22,7 +22,7 @@ import pandas as pd
 from resnet_bench.inputs import MAX_TABLE_BYTES, InputError, read_bytes, read_text
 from resnet_bench.outputs import csv_unguard
 from resnet_bench.sweep.records import Metrics
-from resnet_bench.vocab import CELL_STATUSES, MODEL_PATTERN, NAME_PATTERN, UNITS, VERSIONS
+from resnet_bench.vocab import CELL_STATUSES, DATASET_NAME_PATTERN, MODEL_PATTERN, NAME_PATTERN, UNITS, VERSIONS
 from resnet_bench.vocab import UNITS as UNIT_ORDER  # He et al. 2016 Fig. 4 order (a)-(e)
 
 # dtype names: "str" (text, null when absent), "int" (nullable Int64), "float" (float64,
@@ -245,7 +245,7 @@ class TableError(ValueError):
 
 
 # Columns whose text is a name or a word of the vocabulary.
-_TEXT_RULES = {"experiment": re.compile(NAME_PATTERN), "dataset": re.compile(NAME_PATTERN),
+_TEXT_RULES = {"experiment": re.compile(NAME_PATTERN), "dataset": re.compile(DATASET_NAME_PATTERN),
                "model": re.compile(MODEL_PATTERN), "cell_id": re.compile(r"^[0-9a-f]{12}$"),
                "status": CELL_STATUSES, "version": VERSIONS, "unit": UNITS}
 _COUNT_UNITS = {"layers", "channels", "epochs", "epoch", "images", "iterations", "parameters", "bytes", "classes",

@@ -17,6 +17,7 @@ nothing heavy (collect and report depend on it).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -65,8 +66,62 @@ def user_path(text: str | os.PathLike, flag: str) -> Path:
     return Path(expanded).resolve()
 
 
-def _kind(mode: int) -> str:
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+def file_kind(mode: int) -> str:
+    """'a FIFO', 'a character device', ... for an st_mode; 'a regular file' for one."""
+    return next((name for test, name in _KINDS if test(mode)), "a regular file" if stat.S_ISREG(mode)
+                else "a special file")
+
+
+_kind = file_kind
+
+
+class NotRegularFileError(OSError):
+    """A path that exists but is not a regular file; `str()` is one line naming it and its kind."""
+
+    def __init__(self, path, kind: str):
+        super().__init__(errno.EINVAL, f"is {kind}, not a regular file", str(path))
+        self.kind = kind
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def open_regular(path: str | Path, mode: str = "rb", encoding: str | None = None):
+    """`path` opened for reading, or NotRegularFileError; never blocks, never reads a device.
+
+    A path a user gives may be a FIFO (opening it for reading blocks until some writer comes), a
+    character device (`/dev/zero` never ends), a socket, or a symlink to one of those: the file is
+    opened with O_NONBLOCK (a FIFO then opens at once) and checked with fstat on the open
+    descriptor, not on the path (a path swapped after a check is still caught), before one byte is
+    read; only then is the descriptor made blocking again. FileNotFoundError / PermissionError as
+    `open` raises them. For streaming readers (archives); whole files: `read_bytes`, `read_text`.
+    """
+    if mode not in ("r", "rb"):
+        raise ValueError(f"open_regular reads only (mode 'r' or 'rb'), not {mode!r}")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(path, file_kind(st.st_mode))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def path_problem(path: str | Path, *, folder_ok: bool = False) -> str | None:
+    """None when `path` is a regular file (or, with folder_ok, a folder), symlinks followed;
+    otherwise why not, one line: 'not found', 'is a FIFO, not a regular file', ..."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{path}: not found"
+    except OSError as err:
+        return f"{path}: {err.strerror}"
+    if stat.S_ISREG(mode) or (folder_ok and stat.S_ISDIR(mode)):
+        return None
+    return f"{path}: is {file_kind(mode)}, not a regular file{' or a folder' if folder_ok else ''}"
 
 
 def check_regular(path: str | Path) -> Path:
@@ -84,18 +139,15 @@ def check_regular(path: str | Path) -> Path:
 
 
 def _open_regular(p: Path):
-    """`p` opened for reading, checked on the open descriptor to be a regular file."""
+    """`open_regular(p)`, its errors as one-line InputErrors."""
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return open_regular(p)
+    except NotRegularFileError as err:
+        raise InputError(str(err)) from None
     except FileNotFoundError:
         raise InputError(f"{p}: not found") from None
     except OSError as err:
         raise InputError(f"{p}: cannot read ({err.strerror})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise InputError(f"{p}: is {_kind(mode)}, not a regular file")
-    return os.fdopen(fd, "rb")
 
 
 def read_bytes(path: str | Path, *, max_bytes: int) -> bytes:

@@ -36,6 +36,7 @@ Imports nothing of the package and nothing heavy (collect and report depend on i
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -399,3 +400,52 @@ def csv_header_is(path: Path, check: Callable[[list[str]], bool]) -> bool:
     except InputError:
         return False
     return bool(head) and check(head[0].split(","))
+
+
+# ---- a full disk, named -------------------------------------------------------------------------
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC / EDQUOT, also as the text of errors that lost the errno on the way (pyarrow's)."""
+    if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+        return True
+    return any(s in str(err) for s in ("No space left on device", "Disk quota exceeded"))
+
+
+def mount_of(path: str | Path) -> tuple[str, str]:
+    """(mount point, file system type) of the disk holding `path` (or its nearest existing parent)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    p = p.resolve()
+    best, fstype = "/", "?"
+    try:
+        with open("/proc/self/mounts") as f:  # Linux; elsewhere only the mount point is found
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                if (p == Path(point) or Path(point) in p.parents) and len(point) >= len(best):
+                    best, fstype = point, fields[2]
+    except OSError:
+        while not os.path.ismount(p) and p != p.parent:
+            p = p.parent
+        best = str(p)
+    return best, fstype
+
+
+def disk_full_message(path: str | Path, what: str) -> str:
+    """One line: which disk is full, how much is free, and what was being written where."""
+    if "://" in str(path):  # object storage: no local disk to name
+        return f"disk full: no space left writing {what} {path}"
+    point, fstype = mount_of(path)
+    try:
+        st = os.statvfs(point)
+        room = f", {st.f_bavail * st.f_frsize / 2**20:.1f} MiB free of {st.f_blocks * st.f_frsize / 2**20:.1f} MiB"
+    except OSError:
+        room = ""
+    return (f"disk full: no space left on {point} ({fstype}{room}) writing {what} {path}; free space there "
+            "or point the path at a larger disk")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import math
 import os
 import random
@@ -150,8 +151,15 @@ def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device, max_resid
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
+    # Serialised in memory, then written by Python: a full disk is an OSError (ENOSPC) naming
+    # nothing torch-internal (torch's own writer says "unexpected pos N vs M").
+    buf = io.BytesIO()
+    torch.save(state, buf)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
@@ -286,7 +294,9 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
     history: list[dict] = []
     start_epoch = 1
     if ckpt and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        # weights_only: tensors, numbers, strings, lists and dicts only; a checkpoint is an input
+        # (shared storage), and a full unpickler would run whatever it names.
+        state = torch.load(ckpt, map_location=device, weights_only=True)
         if state.get("cell_id") == cell.cell_id:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])

@@ -44,3 +44,6 @@ REPORT_CONTEXTS = ("paper", "notebook", "talk", "poster")
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
 # Registered model names: resnet<depth>_<version> (resnet_bench.models).
 MODEL_PATTERN = r"^resnet[0-9]{1,5}_v[12]$"
+# Dataset names also become DVC params paths (`prepare.files.<name>` in dvc.yaml), where a dot
+# would read as one more level of nesting: no dots.
+DATASET_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"

@@ -441,7 +441,7 @@ def test_cli_refuses_out_dot_in_a_real_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run([sys.executable, "-m", "resnet_bench.data.prepare", "--name", "digits", "--out", "."],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "--out . is the working" in proc.stderr
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and f"--out {tmp_path} is the working" in proc.stderr
     assert (tmp_path / "keep.txt").exists()
 
 

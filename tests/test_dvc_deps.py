@@ -89,8 +89,6 @@ def test_stages_declare_the_params_sections_their_code_reads():
         # params.yaml sections are strings; other params files (the experiment file) are {path: keys}
         declared = {p.split(".")[0] for p in (stage["do"] if "do" in stage else stage).get("params", [])
                     if isinstance(p, str)}
-        if name.startswith("prepare"):
-            continue  # prepare reads its values from the command line (val_fraction, split_seed)
         assert read <= declared, f"{name} reads params sections {sorted(read - declared)} it does not declare"
 
 
@@ -99,3 +97,12 @@ def test_sweep_reads_only_the_active_experiment_as_a_params_file():
     sweep = stages()["sweep"]
     assert {"experiments/${sweep.experiment}.yaml": None} in sweep["params"]
     assert not [d for d in sweep["deps"] if isinstance(d, str) and d.startswith("experiments")]
+
+
+def test_no_command_takes_a_value_from_params_or_experiments():
+    """DVC interpolates `${...}` into `cmd:` before any schema check and runs it in a shell: a
+    command names only fixed paths, and the stage's module reads params.yaml itself."""
+    for name, stage in stages().items():
+        cmd = stage["do"]["cmd"] if "do" in stage else stage["cmd"]
+        assert "$" not in cmd, f"{name}: {cmd}"
+        assert re.fullmatch(r"python -m [\w.]+( --[\w-]+ [\w./-]+)*", " ".join(cmd.split())), f"{name}: {cmd}"

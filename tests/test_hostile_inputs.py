@@ -80,7 +80,8 @@ def record_rows() -> list[Row]:
         ("dataset shell payload", c(dataset=SHELL), "config.dataset"),
         ("dataset dot-dot", c(dataset=".."), "config.dataset"),
         ("model of another depth", c(model="resnet50_v1"), "model"),
-        ("unit of the other version", c(unit="full_preact"), "unit"),
+        ("unit of the other version", edit_record(lambda r: r["config"].update(
+            unit="full_preact" if r["config"]["version"] == "v1" else "original")), "unit"),
         ("status unknown", edit_record(lambda r: r.update(status="done")), "status"),
         ("status missing", edit_record(lambda r: r.pop("status")), "status"),
         ("ok with an error", edit_record(lambda r: r.update(error="boom")), "error"),
@@ -126,7 +127,7 @@ def record_rows() -> list[Row]:
     out.append(Row("record: a FIFO (subprocess: must not block)", COLLECT, [REC, "is a FIFO"],
                    setup=raw_record(lambda w, p: (p.unlink(), fifo(p))), subprocess=True))
     out.append(Row("record: two results of one cell, no grid", ["collect", "--cells", "{T}/R/cells", "--out",
-                                                                "{T}/out"], ["are both", "resnet18_v1/digits/seed", "with different configs"],
+                                                                "{T}/out"], ["are both", "resnet18_v", "/digits/seed", "with different configs"],
                    setup=raw_record(lambda w, p: write_retuned(json.loads(p.read_text()), p.parent))))
     return out
 

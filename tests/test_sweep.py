@@ -211,10 +211,11 @@ def test_sweep_killed_mid_cell_resumes_from_its_checkpoint_with_the_same_numbers
     assert strip_timing(rec) == strip_timing(uninterrupted)
 
 
-def _write_checkpoint(d: Path, payload: bytes, *, size: int | None = None) -> None:
+def _write_checkpoint(d: Path, payload: bytes, *, size: int | None = None, cell_id: str = "abc") -> None:
     d.mkdir(parents=True)
     (d / ckpt_storage.CKPT_FILE).write_bytes(payload)
-    (d / ckpt_storage.CKPT_META).write_text(json.dumps({"bytes": len(payload) if size is None else size}))
+    meta = ckpt_storage.checkpoint_meta(d / ckpt_storage.CKPT_FILE, cell_id, 1)
+    (d / ckpt_storage.CKPT_META).write_text(json.dumps({**meta, "bytes": meta["bytes"] if size is None else size}))
 
 
 def test_prior_checkpoint_is_the_newest_complete_one_and_is_dropped_when_done(tmp_path):

@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from resnet_bench.config.errors import ConfigError, _problems
 from resnet_bench.config.recipes import RECIPES
-from resnet_bench.config.schema import (Arch, Bench, DatasetName, Experiment, Fraction01, Grid, ModelName,
+from resnet_bench.config.schema import (Arch, Bench, DatasetName, Experiment, Fraction01, Grid, ModelName, Name,
                                         PositiveInt, Recipe, Runtime, Strict, Unit, Version, _registry)
 from resnet_bench.inputs import InputError, read_json
 from resnet_bench.vocab import UNIT_VERSION, VERSION_UNIT, VERSION_UNITS
@@ -64,7 +64,7 @@ def data_identity(prepared: str | Path) -> DataIdentity:
 class Cell(Strict):
     """One grid cell: everything that determines its numbers, plus the experiment label."""
 
-    experiment: DatasetName
+    experiment: Name
     model: ModelName
     version: Version
     unit: Unit

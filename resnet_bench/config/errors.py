@@ -52,7 +52,7 @@ def _problems(err: ValidationError, model: type[BaseModel], where: str, prefix: 
     out = []
     for e in err.errors(include_url=False):
         loc = tuple(p for p in e["loc"] if p not in ("function-after",))
-        path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "(top level)"
+        path = _key_path(((prefix,) if prefix else ()) + loc) or "(top level)"
         origin = _origin(path, sources, where) if sources else where
         if e["type"] == "extra_forbidden":
             valid = _field_names(model, loc[:-1])
@@ -69,6 +69,18 @@ def _problems(err: ValidationError, model: type[BaseModel], where: str, prefix: 
                        else f"{origin}: {path}: {msg}")
         else:
             out.append(f"{origin}: {path or '(top level)'}: {msg}")
+    return out
+
+
+def _key_path(loc: tuple) -> str:
+    """`a.b.0.c`; a key that is not a plain name is quoted (`files['x; rm -rf .\\n']`), so that a
+    problem stays one line whatever the key holds."""
+    out = ""
+    for part in loc:
+        text = str(part)
+        plain = isinstance(part, int) or (text.replace("_", "").replace("-", "").isalnum() and text.isascii()) \
+            or text == "[key]"
+        out += (("." if out else "") + text) if plain else f"[{_fmt_value(text)}]"
     return out
 
 

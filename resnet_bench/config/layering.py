@@ -90,7 +90,8 @@ def packaged(name: str) -> Path:
 def experiment_file(name: str, experiments_dir: str | Path = "experiments") -> Path:
     """`<experiments_dir>/<name>.yaml` if the project has it, else the packaged experiment of that name."""
     own = Path(experiments_dir) / f"{name}.yaml"
-    return own if own.is_file() else packaged(f"experiments/{name}.yaml")
+    # the project's own, whatever it is (a FIFO there is refused as one, not replaced by the package's)
+    return own if own.exists() or own.is_symlink() else packaged(f"experiments/{name}.yaml")
 
 
 def available_experiments(experiments_dir: str | Path = "experiments") -> list[str]:

@@ -10,8 +10,8 @@ import re
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
-from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, MODEL_PATTERN, NAME_PATTERN, OPTIMIZERS,
-                                REPORT_CONTEXTS, REPORT_FORMATS, SCHEDULES, UNITS)
+from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, DATASET_NAME_PATTERN, MODEL_PATTERN, NAME_PATTERN,
+                                OPTIMIZERS, REPORT_CONTEXTS, REPORT_FORMATS, SCHEDULES, UNITS)
 
 MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 164 epochs)
 
@@ -20,7 +20,9 @@ MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 
 PositiveInt = Annotated[int, Field(ge=1)]
 Fraction01 = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-DatasetName = Annotated[str, Field(pattern=NAME_PATTERN)]  # also experiment and recipe names
+# Dataset names are also DVC params paths (`prepare.files.<name>`): no dots (vocab.DATASET_NAME_PATTERN).
+DatasetName = Annotated[str, Field(pattern=DATASET_NAME_PATTERN)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]  # experiment and recipe names
 ModelName = Annotated[str, Field(pattern=MODEL_PATTERN)]
 # Free text a user writes (descriptions, citations), bounded: it is printed into reports.
 Prose = Annotated[str, Field(max_length=2000)]
@@ -54,7 +56,7 @@ class Augment(Strict):
 class Recipe(Strict):
     """A complete training recipe: every field required (recipes name all of them)."""
 
-    name: DatasetName
+    name: Name
     epochs: int = Field(ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(ge=2, le=65_536)  # BatchNorm cannot train on a batch of one image
     optimizer: Literal[OPTIMIZERS]  # type: ignore[valid-type]
@@ -268,7 +270,7 @@ class ExperimentFile(Strict):
 class Experiment(Strict):
     """A resolved experiment: recipe complete, device decided."""
 
-    name: DatasetName
+    name: Name
     description: Prose = ""
     grid: Grid
     arch: Arch
@@ -334,8 +336,18 @@ class DatasetFile(Strict):
     source: str = Field(min_length=1)
     sha256: str = Field(pattern=r"^([0-9a-f]{64})?$")  # "" = not checked
     # Shorter side resized to this, then centre-cropped square (resnet_bench.data); 0 = keep sizes.
-    # Required, as are the others: dvc.yaml passes every key on the command line.
+    # Required, as are the others: an entry says everything about its dataset.
     image_size: int = Field(ge=0, le=4096)
+
+
+class PrepareRun(Strict):
+    """How `prepare` runs (not in params.yaml: the prepared artifact does not depend on these)."""
+
+    workers: int = Field(0, ge=0, le=4096)  # decode processes; 0 = one per available core
+    # Largest raw member read into memory, MiB. The largest member of any supported release is
+    # CIFAR-100's `train` pickle (50,000 x 3,072 bytes + labels, about 155 MB), so 256 MiB admits
+    # every official file and refuses a 1 GiB member before it is read.
+    max_member_mb: float = Field(256, gt=0, le=1_048_576, allow_inf_nan=False)
 
 
 class PrepareParams(Strict):

@@ -11,15 +11,19 @@ import time
 from pathlib import Path
 
 
+from resnet_bench import config as cfg
 from resnet_bench.argparsing import Parser
 from resnet_bench.data.artifact import (_decoder_versions, _write_arrays, build_artifact, check_out_dir,
                                         clean_leftovers, commit_artifact, content_sha256)
 from resnet_bench.data.imagefolder import RESIZE_POLICY, write_imagefolder
 from resnet_bench.data.readers import CIFAR_FILES, DIGITS_TEST_FRACTION, MNIST_FILES, read_cifar, read_digits, read_mnist
-from resnet_bench.data.sources import DEFAULT_MAX_MEMBER_MB, DatasetError, _clean, verify_sha256
+from resnet_bench.data.sources import DatasetError, _clean, verify_sha256
 from resnet_bench.outputs import OutputError, check_can_create, out_path
+from resnet_bench.inputs import path_problem
+from resnet_bench.outputs import disk_full_message, is_disk_full
 from resnet_bench.vocab import DATASET_FORMATS as FORMATS
-from resnet_bench.vocab import NAME_PATTERN
+from resnet_bench.vocab import DATASET_NAME_PATTERN
+
 
 def require_source(path: str | Path | None, fmt: str) -> Path:
     """The source path, or a DatasetError naming the expected path and how to provide it."""
@@ -39,6 +43,9 @@ def require_source(path: str | Path | None, fmt: str) -> Path:
     if not p.exists():
         raise DatasetError(f"source not found: {p} (expected the {fmt} data there); to provide it: "
                            f"{how.get(fmt, '')} (docs/datasets.md)")
+    problem = path_problem(p, folder_ok=True)  # /dev/zero, a FIFO, a socket: refused before it is opened
+    if problem:
+        raise DatasetError(f"source {problem}")
     return p
 
 
@@ -51,13 +58,17 @@ def default_workers() -> int:
 
 
 def prepare(name: str, fmt: str, *, source=None, sha256=None, download_data=False, out: Path,
-            val_fraction=0.1, split_seed=0, image_size=None, workers: int | None = None,
-            max_member_mb: float = DEFAULT_MAX_MEMBER_MB) -> dict:
+            val_fraction: float | None = None, split_seed: int | None = None, image_size=None,
+            workers: int | None = None, max_member_mb: float | None = None) -> dict:
     """Read a raw dataset and write its prepared artifact; returns the artifact's meta.
 
     Every check that needs no decoding (format, options, --out, source, checksum) runs first.
+    Unset values are the schema's defaults (resnet_bench.config: PrepareParams, PrepareRun).
     """
     out = Path(out)
+    val_fraction = cfg.PrepareParams().val_fraction if val_fraction is None else val_fraction
+    split_seed = cfg.PrepareParams().split_seed if split_seed is None else split_seed
+    max_member_mb = cfg.PrepareRun().max_member_mb if max_member_mb is None else max_member_mb
     if fmt not in FORMATS:
         raise DatasetError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     if not 0 <= val_fraction < 1:
@@ -130,59 +141,140 @@ def download(fmt: str, root: Path) -> Path:
 
 # ---- entry point ----------------------------------------------------------------------------------
 
+# Flags, by the schema key whose limits they take (one-line errors name the flag).
+FLAGS = {"val_fraction": "--val-fraction", "split_seed": "--split-seed", "image_size": "--image-size",
+         "sha256": "--sha256", "source": "--source", "format": "--format", "workers": "--workers",
+         "max_member_mb": "--max-member-mb"}
+# What --params supplies from params.yaml; giving them as flags too would be two truths.
+DATASET_FLAGS = ("format", "source", "sha256", "image_size", "val_fraction", "split_seed")
+
 
 def parse_args(argv):
+    split, run = cfg.PrepareParams(), cfg.PrepareRun()  # the defaults, for the help text
     p = Parser(prog="resnet-bench prepare", description="Prepare one dataset artifact.")
-    p.add_argument("--name", required=True, help="artifact name, e.g. digits, cifar10_jpeg")
+    p.add_argument("--params", help="take the dataset's settings from this params file's `prepare:` section; the "
+                   "dataset is --name, or, run by DVC, its stage's (prepare@NAME, prepare_file@NAME in $DVC_STAGE)")
+    p.add_argument("--name", help="artifact name, e.g. digits, cifar10_jpeg (a dataset of --params, if given)")
     p.add_argument("--format", choices=FORMATS, help="defaults to --name when that is a format")
     p.add_argument("--source", help="file or folder with the raw data")
-    p.add_argument("--sha256", default="", help="expected SHA-256 of the source file (empty: no check)")
+    p.add_argument("--sha256", help="expected SHA-256 of the source file (default: no check)")
     p.add_argument("--download", action="store_true", help="fetch the official files (needs internet)")
-    p.add_argument("--out", required=True, help="artifact folder, e.g. data/prepared/digits; must be absent, "
+    p.add_argument("--out", help="artifact folder (default with --params: data/prepared/NAME); must be absent, "
                    "empty or a previous artifact")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=0,
-                   help="imagefolder: shorter side to N, then centre crop N x N (0: keep the images' size)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="decode processes (0: one per available core); the output does not depend on it")
-    p.add_argument("--max-member-mb", type=float, default=DEFAULT_MAX_MEMBER_MB,
-                   help=f"largest raw file or archive member read, MiB (default {DEFAULT_MAX_MEMBER_MB})")
+    p.add_argument("--val-fraction", type=float,
+                   help=f"of train, held out for model selection (default {split.val_fraction})")
+    p.add_argument("--split-seed", type=int,
+                   help=f"seed of the stratified validation split (default {split.split_seed})")
+    p.add_argument("--image-size", type=int,
+                   help="imagefolder: shorter side to N, then centre crop N x N (default 0: keep the images' size)")
+    p.add_argument("--workers", type=int, help=f"decode processes (default {run.workers}: one per available core); "
+                   "the output does not depend on it")
+    p.add_argument("--max-member-mb", type=float,
+                   help=f"largest raw file or archive member read, MiB (default {run.max_member_mb:g})")
     return p.parse_args(argv)
+
+
+def _dataset_of_stage(stage: str | None, params: cfg.Params, label: str) -> str:
+    """The dataset DVC is preparing: `prepare@NAME` (prepare.builtin) or `prepare_file@NAME`
+    (prepare.files) from $DVC_STAGE, which DVC sets for every command it runs
+    (`dvc.yaml:` prefixed when dvc.yaml is not at the root). The name never reaches a shell."""
+    base, _, name = (stage or "").rpartition(":")[2].partition("@")
+    prep = params.prepare
+    if (base == "prepare" and name in prep.builtin) or (base == "prepare_file" and name in prep.files):
+        return name
+    if not stage:
+        raise cfg.ConfigError(f"--params {label} needs --name (one of {', '.join(prep.dataset_names())}) when "
+                              "not run by DVC ($DVC_STAGE unset)")
+    raise cfg.ConfigError(f"$DVC_STAGE {stage[:80]!r} is not the prepare stage of a dataset of {label}; valid: "
+                          + ", ".join([*(f"prepare@{n}" for n in prep.builtin),
+                                       *(f"prepare_file@{n}" for n in prep.files)]))
+
+
+def job_from_params(args) -> dict:
+    """prepare()'s arguments from params.yaml (validated as a whole by the schema, as the sweep does)."""
+    given = [FLAGS[k] for k in DATASET_FLAGS if getattr(args, k) is not None]
+    if given or args.download:
+        raise cfg.ConfigError(f"--params takes the dataset's settings from {args.params}; drop "
+                              f"{', '.join(given or ['--download'])} (or drop --params to give them all as flags)")
+    params = cfg.load_params(args.params)
+    name = args.name or _dataset_of_stage(os.environ.get("DVC_STAGE"), params, args.params)
+    prep = params.prepare
+    if name in prep.builtin:
+        job = {"fmt": name, "source": None, "sha256": None, "image_size": None}
+    elif name in prep.files:
+        f = prep.files[name]
+        job = {"fmt": f.format, "source": f.source, "sha256": f.sha256 or None, "image_size": f.image_size}
+    else:
+        raise cfg.ConfigError(f"--name: {name[:80]!r} is not a dataset of {args.params}; valid: "
+                              f"{', '.join(prep.dataset_names())} (prepare.builtin and prepare.files)")
+    return {**job, "name": name, "out": out_path(args.out or Path("data") / "prepared" / name, "--out"),
+            "val_fraction": prep.val_fraction, "split_seed": prep.split_seed, "download_data": False}
+
+
+def job_from_flags(args) -> dict:
+    """prepare()'s arguments from flags, through the same schema limits as params.yaml."""
+    problems = []
+
+    def check(model, values: dict):
+        try:
+            return cfg.validate_flags(model, values, FLAGS)
+        except cfg.ConfigError as err:
+            problems.extend(err.problems)
+
+    if not args.name:
+        problems.append("--name is required (or --params)")
+    elif not re.fullmatch(DATASET_NAME_PATTERN, args.name):
+        problems.append(f"--name: {args.name[:80]!r} is invalid: a dataset name is 1-64 letters, digits, '_' or '-'"
+                        ", not starting with '-'")
+    fmt = args.format or args.name
+    if args.name and fmt not in FORMATS and not problems:
+        problems.append(f"unknown format {fmt!r} (from --name; pass --format); valid: {', '.join(FORMATS)}")
+    if args.out is None:
+        problems.append("--out is required (or --params)")
+    # By hand, --val-fraction 0 (nothing held out) is allowed; params.yaml needs a validation split.
+    no_holdout = args.val_fraction == 0
+    split = check(cfg.PrepareParams, {"val_fraction": None if no_holdout else args.val_fraction,
+                                      "split_seed": args.split_seed})
+    if fmt in FORMATS:
+        # The limits of a params.yaml entry; whether the source exists, and how to provide it, is
+        # prepare()'s check.
+        check(cfg.DatasetFile, {"format": fmt, "source": args.source or "(not given)", "sha256": args.sha256 or "",
+                                "image_size": args.image_size or 0})
+    if problems:
+        raise cfg.ConfigError(problems)
+    return {"name": args.name, "fmt": fmt, "source": args.source, "sha256": args.sha256 or None,
+            "image_size": args.image_size,
+            # the one way for every path flag: `~` expanded, empty, NUL and over-long names refused
+            "out": out_path(args.out, "--out") if args.out is not None else None,
+            "val_fraction": 0.0 if no_holdout else split.val_fraction, "split_seed": split.split_seed,
+            "download_data": args.download}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not re.fullmatch(NAME_PATTERN, args.name):
-        print(f"error: --name: {args.name[:80]!r} is invalid: a dataset name is 1-64 of A-Z a-z 0-9 _ . - "
-              "and does not start with . or -", file=sys.stderr)
-        return 2
     try:
-        out_path(args.out, "--out")  # the one way for every path flag: empty, NUL, over-long names refused
-    except OutputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        job = job_from_params(args) if args.params else job_from_flags(args)
+        run = cfg.validate_flags(cfg.PrepareRun, {"workers": args.workers, "max_member_mb": args.max_member_mb},
+                                 FLAGS)
+    except (cfg.ConfigError, OutputError) as err:
+        print("\n".join(f"error: {line}" for line in getattr(err, "problems", [str(err)])), file=sys.stderr)
         return 2
-    fmt = args.format or args.name
-    if fmt not in FORMATS:
-        print(f"error: unknown format {fmt!r} (from --name; pass --format); valid: {', '.join(FORMATS)}",
-              file=sys.stderr)
-        return 2
+    name, fmt, out = job.pop("name"), job.pop("fmt"), job["out"]
     t0 = time.perf_counter()
     try:
-        meta = prepare(args.name, fmt, source=args.source, sha256=args.sha256 or None,
-                       download_data=args.download, out=Path(os.path.expanduser(args.out)),
-                       val_fraction=args.val_fraction,
-                       split_seed=args.split_seed, image_size=args.image_size, workers=args.workers or None,
-                       max_member_mb=args.max_member_mb)
+        meta = prepare(name, fmt, **job, workers=run.workers or None, max_member_mb=run.max_member_mb)
     except (DatasetError, OutputError) as err:
         print(f"error: {_clean(err)}", file=sys.stderr)
         return 1
     except OSError as err:  # disk full, permission denied: name the file, no traceback
-        print(f"error: {_clean(err.strerror or err)}: {err.filename or args.out}", file=sys.stderr)
+        where = err.filename or out
+        line = disk_full_message(where, "the prepared dataset") if is_disk_full(err) else \
+            f"{_clean(err.strerror or err)}: {where}"
+        print(f"error: {line}", file=sys.stderr)
         return 1
     c = meta["counts"]
-    print(f"prepared {args.name} ({fmt}): {c['train']} train / {c['val']} val / {c['test']} test, "
-          f"{meta['channels']}x{meta['height']}x{meta['width']}, {meta['num_classes']} classes -> {args.out} "
+    print(f"prepared {name} ({fmt}): {c['train']} train / {c['val']} val / {c['test']} test, "
+          f"{meta['channels']}x{meta['height']}x{meta['width']}, {meta['num_classes']} classes -> {out} "
           f"({time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from resnet_bench.data.artifact import check_labels, stratified_indices
 from resnet_bench.data.sources import DatasetError, _check_size, _clean, read_members, safe_unpickle, source_kind
+from resnet_bench.inputs import NotRegularFileError, open_regular
 
 # File names of the official releases (Krizhevsky 2009; LeCun et al. 1998; Xiao et al. 2017),
 # as torchvision downloads them.
@@ -102,8 +103,10 @@ def read_cifar(path: Path, fmt: str, cap: int):
 
 def _read_idx(path: Path, magic: int, ndim: int, cap: int) -> np.ndarray:
     try:
-        with gzip.open(path, "rb") as f:
+        with open_regular(path) as gz, gzip.open(gz, "rb") as f:
             raw = f.read(cap + 1)
+    except NotRegularFileError as err:
+        raise DatasetError(str(err)) from None
     except (OSError, EOFError, zlib.error) as err:
         raise DatasetError(f"truncated or corrupt IDX file {path}: {_clean(err)}") from None
     _check_size(path.name, len(raw), path.parent, cap)

@@ -20,10 +20,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-# Largest raw member read into memory. The largest member of any supported release is CIFAR-100's
-# `train` pickle (50,000 x 3,072 bytes + labels, about 155 MB), so 256 MiB admits every official file
-# and refuses a 1 GiB member before it is read. `--max-member-mb` changes it.
-DEFAULT_MAX_MEMBER_MB = 256
+from resnet_bench.inputs import open_regular, path_problem
+
 
 class DatasetError(ValueError):
     """A dataset file that is missing, corrupt, tampered with or unsafe."""
@@ -41,7 +39,7 @@ def _clean(msg: str) -> str:
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -135,6 +133,9 @@ def _corrupt(path: Path, err) -> DatasetError:
 
 def source_kind(path: Path) -> str:
     """'dir', 'zip' or 'tar'; a DatasetError for anything else (one line)."""
+    problem = path_problem(path, folder_ok=True)  # a FIFO or device is refused before it is opened
+    if problem:
+        raise DatasetError(f"source {problem}")
     if path.is_dir():
         return "dir"
     if zipfile.is_zipfile(path):
@@ -170,10 +171,12 @@ def _open_decompressed(path: Path):
     import bz2
     import lzma
 
-    with open(path, "rb") as f:
-        head = f.read(6)
+    raw = open_regular(path)
+    head = raw.read(6)
+    raw.seek(0)
     opener = next((mod for magic, mod in _COMPRESSED if head.startswith(magic)), None)
-    raw = {"gzip": gzip.open, "bz2": bz2.open, "lzma": lzma.open}[opener](path, "rb") if opener else open(path, "rb")
+    if opener:
+        raw = {"gzip": gzip.open, "bz2": bz2.open, "lzma": lzma.open}[opener](raw, "rb")
     return io.BufferedReader(raw, 1 << 20) if opener else raw
 
 
@@ -329,6 +332,9 @@ def list_entries(path: Path, kind: str, cap: int) -> Iterator[Entry]:
             for d in dirs:
                 yield Entry((rel / d).as_posix(), "dir", 0)
             for f in sorted(files):
+                problem = path_problem(Path(root) / f)  # a FIFO inside the folder would block its reader
+                if problem:
+                    raise DatasetError(f"member {(rel / f).as_posix()!r} of {path}: {problem.split(': ', 1)[1]}")
                 size = (Path(root) / f).stat().st_size
                 _check_size((rel / f).as_posix(), size, path, cap)
                 yield Entry((rel / f).as_posix(), "file", size)
@@ -353,7 +359,7 @@ def read_members(path: Path, kind: str, cap: int, wanted=None) -> Iterator[tuple
     if kind == "dir":
         for e in list_entries(path, kind, cap):
             if e.kind == "file" and wanted(e.name):
-                with open(path / e.name, "rb") as f:
+                with open_regular(path / e.name) as f:
                     yield e.name, _read_capped(f, e.name, path, cap)
     elif kind == "zip":
         try:

@@ -88,8 +88,10 @@ def parse_args(argv):
                                 description="Findings, figures, LaTeX tables and report.md from one results folder "
                                             "(cells.parquet + epochs.parquet [+ excluded.csv, experiment.json]); "
                                             "no training.")
-    p.add_argument("--results", default="results", help="folder with cells.parquet and epochs.parquet")
-    p.add_argument("--out", default="reports", help="folder for figures/, tables/ and report.md")
+    p.add_argument("--results", help="folder with cells.parquet and epochs.parquet (default: results/<experiment> "
+                                     "of --params' sweep.experiment, else results)")
+    p.add_argument("--out", help="folder for figures/, tables/ and report.md (default: reports/<experiment> of "
+                                 "--params, else reports)")
     p.add_argument("--params", help="take settings from this YAML file's `report:` section (flags override)")
     p.add_argument("--formats", help=f"comma-separated figure formats: {', '.join(FORMATS)} (default pdf,png)")
     p.add_argument("--dpi", type=int, help="raster resolution for PNG (default 150)")
@@ -137,6 +139,18 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     try:
+        if args.params and (args.results is None or args.out is None):
+            # The DVC stage's way: the experiment's folders from params.yaml, no path on its command line.
+            from resnet_bench.config import ConfigError, load_params
+
+            try:
+                experiment = load_params(args.params).sweep.experiment
+            except ConfigError as err:
+                raise SettingsError(str(err)) from None
+            args.results = str(Path("results") / experiment) if args.results is None else args.results
+            args.out = str(Path("reports") / experiment) if args.out is None else args.out
+        args.results = "results" if args.results is None else args.results
+        args.out = "reports" if args.out is None else args.out
         settings = resolve_settings(args.params, {"formats": args.formats, "dpi": args.dpi, "context": args.context,
                                                   "pdf": args.pdf, "allow_missing": args.allow_missing})
         out = output_dir(args.out).prepare()  # before reading or drawing anything

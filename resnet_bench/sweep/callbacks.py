@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from resnet_bench.sweep.lifecycle import STOP
 from resnet_bench.sweep.progress import Progress, _cause_line, _label, _short, _trial_error
 from resnet_bench.sweep.records import (DONE_STATUSES, EPOCH_KEYS, CellRecord, RecordError, RecordNotWritten,
                                         failure_record, parse_record, write_record)
@@ -35,18 +36,25 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             self.retries: dict[str, int] = {}
             self.finished: set[str] = set()  # cells whose ok/diverged record is in cells/
 
-        def _write(self, record: CellRecord) -> None:
-            """Through the schema to cells/; a folder that stopped being writable keeps the record
-            elsewhere (and its checkpoints stay), never loses it."""
+        def _write(self, record: CellRecord) -> bool:
+            """Through the schema to cells/. A folder that stopped being writable (full, read-only)
+            keeps the record elsewhere (and its checkpoints stay), never loses it; the sweep then stops
+            with one line naming the disk and path: every later record would fail the same way."""
             try:
                 write_record(cells_dir, record, keep_dirs=keep_dirs)
             except RecordNotWritten as err:
+                from resnet_bench.outputs import disk_full_message, is_disk_full
+
+                line = (f"{disk_full_message(err.path, 'the cell record')}; {err}" if is_disk_full(err)
+                        else str(err))
                 progress.note(str(err))
-                return
+                STOP.request("a record could not be written", 1, error=line)
+                return False
             if record.status in DONE_STATUSES:
                 self.finished.add(record.cell_id)
             else:
                 self.finished.discard(record.cell_id)
+            return True
 
         def _attempt(self, cell_id: str) -> dict | None:
             runs = self.attempts.get(cell_id) or []
@@ -70,6 +78,12 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             node = {k: result.get(k) for k in ("node_id", "hostname", "ip")}
             first = run["node"] is None
             run["node"] = node
+            if result.get("note"):  # a damaged checkpoint passed over
+                progress.note(f"{_label(cell)}: {result['note']}")
+            if result.get("disk_full"):  # not the cell's failure: the sweep stops, the cell stays pending
+                run["open"] = False
+                STOP.request("disk full", 1, error=result["disk_full"])
+                return
             if not result.get("final"):
                 run["first_epoch"] = run["first_epoch"] or result["epoch"]
                 run["last_epoch"] = result["epoch"]
@@ -83,7 +97,8 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
                 record = parse_record(failure_record(cell, f"InvalidRecord: {err}", env=_driver_env(cell)),
                                       f"trial {cid}")
             record = record.with_updates(retries=self.retries.get(cid, 0), attempts=self._public_attempts(cid))
-            self._write(record)
+            if not self._write(record):
+                return
             m = record.metrics
             detail = f"test_acc={m.test_acc:.4f}" if m.test_acc is not None else _cause_line(record.error or "")
             detail += f" on {node['hostname']} (node {_short(node['node_id'])})"
@@ -99,6 +114,8 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             # The trial's worker or node died; Tune restarts it from its last checkpoint.
+            if STOP:  # stopped by the stop itself (Ctrl-C reaches the workers too): not a failure
+                return
             cell = trial.config["trial"]["cell"]
             cid = cell["cell_id"]
             self.retries[cid] = self.retries.get(cid, 0) + 1
@@ -115,6 +132,8 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
 
         def on_trial_error(self, iteration, trials, trial, **info):
             # Out of retries (or max_failures=0): recorded failed with the cause; the others go on.
+            if STOP:  # a trial the stop ended is not failed: a rerun resumes it from its checkpoint
+                return
             config = trial.config["trial"]["cell"]
             cid = config["cell_id"]
             if cid in self.finished:
@@ -128,9 +147,9 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             record = parse_record(failure_record(
                 config, f"TrialError after {self.retries.get(cid, 0)} retries: {cause}\n{err}",
                 _dedupe_epochs(epochs), env=_driver_env(config)), f"trial {cid}")
-            self._write(record.with_updates(retries=self.retries.get(cid, 0), attempts=self._public_attempts(cid),
-                                            node=(run or {}).get("node")))
-            progress.update(_label(config), "failed", cause, cid)
+            if self._write(record.with_updates(retries=self.retries.get(cid, 0),
+                                               attempts=self._public_attempts(cid), node=(run or {}).get("node"))):
+                progress.update(_label(config), "failed", cause, cid)
 
         def _public_attempts(self, cid: str) -> list[dict]:
             return [{k: a[k] for k in ("node", "first_epoch", "last_epoch", "error")}

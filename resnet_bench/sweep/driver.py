@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from resnet_bench import config as cfg
-from resnet_bench.sweep.cluster import (check_address, check_dashboard, check_local_gpus, check_resources,
-                                        ray_session)
-from resnet_bench.sweep.phases import bench_groups, run_bench_phase, run_train_phase
 from resnet_bench.outputs import OutputDir, OutputError
+from resnet_bench.inputs import NotRegularFileError
+from resnet_bench.sweep import lifecycle
+from resnet_bench.sweep.cluster import (RayUnavailable, check_address, check_dashboard, check_local_gpus,
+                                        check_resources, ray_session)
+from resnet_bench.sweep.phases import bench_groups, run_bench_phase, run_train_phase
 from resnet_bench.sweep.progress import Progress, trial_slots
-from resnet_bench.sweep.records import (COLLECT_LAYOUT, DVC_FILES, SWEEP_KEEP, SWEEP_LAYOUT, adopt_kept_records,
-                                        RecordError, experiment_summary, keep_dirs_for, plan, read_record_if_any)
+from resnet_bench.sweep.records import (COLLECT_LAYOUT, DVC_FILES, STAGING, SWEEP_KEEP, SWEEP_LAYOUT, RecordError,
+                                        adopt_kept_records, experiment_summary, keep_dirs_for, plan,
+                                        read_record_if_any)
 from resnet_bench.sweep.storage import storage_uri
+from resnet_bench.sweep.trials import WORKDIR_PREFIX, remove_stale_workdirs
 
 def parse_args(argv):
     from resnet_bench.argparsing import Parser
@@ -68,7 +74,7 @@ def _final_record(path: Path):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from resnet_bench.env import code_fingerprint, git_info, pinned_env
+    from resnet_bench.env import code_fingerprint
 
     # Validate everything before Ray starts or anything trains: the whole grid at once.
     try:
@@ -108,27 +114,61 @@ def main(argv=None) -> int:
                         layout=SWEEP_LAYOUT, keep=SWEEP_KEEP, siblings=(*COLLECT_LAYOUT, *DVC_FILES),
                         subdirs=["cells"])
         results_dir = out.prepare().root
-        cells_dir = results_dir / "cells"
-        storage_path = storage_uri(args.storage_path or params.sweep.storage_path)
-        keep_dirs = keep_dirs_for(storage_path, results_dir)
-        for path in [] if args.dry_run else adopt_kept_records(keep_dirs, cells_dir, {c.cell_id for c in cells}):
-            print(f"[sweep] moved in the record an earlier sweep could not write: {path}", file=sys.stderr)
-        done, pending = plan(cells, cells_dir)
+        if args.dry_run:
+            done, pending = plan(cells, results_dir / "cells")
+            print(f"[sweep] experiment {exp.name!r}: {len(cells)} cells, {len(done)} done, "
+                  f"{len(pending)} to train -> {results_dir}", file=sys.stderr)
+            for c in pending:
+                print(f"{c.cell_id}  {c.label()}")
+            return 0
     except (cfg.ConfigError, OutputError) as err:
         for line in getattr(err, "problems", [str(err)]):
             print(f"error: {line}", file=sys.stderr)
         return 2
+    try:
+        with lifecycle.guarded() as stop, lifecycle.lock_results(results_dir):
+            try:
+                code = run(args, params, exp, cells, out=out, prepared_dir=prepared_dir, address=address)
+            except KeyboardInterrupt:  # a second Ctrl-C: Ray was shut down on the way out
+                code = None
+            return stopped(stop, cells, results_dir / "cells", args, params) if stop else code
+    except (lifecycle.LockedError, RayUnavailable, NotRegularFileError, RecordError, OutputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args, params: cfg.Params, exp: cfg.Experiment, cells: list[cfg.Cell], *, out: OutputDir,
+        prepared_dir: Path, address: str | None) -> int:
+    """The sweep proper, once everything is valid; returns the exit code (a stop is the caller's)."""
+    from resnet_bench.env import code_fingerprint, git_info, pinned_env
+
+    results_dir = out.root
+    cells_dir = results_dir / "cells"
+    # What killed runs left (the results folder is locked: no other sweep writes here): record
+    # temps (records.staging_dir; in cells/ too, where older versions wrote them); trial work
+    # dirs in this machine's TMPDIR (each trial does the same on its own node).
+    lifecycle.clean_stale_temps([results_dir / STAGING, results_dir, cells_dir])
+    remove_stale_workdirs()
+    storage_path = storage_uri(args.storage_path or params.sweep.storage_path)
+    keep_dirs = keep_dirs_for(storage_path, results_dir)
+    for path in adopt_kept_records(keep_dirs, cells_dir, {c.cell_id for c in cells}):
+        print(f"[sweep] moved in the record an earlier sweep could not write: {path}", file=sys.stderr)
     metas = {ds: json.loads((prepared_dir / ds / "meta.json").read_text()) for ds in exp.grid.datasets}
+    done, pending = plan(cells, cells_dir)
     print(f"[sweep] experiment {exp.name!r}: {len(cells)} cells, {len(done)} done, "
           f"{len(pending)} to train -> {results_dir}", file=sys.stderr)
-    if args.dry_run:
-        for c in pending:
-            print(f"{c.cell_id}  {c.label()}")
-        return 0
-    out.write_text("expected_cells.json", json.dumps([{"cell_id": c.cell_id, "config": c.to_dict()} for c in cells],
-                                                     indent=1, sort_keys=True))
-    out.write_text("experiment.json", json.dumps(experiment_summary(exp), indent=1, sort_keys=True))
-    out.finish()
+    try:
+        out.write_text("expected_cells.json", json.dumps([{"cell_id": c.cell_id, "config": c.to_dict()}
+                                                          for c in cells], indent=1, sort_keys=True))
+        out.write_text("experiment.json", json.dumps(experiment_summary(exp), indent=1, sort_keys=True))
+        out.finish()
+    except OSError as err:
+        from resnet_bench.outputs import disk_full_message, is_disk_full
+
+        line = (disk_full_message(err.filename or results_dir, "the cell list") if is_disk_full(err)
+                else f"cannot write the cell list in {results_dir}: {err.strerror or err}")
+        lifecycle.STOP.request("a write failed", 1, error=line)
+        return 1
 
     max_failures = params.sweep.max_failures
     allow_failures = args.allow_failures or params.sweep.allow_failures
@@ -137,32 +177,41 @@ def main(argv=None) -> int:
     provenance = {"git": git_info(), "code_fingerprint": code_fingerprint()}
     groups = bench_groups(done, cells_dir, metas)
     bench_failed = 0
-    if pending or groups:  # nothing to train or measure: Ray is not started
+    if (pending or groups) and not lifecycle.STOP:  # nothing to train or measure: Ray is not started
         rt = exp.resolved_runtime()
         deterministic_cpu = rt.device == "cpu" and rt.deterministic
         with ray_session(address, env_vars=pinned_env(cells[0].runtime.threads) if deterministic_cpu else None,
                          dashboard=params.sweep.dashboard):
+            lifecycle.install_signal_handlers()  # ray.init set its own SIGTERM handler (sys.exit)
             try:
                 check_resources(exp.resources)
             except cfg.ConfigError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 2
-            if pending:
-                limit = "unlimited" if max_failures < 0 else max_failures
-                print(f"[sweep] checkpoints in {storage_path}; a trial whose worker or node dies is "
-                      f"retried up to {limit} time(s) from its last epoch", file=sys.stderr)
-                import ray
+            try:
+                if pending and not lifecycle.STOP:
+                    limit = "unlimited" if max_failures < 0 else max_failures
+                    print(f"[sweep] checkpoints in {storage_path}; a trial whose worker or node dies is "
+                          f"retried up to {limit} time(s) from its last epoch", file=sys.stderr)
+                    import ray
 
-                res = exp.resources
-                slots = trial_slots(res, ray.cluster_resources())
-                concurrency = min(len(pending), slots, res.max_concurrent or len(pending))
-                progress = Progress(len(cells), len(done), [c.to_dict() for c in pending], concurrency=concurrency)
-                run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir, storage_path=storage_path,
-                                progress=progress, max_failures=max_failures, provenance=provenance,
-                                keep_dirs=keep_dirs, tune_loggers=params.sweep.tune_loggers)
-                groups = bench_groups(cells, cells_dir, metas)
-            bench_failed = run_bench_phase(groups, metas=metas, cells_dir=cells_dir, exp=exp,
-                                           storage_path=storage_path, keep_dirs=keep_dirs)
+                    res = exp.resources
+                    slots = trial_slots(res, ray.cluster_resources())
+                    concurrency = min(len(pending), slots, res.max_concurrent or len(pending))
+                    progress = Progress(len(cells), len(done), [c.to_dict() for c in pending],
+                                        concurrency=concurrency)
+                    run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir, storage_path=storage_path,
+                                    progress=progress, max_failures=max_failures, provenance=provenance,
+                                    keep_dirs=keep_dirs, tune_loggers=params.sweep.tune_loggers)
+                    groups = bench_groups(cells, cells_dir, metas)
+                if not lifecycle.STOP:
+                    bench_failed = run_bench_phase(groups, metas=metas, cells_dir=cells_dir, exp=exp,
+                                                   storage_path=storage_path, keep_dirs=keep_dirs)
+            except lifecycle.StopRequested:
+                pass
+    if lifecycle.STOP:
+        return 1
+    remove_stale_workdirs()
 
     records = [_final_record(cells_dir / f"{c.cell_id}.json") for c in cells]
     failed = [(c, r) for c, r in zip(cells, records) if not r or r.status == "failed"]
@@ -177,6 +226,34 @@ def main(argv=None) -> int:
               "sweep.allow_failures: true to report with the gaps shown", file=sys.stderr)
         return 1
     return 0
+
+
+def stopped(stop: lifecycle.Stop, cells: list[cfg.Cell], cells_dir: Path, args, params: cfg.Params) -> int:
+    """The sweep stopped early: what is kept, what a rerun does, and the stop's exit code
+    (128 + the signal; 1 for a failed write)."""
+    # Trials the stop killed leave their work dirs, removed once their processes are gone.
+    deadline = time.monotonic() + 10
+    while True:
+        remove_stale_workdirs()
+        if not _live_workdirs(cells) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if stop.error:
+        print(f"error: {stop.error}", file=sys.stderr)
+    statuses = [getattr(_final_record(cells_dir / f"{c.cell_id}.json"), "status", None) for c in cells]
+    kept = sum(s in ("ok", "diverged") for s in statuses)
+    rest = len(cells) - kept
+    storage = storage_uri(args.storage_path or params.sweep.storage_path)
+    print(f"[sweep] stopped ({stop.reason}): {kept}/{len(cells)} cell(s) finished and kept in {cells_dir}"
+          + (f"; {rest} not finished: a rerun (`dvc repro`) trains {'it' if rest == 1 else 'them'}, resuming "
+             f"from the last epoch checkpoint in {storage}" if rest else ""), file=sys.stderr)
+    return stop.exit_code
+
+
+def _live_workdirs(cells: list[cfg.Cell]) -> bool:
+    """A trial work dir of this grid still in TMPDIR (its worker still exiting)."""
+    ids = {c.cell_id for c in cells}
+    return any(p.name.split("-")[2] in ids for p in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*-*-*"))
 
 
 if __name__ == "__main__":

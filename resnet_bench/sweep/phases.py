@@ -28,6 +28,8 @@ def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name
                storage_path: str, callbacks, max_failures: int = 0, tune_loggers: bool = False) -> None:
     from ray import tune
 
+    from resnet_bench.sweep.lifecycle import stop_check
+
     if tune_loggers:  # sweep.tune_loggers: Tune's own files in each trial folder (off: the records suffice)
         from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
@@ -40,7 +42,7 @@ def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name
                                     trial_name_creator=lambda t: t.config["trial"]["cell"]["cell_id"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["cell"]["cell_id"]),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage_path, verbose=0, callbacks=callbacks, log_to_file=True,
+            name=name, storage_path=storage_path, verbose=0, callbacks=[*callbacks, stop_check()], log_to_file=True,
             # A trial whose worker or node died is restarted from its latest checkpoint.
             failure_config=tune.FailureConfig(max_failures=max_failures),
             # Only the newest checkpoint is needed to resume (each is a whole model + optimiser).
@@ -65,7 +67,8 @@ def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cell
         resume = adopt_prior_checkpoint(storage_path, c.cell_id)
         if resume:
             progress.note(f"{c.label()}: resuming from the checkpoint an interrupted sweep left")
-        configs.append({"cell": c.to_dict(), "paths": paths, "resume_from": resume, "provenance": provenance})
+        configs.append({"cell": c.to_dict(), "paths": paths, "resume_from": resume, "provenance": provenance,
+                        "storage": storage_path})
     # Tune reports per epoch (with the checkpoint) + the final record; the callback persists it.
     _run_tuner(_unwrap(train_trial), configs,
                resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
@@ -74,8 +77,9 @@ def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cell
                max_failures=max_failures, tune_loggers=tune_loggers)
 
 
-def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str) -> dict[str, dict]:
-    """One Tune run over bench configs; {key: {"status": ..., ...}} for those that reported."""
+def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str, on_result) -> dict[str, dict]:
+    """One Tune run over bench configs; {key: {"status": ..., ...}} for those that reported.
+    `on_result(key, out)` runs in the driver the moment each measurement reports."""
     from ray import tune
 
     results: dict[str, dict] = {}
@@ -83,7 +87,9 @@ def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str) -> di
     class Collect(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get("final"):
-                results[trial.config["trial"]["key"]] = json.loads(result["bench_json"])
+                key = trial.config["trial"]["key"]
+                results[key] = json.loads(result["bench_json"])
+                on_result(key, results[key])
 
     gpus = exp.resources.gpus_per_trial
     # A timing run holds a whole GPU and runs alone (max_concurrent=1): on a node with several
@@ -93,6 +99,29 @@ def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str) -> di
     _run_tuner(_unwrap(bench_trial), configs, resources=resources, max_concurrent=1, name=name,
                storage_path=storage_path, callbacks=[Collect()])
     return results
+
+
+def _merge_bench(group: list[cfg.Cell], out: dict, cells_dir: Path, keep_dirs=()) -> dict:
+    """A measurement into the records of the cells it covers, written at once (a driver killed later
+    keeps it). The measurement goes through the record schema (ranges included) first: returns `out`,
+    or a failed one when it does not pass."""
+    from resnet_bench.sweep.lifecycle import STOP
+
+    if out.get("status") == "ok":
+        try:
+            merged = {c.cell_id: read_record_if_any(cells_dir / f"{c.cell_id}.json").with_bench(out["result"])
+                      for c in group}
+        except ValueError as err:
+            out = {"status": "failed", "error": f"InvalidBenchResult: {err}"}
+    for cell in group:
+        rec = read_record_if_any(cells_dir / f"{cell.cell_id}.json")
+        rec = merged[cell.cell_id] if out["status"] == "ok" else rec.with_updates(bench_error=str(out["error"]))
+        try:
+            write_record(cells_dir, rec, keep_dirs=keep_dirs)
+        except RecordNotWritten as err:  # a full or read-only results disk: stop, naming it
+            STOP.request("a write failed", 1, error=str(err))
+            break
+    return out
 
 
 def bench_groups(cells: list[cfg.Cell], cells_dir: Path, metas: dict[str, dict]) -> dict[str, list[cfg.Cell]]:
@@ -119,29 +148,27 @@ def run_bench_phase(groups: dict[str, list[cfg.Cell]], *, metas: dict[str, dict]
         return 0
     configs = {k: {"cell": g[0].to_dict(), "meta": metas[g[0].dataset], "key": k} for k, g in groups.items()}
     print(f"[sweep] bench: {len(configs)} distinct architecture(s), one at a time", file=stream, flush=True)
-    results = _bench_pass(list(configs.values()), exp=exp, storage_path=storage_path, name="bench")
+
+    merged: dict[str, dict] = {}  # what each measurement was merged as
+
+    def merge_ok(key: str, out: dict) -> None:
+        if out.get("status") == "ok":
+            merged[key] = _merge_bench(groups[key], out, cells_dir, keep_dirs)
+
+    results = _bench_pass(list(configs.values()), exp=exp, storage_path=storage_path, name="bench",
+                          on_result=merge_ok)
     again = [k for k in configs if results.get(k, {}).get("status") != "ok"]
     if again:
         print(f"[sweep] bench: {len(again)} measurement(s) failed, retrying once", file=stream, flush=True)
         results.update(_bench_pass([configs[k] for k in again], exp=exp, storage_path=storage_path,
-                                   name="bench-retry"))
+                                   name="bench-retry", on_result=merge_ok))
     failed = 0
     for key, group in groups.items():
-        out = results.get(key, {"status": "failed", "error": "bench trial did not report (its worker died)"})
-        if out.get("status") == "ok":
-            try:  # the measurement goes through the record schema (ranges included) before it is merged
-                merged = {c.cell_id: read_record_if_any(cells_dir / f"{c.cell_id}.json").with_bench(out["result"])
-                          for c in group}
-            except ValueError as err:
-                out = {"status": "failed", "error": f"InvalidBenchResult: {err}"}
-        for cell in group:
-            rec = read_record_if_any(cells_dir / f"{cell.cell_id}.json")
-            rec = merged[cell.cell_id] if out["status"] == "ok" else rec.with_updates(bench_error=str(out["error"]))
-            try:
-                write_record(cells_dir, rec, keep_dirs=keep_dirs)
-            except RecordNotWritten as err:
-                print(f"[sweep] {err}", file=stream, flush=True)
+        out = merged.get(key) or results.get(key, {"status": "failed",
+                                                   "error": "bench trial did not report (its worker died)"})
         if out["status"] != "ok":
+            if key not in merged:
+                _merge_bench(group, out, cells_dir, keep_dirs)
             failed += 1
             print(f"[sweep] bench FAILED {group[0].label()}: {_cause_line(out['error'])}", file=stream,
                   flush=True)

@@ -26,12 +26,14 @@ as written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import math
 import os
 import re
+import signal
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Sequence
@@ -42,7 +44,7 @@ from resnet_bench import config as cfg
 from resnet_bench.config.errors import _problems
 from resnet_bench.config.schema import MAX_EPOCHS, DatasetName, Strict
 from resnet_bench.inputs import InputError, read_json
-from resnet_bench.outputs import atomic_write, make_dirs
+from resnet_bench.outputs import atomic_write, fsync_path, make_dirs
 from resnet_bench.vocab import RECORD_STATUSES
 
 # ---- value types ---------------------------------------------------------------------------------
@@ -394,7 +396,9 @@ def failure_record(cell: cfg.Cell | dict, error: str, epochs=None, provenance: d
 # the other's siblings, so neither refuses the folder for holding the other's files.
 CELL_FILE = r"cells/[0-9a-f]{12}\.json"
 SWEEP_LAYOUT = (r"expected_cells\.json", r"experiment\.json")
-SWEEP_KEEP = (CELL_FILE, r"cells/\.[0-9a-f]{12}\.json\.[0-9]+\.tmp")  # + the temp name of older versions
+# + a record's temporary file (staged_write: in .staging/, or in cells/ on a mount point, and the temp name
+# of older versions) and the sweep's lock file
+SWEEP_KEEP = (CELL_FILE, r"(cells|\.staging)/\.[0-9a-f]{12}\.json\.[0-9]+\.tmp", r"\.sweep\.lock")
 # DVC writes a .gitignore beside the outputs it caches (cells/): never the suite's to touch.
 DVC_FILES = (r"\.gitignore",)
 COLLECT_LAYOUT = (r"cells\.csv", r"cells\.parquet", r"epochs\.csv", r"epochs\.parquet", r"excluded\.csv",
@@ -422,7 +426,7 @@ def write_record(cells_dir: Path, record: CellRecord, *, keep_dirs: Sequence[Pat
     data = record.to_json().encode()
     try:
         make_dirs(path.parent, "cells")
-        atomic_write(path, data)
+        staged_write(path, data)
         return path
     except (OSError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err)
@@ -459,6 +463,54 @@ def adopt_kept_records(keep_dirs: Sequence[Path], cells_dir: Path, cell_ids: set
                 moved.append(write_record(cells_dir, rec))
             os.unlink(kept)
     return moved
+
+
+# ---- writing a record without a temporary file inside cells/ -----------------------------------------
+
+# A record's temporary file is written beside cells/, never inside it: cells/ is a DVC-cached output, and
+# DVC caches and pushes every file in it, a temporary file left by a kill included.
+STAGING = ".staging"
+# Test hook: a writer whose target path contains this stops itself (SIGSTOP) between the temporary
+# write and the rename, so that a test can kill it exactly there.
+STOP_BEFORE_RENAME = "RESNET_BENCH_TEST_STOP_BEFORE_RENAME"
+
+
+def staging_dir(path: Path) -> Path:
+    """Where `path`'s temporary file goes: `.staging` beside its folder, or, when that is another disk
+    (the folder is a mount point: a rename cannot cross disks), the folder itself (as a hidden `.*.tmp`
+    file, which .dvcignore keeps out of DVC)."""
+    folder = path.parent
+    try:
+        # a bind mount of the same file system has the same st_dev, but a rename across it is EXDEV too
+        same_disk = os.stat(folder.parent).st_dev == os.stat(folder).st_dev and not os.path.ismount(folder)
+    except OSError:
+        same_disk = False
+    return folder.parent / STAGING if same_disk else folder
+
+
+def staged_write(path: Path, data: bytes) -> None:
+    """Write `path` atomically through a temporary file in `staging_dir(path)` (fsync, rename, fsync):
+    readers never see a half-written record, and a kill leaves nothing in `path`'s folder."""
+    staging = staging_dir(path)
+    staging.mkdir(exist_ok=True)
+    tmp = staging / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        hook = os.environ.get(STOP_BEFORE_RENAME)
+        if hook and hook in str(path):
+            os.kill(os.getpid(), signal.SIGSTOP)
+        os.replace(tmp, path)
+        fsync_path(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: no half-written temp left behind
+        raise
+    finally:
+        if staging.name == STAGING:
+            with contextlib.suppress(OSError):  # empty again unless another write is under way
+                staging.rmdir()
 
 
 def plan(cells: list[cfg.Cell], cells_dir: Path) -> tuple[list[cfg.Cell], list[cfg.Cell]]:

@@ -3,13 +3,16 @@ an interrupted sweep, dropped when a cell is finished."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 
 # The train_cell checkpoint file inside each Tune checkpoint directory, and beside it its
-# size in bytes (JSON), so that a copy to storage cut short by a kill is recognised as such.
+# metadata (JSON: cell_id, epoch, bytes, sha256), so that a copy cut short by a kill, a truncated
+# or a corrupted file is recognised wherever a checkpoint is loaded, before torch reads it.
 CKPT_FILE, CKPT_META = "cell.pt", "cell.json"
+CKPT_META_MAX_BYTES = 4096
 # ---- checkpoints in storage ----------------------------------------------------------------
 # Tune keeps a trial's checkpoints in <storage>/train/<cell_id>/checkpoint_NNNNNN/ (the trial
 # directory is named by cell id, see _run_tuner). A checkpoint left there by a sweep that was
@@ -53,20 +56,71 @@ def _delete_dir(uri: str) -> None:
         fs.delete_dir(path)
 
 
-def is_complete_checkpoint(uri: str) -> bool:
-    """Both files are there and the checkpoint has the size its metadata says (Tune's copy to
-    storage is not atomic: a sweep killed mid-copy leaves a truncated file)."""
-    fs, path = _fs(_join(uri, CKPT_FILE))
-    info = fs.get_file_info(path)
-    if not _exists(_join(uri, CKPT_META)) or info.size is None:
-        return False
-    meta_fs, meta_path = _fs(_join(uri, CKPT_META))
+def file_sha256(f, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    while block := f.read(chunk):
+        h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_meta(path: Path, cell_id: str, epoch: int) -> dict:
+    """The metadata written beside a finished checkpoint file."""
+    with open(path, "rb") as f:
+        digest = file_sha256(f)
+    return {"cell_id": cell_id, "epoch": epoch, "bytes": path.stat().st_size, "sha256": digest}
+
+
+def checkpoint_problem(uri: str, cell_id: str | None = None) -> str | None:
+    """None when the checkpoint at `uri` (a Tune checkpoint directory, local or s3://...) is whole:
+    both files regular, the size and SHA-256 its metadata gives (and, if given, its cell id).
+    Otherwise what is wrong, one line. Tune's copy to storage is not atomic (a sweep killed
+    mid-copy leaves a truncated file), and a file may be damaged later."""
+    import pyarrow.fs
+
+    files = {}
+    for name in (CKPT_META, CKPT_FILE):
+        fs, path = _fs(_join(uri, name))
+        info = fs.get_file_info(path)
+        if info.type != pyarrow.fs.FileType.File:
+            return f"{_join(uri, name)}: {'missing' if info.type == pyarrow.fs.FileType.NotFound else 'not a file'}"
+        files[name] = (fs, path, info.size)
+    fs, path, size = files[CKPT_META]
     try:
-        with meta_fs.open_input_stream(meta_path) as f:
+        if size > CKPT_META_MAX_BYTES:
+            raise ValueError(f"{size} bytes")
+        with fs.open_input_stream(path) as f:
             meta = json.loads(f.readall())
-    except (OSError, ValueError):
-        return False
-    return meta.get("bytes") == info.size
+        want_bytes, want_sha = int(meta["bytes"]), str(meta["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{_join(uri, CKPT_META)}: unreadable checkpoint metadata ({type(err).__name__})"
+    if cell_id is not None and meta.get("cell_id") != cell_id:
+        return f"{uri}: a checkpoint of cell {meta.get('cell_id')!r}, not {cell_id}"
+    fs, path, size = files[CKPT_FILE]
+    if size != want_bytes:
+        return f"{_join(uri, CKPT_FILE)}: {size} bytes, its metadata says {want_bytes} (truncated)"
+    try:
+        with fs.open_input_stream(path) as f:
+            digest = file_sha256(f)
+    except OSError as err:
+        return f"{_join(uri, CKPT_FILE)}: unreadable ({err})"
+    if digest != want_sha:
+        return (f"{_join(uri, CKPT_FILE)}: SHA-256 {digest[:12]}... differs from its metadata's "
+                f"{want_sha[:12]}... (corrupt)")
+    return None
+
+
+def checkpoint_epoch(uri: str) -> int:
+    """The epoch a whole checkpoint (checkpoint_problem None) holds."""
+    fs, path = _fs(_join(uri, CKPT_META))
+    with fs.open_input_stream(path) as f:
+        return int(json.loads(f.readall())["epoch"])
+
+
+def cell_checkpoints(storage: str, cell_id: str) -> list[str]:
+    """Every checkpoint of the cell in storage (Tune's trial dir and an adopted one), newest first."""
+    dirs = _checkpoint_dirs(storage, cell_id)[::-1]
+    resume = _join(storage, "resume", cell_id)
+    return [*dirs, resume] if _exists(resume) else dirs
 
 
 def adopt_prior_checkpoint(storage: str, cell_id: str) -> str | None:
@@ -75,7 +129,7 @@ def adopt_prior_checkpoint(storage: str, cell_id: str) -> str | None:
     import pyarrow.fs
 
     resume = _join(storage, "resume", cell_id)
-    dirs = [d for d in _checkpoint_dirs(storage, cell_id) if is_complete_checkpoint(d)]
+    dirs = [d for d in _checkpoint_dirs(storage, cell_id) if checkpoint_problem(d, cell_id) is None]
     if dirs:
         # The trial dir's checkpoints are newer than resume/: that run started from resume/.
         _delete_dir(resume)
@@ -85,7 +139,7 @@ def adopt_prior_checkpoint(storage: str, cell_id: str) -> str | None:
         pyarrow.fs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
     for d in _checkpoint_dirs(storage, cell_id):
         _delete_dir(d)
-    return resume if is_complete_checkpoint(resume) else None
+    return resume if _exists(resume) and checkpoint_problem(resume, cell_id) is None else None
 
 
 def drop_checkpoints(storage: str, cell_id: str) -> None:
