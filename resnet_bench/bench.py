@@ -13,6 +13,7 @@ images (never zeros) with a fixed seed.
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import statistics
 import sys
@@ -24,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from resnet_bench.env import environment
+from resnet_bench.env import environment, numeric_environment, pinned_env, set_torch_numeric_flags
 
 TRAIN_REGION = "forward + cross-entropy + backward + SGD step, batch already on the device; no data loading"
 INFER_REGION = "forward under torch.inference_mode (eval mode), batch already on the device"
@@ -273,6 +274,8 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=d.repeats)
     p.add_argument("--steps-per-repeat", type=int, default=d.steps_per_repeat)
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads); recorded")
+    p.add_argument("--numeric-pin", help="measure under this deterministic CPU pin, as such cells train: "
+                   "portable or host (resnet_bench.env.NUMERIC_PINS; default: none); recorded")
     p.add_argument("--out", default="bench.csv", help="CSV written with one row per model")
     return p.parse_args(argv)
 
@@ -305,8 +308,9 @@ def check_args(args) -> list[str]:
          {"batch_size": "--batch", "warmup": "--warmup", "repeats": "--repeats",
           "steps_per_repeat": "--steps-per-repeat"}),
         (cfg.Arch, {"stem": args.stem, "width": args.width}, {"stem": "--stem", "width": "--width"}),
-        (cfg.Runtime, {"device": args.device, "amp": args.amp, "threads": args.threads},
-         {"device": "--device", "amp": "--amp", "threads": "--threads"}),
+        (cfg.Runtime, {"device": args.device, "amp": args.amp, "threads": args.threads,
+                       "numeric_pin": args.numeric_pin},
+         {"device": "--device", "amp": "--amp", "threads": "--threads", "numeric_pin": "--numeric-pin"}),
         (BenchInput, {"img": args.img, "in_channels": args.in_channels, "num_classes": args.num_classes},
          {"img": "--img", "in_channels": "--in-channels", "num_classes": "--num-classes"}),
     ]
@@ -319,6 +323,8 @@ def check_args(args) -> list[str]:
         problems.append(f"--device: {args.device!r} but this machine has no CUDA GPU; valid here: cpu")
     if args.amp != "none" and not args.device.startswith("cuda"):
         problems.append(f"--amp: {args.amp!r} needs --device cuda (CPU runs float32)")
+    if args.numeric_pin and args.device != "cpu":
+        problems.append(f"--numeric-pin: {args.numeric_pin!r} pins CPU kernels; it needs --device cpu")
     if output_file_problem(args.out):
         problems.append(output_file_problem(args.out))
     return problems
@@ -335,6 +341,9 @@ def main(argv=None) -> int:
         print("\n".join(f"error: {line}" for line in problems), file=sys.stderr)
         return 2
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if args.numeric_pin:  # before any computation: each library reads its variable once
+        os.environ.update(pinned_env(args.threads, args.numeric_pin))
+    set_torch_numeric_flags(args.numeric_pin)
     if args.threads:
         torch.set_num_threads(args.threads)
     options = {k: v for k, v in (("stem", args.stem), ("width", args.width)) if v}
@@ -351,6 +360,10 @@ def main(argv=None) -> int:
         rows.append({"model": name, **options, **rec, "git_commit": env["git_commit"],
                      **{f"hw_{k}": v for k, v in env["hardware"].items()},
                      **{f"version_{k}": v for k, v in env["versions"].items()}})
+    numeric = numeric_environment()  # after computing: the settings that were in effect
+    for row in rows:
+        row.update({k: numeric[k] for k in ("numeric_pin", "aten_cpu_capability", "mkl_cbwr_branch",
+                                            "onednn_enabled")})
     df = pd.DataFrame(rows)
     df.to_csv(args.out, index=False)
     cols = ["model", "batch_size", "params", "fwd_gflops", "train_img_per_s", "train_img_per_s_iqr",
@@ -358,7 +371,7 @@ def main(argv=None) -> int:
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     hw = env["hardware"]
     print(f"\n{hw['gpu_name'] or hw['cpu_model']}, torch threads {hw['torch_threads']}, "
-          f"torch {env['versions']['torch']}, commit {env['git_commit'][:12]}; "
+          f"torch {env['versions']['torch']}, numeric pin {numeric['numeric_pin']}, commit {env['git_commit'][:12]}; "
           f"train region: {TRAIN_REGION}; CSV: {args.out}")
     return 0
 

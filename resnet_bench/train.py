@@ -169,6 +169,9 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     device = torch.device(runtime.device)
     if device.type == "cpu" and runtime.threads:
         torch.set_num_threads(runtime.threads)
+    # The in-process part of the pin, whoever started this process (its environment part is the
+    # launcher's: Ray runtime_env, `train`/`verify` before computing); both are recorded below.
+    pin_numeric_environment(cell, env=False)
     seed_everything(cell.seed, runtime.deterministic)
     if device.type == "cuda" and not runtime.deterministic:
         torch.backends.cudnn.benchmark = True
@@ -274,15 +277,21 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     }
 
 
-def pin_numeric_environment(cell: cfg.Cell) -> None:
-    """Deterministic CPU: AVX2 kernels and fixed threads in this process (env.PINNED_NUMERIC_ENV).
+def pin_numeric_environment(cell: cfg.Cell, *, env: bool = True) -> str | None:
+    """Deterministic CPU: the cell's numeric pin (runtime.numeric_pin, env.NUMERIC_PINS) in this process.
 
-    Call before any tensor computation: ATen, oneDNN and MKL each read their setting once.
+    With `env`, its environment variables and thread counts: call that before any tensor computation
+    (ATen, oneDNN and MKL each read theirs once). Always the torch flags: the pin's, or torch's
+    defaults for any other cell. Returns the pin level, None when the cell is not deterministic CPU.
     """
-    from resnet_bench.env import pinned_env
+    from resnet_bench.env import pinned_env, set_torch_numeric_flags
 
-    if cell.runtime.device == "cpu" and cell.runtime.deterministic:
-        os.environ.update(pinned_env(cell.runtime.threads))
+    rt = cell.runtime
+    pin = rt.numeric_pin if rt.device == "cpu" and rt.deterministic else None
+    if pin and env:
+        os.environ.update(pinned_env(rt.threads, pin))
+    set_torch_numeric_flags(pin)
+    return pin
 
 
 def summarize(history: list[dict]) -> dict:

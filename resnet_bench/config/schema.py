@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
-from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, NAME_PATTERN, OPTIMIZERS, REPORT_CONTEXTS,
-                                REPORT_FORMATS, SCHEDULES, UNITS)
+from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, NAME_PATTERN, NUMERIC_PIN_LEVELS, OPTIMIZERS,
+                                REPORT_CONTEXTS, REPORT_FORMATS, SCHEDULES, UNITS)
 
 MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 164 epochs)
 
@@ -123,6 +123,11 @@ class Runtime(Strict):
     compile: bool = False
     threads: Optional[int] = Field(None, ge=1, le=1024)  # CPU threads; None = cpus_per_trial
     deterministic: bool = True
+    # With deterministic on CPU, how far bit identity reaches (resnet_bench.env.NUMERIC_PINS):
+    # "portable": every x86-64 CPU with AVX2, Intel or AMD, any caches, with or without AVX-512;
+    # convolutions leave oneDNN, about half the throughput. "host": one CPU model only, at oneDNN's
+    # native speed. The default is portable so that committed results re-check on any CI machine.
+    numeric_pin: Literal[NUMERIC_PIN_LEVELS] = "portable"  # type: ignore[valid-type]
 
 
 class Bench(Strict):

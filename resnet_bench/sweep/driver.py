@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     bench_failed = 0
     if pending or groups:  # nothing to train or measure: Ray is not started
         deterministic_cpu = exp.resolved_device() == "cpu" and exp.runtime.deterministic
-        with ray_session(address, env_vars=pinned_env(cells[0].runtime.threads) if deterministic_cpu else None):
+        rt = cells[0].runtime  # the experiment's, shared by every cell
+        with ray_session(address, env_vars=pinned_env(rt.threads, rt.numeric_pin) if deterministic_cpu else None):
             try:
                 check_resources(exp.resources)
             except cfg.ConfigError as err:
