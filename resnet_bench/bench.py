@@ -371,7 +371,8 @@ def main(argv=None) -> int:
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     hw = env["hardware"]
     print(f"\n{hw['gpu_name'] or hw['cpu_model']}, torch threads {hw['torch_threads']}, "
-          f"torch {env['versions']['torch']}, numeric pin {numeric['numeric_pin']}, commit {env['git_commit'][:12]}; "
+          f"torch {env['versions']['torch']}, numeric pin {numeric['numeric_pin']}, "
+          f"commit {env['git_commit'][:12]}; "
           f"train region: {TRAIN_REGION}; CSV: {args.out}")
     return 0
 

@@ -230,7 +230,7 @@ def node_info() -> dict:
 # ---- numeric pin (deterministic CPU) ------------------------------------------------------------
 
 # What decides fp32 CPU results besides code, data, the torch build and the thread count, per library
-# the models' ops reach (evidence and tests: docs/reproducibility.md, "Numeric pin"):
+# the models' ops reach (evidence and tests: docs/reproducibility.md, "The numeric pin"):
 # - ATen's own kernels (batch norm, pooling, ReLU, adds, log-softmax, SGD, im2col): one code path per
 #   capability level, chosen once from ATEN_CPU_CAPABILITY at the first dispatch
 #   (aten/src/ATen/native/DispatchStub.cpp); how they split work depends on the thread count only.
@@ -248,9 +248,9 @@ def node_info() -> dict:
 # Levels (runtime.numeric_pin):
 # - "portable": oneDNN and NNPACK off, so convolutions are ATen im2col + MKL COMPATIBLE GEMM: the same
 #   bits on every x86-64 CPU with AVX2, Intel or AMD, with or without AVX-512, whatever its caches
-#   (tests/test_numeric_pin.py trains under an emulated Intel CPU), at about half the CPU throughput
-#   of "host" (docs/benchmarks/numeric_pin.md). ONEDNN_MAX_CPU_ISA stays pinned for any oneDNN
-#   primitive an op still reaches.
+#   (tests/test_numeric_pin.py trains under an emulated Intel CPU), at a quarter to a half of the
+#   training throughput with oneDNN (docs/benchmarks/numeric_pin.md). ONEDNN_MAX_CPU_ISA stays
+#   pinned for any oneDNN primitive an op still reaches.
 # - "host": the native ISA, oneDNN on, MKL in its AUTO reproducibility mode (fixed cache sizes,
 #   deterministic reductions, static scheduling): the same bits run to run on one CPU model only.
 # Both fix the thread count and turn off MKL's and OpenMP's dynamic thread adjustment (oneMKL
@@ -313,7 +313,7 @@ def mkl_cbwr_branch() -> str | None:
 
 
 def cpu_caches() -> dict[str, int]:
-    """Per-core cache sizes in KiB (Linux sysfs of CPU 0: {"L1d": 48, "L1i": 32, "L2": 1024, ...})."""
+    """CPU 0's caches in KiB, one instance each (Linux sysfs: {"L1d": 48, "L1i": 32, "L2": 1024, ...})."""
     out = {}
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:

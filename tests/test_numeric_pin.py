@@ -2,6 +2,7 @@
 and its settings in effect, recorded and named when they differ."""
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ QEMU = shutil.which("qemu-x86_64")
 # An Intel CPU without AVX-512 whose caches differ from most hosts' (QEMU 7.2 TCG: GenuineIntel,
 # AVX2 + FMA, 32 KiB L1d, 4 MiB L2): vendor, ISA and cache sizes all change at once.
 EMULATED_CPU = "Haswell-v4"
-NO_QEMU = "qemu-x86_64 is not installed (Debian/Ubuntu: apt-get install qemu-user; .ci/run installs it)"
+NO_QEMU = "qemu-x86_64 is not installed (Debian/Ubuntu: apt-get install qemu-user; `make qemu-user` as root)"
 
 # The train loop of a sweep trial: the cell's pin in this process, then train_cell.
 CHILD = """
@@ -91,13 +92,15 @@ def cpu_seen(prefix: list[str]) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.skipif(QEMU is None, reason=NO_QEMU)
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the emulated CPU must run this machine's x86-64 build")
 def test_portable_pin_gives_the_same_bits_on_an_emulated_intel_cpu(digits_mini, tmp_path):
     """Committed results are re-checked on CI machines that may be Intel or AMD, with or without
     AVX-512: a cell trained here and under an emulated Intel AVX2 CPU must agree to the last bit."""
     emulator = [QEMU, "-cpu", EMULATED_CPU]
     host, emulated = cpu_seen([]), cpu_seen(emulator)
-    assert (emulated["vendor"], emulated["avx2"], emulated["fma"], emulated["avx512f"]) == \
-        ("GenuineIntel", True, True, False), emulated
+    if not (emulated["avx2"] and emulated["fma"]):
+        pytest.skip(f"{QEMU} emulates no AVX2/FMA (QEMU's TCG has them from version 7.2): {emulated}")
+    assert (emulated["vendor"], emulated["avx512f"]) == ("GenuineIntel", False), emulated
     if (host["vendor"], host["avx512f"], host["caches_kib"]) == \
             (emulated["vendor"], emulated["avx512f"], emulated["caches_kib"]):
         pytest.skip(f"this machine's CPU is what {EMULATED_CPU} emulates ({host}): nothing would differ")

@@ -125,7 +125,7 @@ class Runtime(Strict):
     deterministic: bool = True
     # With deterministic on CPU, how far bit identity reaches (resnet_bench.env.NUMERIC_PINS):
     # "portable": every x86-64 CPU with AVX2, Intel or AMD, any caches, with or without AVX-512;
-    # convolutions leave oneDNN, about half the throughput. "host": one CPU model only, at oneDNN's
+    # convolutions leave oneDNN: a quarter to half the throughput. "host": one CPU model only, at oneDNN's
     # native speed. The default is portable so that committed results re-check on any CI machine.
     numeric_pin: Literal[NUMERIC_PIN_LEVELS] = "portable"  # type: ignore[valid-type]
 

@@ -68,9 +68,7 @@ def bench_trial(trial_config: dict) -> None:
 
     from resnet_bench.bench import benchmark_model
     from resnet_bench.env import node_info
-    from resnet_bench.train import build_cell_model
-
-    from resnet_bench.train import pin_numeric_environment
+    from resnet_bench.train import build_cell_model, pin_numeric_environment
 
     cell, meta = cfg.Cell.model_validate(trial_config["cell"]), trial_config["meta"]
     b, rt = cell.bench, cell.runtime
