@@ -46,6 +46,24 @@ def load_committed(results: Path) -> tuple[list[dict], "object"]:
     return json.loads(expected_path.read_text()), read_table(table_path)
 
 
+def committed_cells(expected: list[dict], where: Path) -> dict:
+    """Cell id -> Cell of the committed configs; one line naming the first that this checkout's schema
+    refuses (results written by an older schema: a field added since changes the cell id)."""
+    from pydantic import ValidationError
+
+    from resnet_bench import config as cfg
+
+    out = {}
+    for e in expected:
+        try:
+            out[e["cell_id"]] = cfg.Cell.model_validate(e["config"])
+        except ValidationError as err:
+            raise cfg.ConfigError(f"--results: {where}: cell {e['cell_id']} does not validate against this "
+                                  f"checkout's config schema ({err.errors()[0]['msg']}); it was written by "
+                                  "another version of the code: regenerate the results (`make repro`)") from None
+    return out
+
+
 def tolerance(cells, row) -> tuple[float, str]:
     """Seed noise of a cell's test accuracy: 2 sd over its model's ok seeds, else 2 binomial sd."""
     same = cells[(cells["status"] == "ok") & (cells["model"] == row["model"]) & (cells["unit"] == row["unit"])
@@ -106,7 +124,7 @@ def main(argv=None) -> int:
         if args.sample < 1:
             raise cfg.ConfigError(f"--sample: {args.sample} is invalid: give at least 1 (or --all)")
         expected, cells = load_committed(Path(args.results))
-        by_id = {e["cell_id"]: cfg.Cell.model_validate(e["config"]) for e in expected}
+        by_id = committed_cells(expected, Path(args.results) / "expected_cells.json")
         ok = cells[cells["status"] == "ok"].set_index("cell_id", drop=False)
         ids = sorted(set(ok.index) & set(by_id))
         if not ids:

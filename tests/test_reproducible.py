@@ -132,3 +132,18 @@ def test_fingerprint_roots_cover_what_training_modules_import_from_each_other():
                         and f"id='{alias.name}'" not in chosen[src]:
                     gaps.append(f"{m} uses {alias.name} from {src}, which does not fingerprint it")
     assert not gaps, "\n".join(gaps)
+
+
+def test_verify_refuses_results_of_another_config_schema_in_one_line(tmp_path, capsys):
+    """Results written by a version whose config had other fields: one line, before any training."""
+    from resnet_bench import verify
+
+    results = tmp_path / "smoke"
+    results.mkdir()
+    shutil.copy(COMMITTED / "cells.parquet", results / "cells.parquet")
+    expected = json.loads((COMMITTED / "expected_cells.json").read_text())
+    expected[0]["config"]["runtime"]["a_later_field"] = 1
+    (results / "expected_cells.json").write_text(json.dumps(expected))
+    assert verify.main(["--results", str(results), "--sample", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expected_cells.json" in err[0] and "make repro" in err[0], err
