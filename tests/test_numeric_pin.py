@@ -59,12 +59,13 @@ def digits_mini(prepared_digits, tmp_path_factory) -> Path:
     return out.parent
 
 
-def mini_cell(prepared: Path, pin: str, dataset: str = "digits_mini") -> cfg.Cell:
+def mini_cell(prepared: Path, dataset: str = "digits_mini") -> cfg.Cell:
+    """ResNet-18 v1 at width 4, one epoch, deterministic CPU under the portable pin, 1 thread."""
     layer = cfg.Layer("test", {
         "grid": {"models": ["resnet18_v1"], "datasets": [dataset], "seeds": [0]},
         "arch": {"stem": "cifar", "width": 4},
         "recipe": {"name": "quick", "epochs": 1, "batch_size": 64},
-        "runtime": {"device": "cpu", "threads": 1, "numeric_pin": pin},
+        "runtime": {"device": "cpu", "threads": 1, "numeric_pin": "portable"},
     })
     exp = cfg.resolve_layers("t", [layer], cfg.Params(), check_datasets=False).experiment
     (cell,) = cfg.expand_grid(exp, data={dataset: cfg.data_identity(prepared / dataset)},
@@ -105,7 +106,7 @@ def test_portable_pin_gives_the_same_bits_on_an_emulated_intel_cpu(digits_mini, 
             (emulated["vendor"], emulated["avx512f"], emulated["caches_kib"]):
         pytest.skip(f"this machine's CPU is what {EMULATED_CPU} emulates ({host}): nothing would differ")
 
-    cell = mini_cell(digits_mini, "portable")
+    cell = mini_cell(digits_mini)
     with ThreadPoolExecutor(2) as pool:  # the native run fits in the emulated one's import time
         runs = pool.map(lambda prefix, name: train_child(prefix, cell, digits_mini, tmp_path / name),
                         [emulator, []], ["emulated", "native"])
@@ -142,7 +143,7 @@ def test_pin_levels_are_the_schemas():
 def test_a_process_that_computed_before_pinning_records_no_pin(prepared_digits):
     """MKL fixes its branch at its first call: a process that computed before setting MKL_CBWR runs
     the branch it started with, and its record says so instead of claiming the pin."""
-    cell = mini_cell(prepared_digits, "portable", dataset="digits")
+    cell = mini_cell(prepared_digits, dataset="digits")
     script = ("import json, sys, torch; from resnet_bench import config as cfg, train, env; "
               "torch.ones(4, 4) @ torch.ones(4, 4); "
               "pin = train.pin_numeric_environment(cfg.Cell.model_validate(json.loads(sys.argv[1]))); "
