@@ -16,6 +16,7 @@ Inputs are random normal images (never zeros) with a fixed seed.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import resource
 import statistics
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from resnet_bench import runtime as rt
-from resnet_bench.env import environment, numeric_environment
+from resnet_bench.env import environment, numeric_environment, pinned_env, set_torch_numeric_flags
 
 TRAIN_REGION = ("runtime.train_step (zero grad, forward, float32 cross-entropy, backward with fp16 loss scaling, "
                 "SGD step), batch already on the device; no data loading")
@@ -346,6 +347,8 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=d.repeats)
     p.add_argument("--steps-per-repeat", type=int, default=d.steps_per_repeat)
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads); recorded")
+    p.add_argument("--numeric-pin", help="measure under this deterministic CPU pin, as such cells train: "
+                   "portable or host (resnet_bench.env.NUMERIC_PINS; default: none); recorded")
     p.add_argument("--out", default="bench.csv", help="CSV written with one row per model")
     return p.parse_args(argv)
 
@@ -379,8 +382,10 @@ def check_args(args) -> list[str]:
          {"batch_size": "--batch", "warmup": "--warmup", "repeats": "--repeats",
           "steps_per_repeat": "--steps-per-repeat"}),
         (cfg.Arch, {"stem": args.stem, "width": args.width}, {"stem": "--stem", "width": "--width"}),
-        (cfg.Runtime, {"device": kind, "amp": args.amp, "threads": args.threads, "compile_mode": args.compile_mode},
-         {"device": "--device", "amp": "--amp", "threads": "--threads", "compile_mode": "--compile-mode"}),
+        (cfg.Runtime, {"device": kind, "amp": args.amp, "threads": args.threads, "compile_mode": args.compile_mode,
+                       "numeric_pin": args.numeric_pin},
+         {"device": "--device", "amp": "--amp", "threads": "--threads", "compile_mode": "--compile-mode",
+          "numeric_pin": "--numeric-pin"}),
         (BenchInput, {"img": args.img, "in_channels": args.in_channels, "num_classes": args.num_classes},
          {"img": "--img", "in_channels": "--in-channels", "num_classes": "--num-classes"}),
     ]
@@ -400,6 +405,8 @@ def check_args(args) -> list[str]:
             problems.append(f"--amp: {rt.cpu_bf16_problem('cpu', args.amp)}")
         if args.tf32:
             problems.append("--tf32 needs --device cuda (TF32 is a GPU tensor-core format)")
+    if args.numeric_pin and kind != "cpu":
+        problems.append(f"--numeric-pin: {args.numeric_pin!r} pins CPU kernels; it needs --device cpu")
     if args.compile_mode != "default" and not args.compile:
         problems.append(f"--compile-mode: {args.compile_mode!r} needs --compile")
     try:
@@ -437,6 +444,9 @@ def main(argv=None) -> int:
         print("\n".join(f"error: {line}" for line in problems), file=sys.stderr)
         return 2
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if args.numeric_pin:  # before any computation: each library reads its variable once
+        os.environ.update(pinned_env(args.threads, args.numeric_pin))
+    set_torch_numeric_flags(args.numeric_pin)
     if args.threads:
         torch.set_num_threads(args.threads)
     options = {k: v for k, v in (("stem", args.stem), ("width", args.width)) if v}
@@ -455,6 +465,10 @@ def main(argv=None) -> int:
                      **{f"hw_{k}": v for k, v in env["hardware"].items()},
                      **{f"version_{k}": v for k, v in env["versions"].items()}})
 
+    numeric = numeric_environment()  # after computing: the settings that were in effect
+    for row in rows:
+        row.update({k: numeric[k] for k in ("numeric_pin", "aten_cpu_capability", "mkl_cbwr_branch",
+                                            "onednn_enabled")})
     df = pd.DataFrame(rows)
     from resnet_bench.outputs import guard_frame
 
@@ -465,7 +479,7 @@ def main(argv=None) -> int:
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     hw = env["hardware"]
     print(f"\n{hw['gpu_name'] or hw['cpu_model']} ({args.device}), torch threads {hw['torch_threads']}, "
-          f"torch {env['versions']['torch']}, commit {env['git_commit'][:12]}; "
+          f"torch {env['versions']['torch']}, numeric pin {numeric['numeric_pin']}, commit {env['git_commit'][:12]}; "
           f"train region: {TRAIN_REGION}; CSV: {args.out_file.path}")
     return 0
 

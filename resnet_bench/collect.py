@@ -164,6 +164,8 @@ def cell_row(rec: CellRecord) -> dict:
         "node_hostname": node.hostname if node else None,
         "aten_cpu_capability": numeric.aten_cpu_capability if numeric else None,
         "numeric_pinned": numeric.pinned if numeric else None,
+        **{k: getattr(numeric, k, None) if numeric else None for k in ("numeric_pin", "mkl_cbwr_branch",
+                                                                       "onednn_enabled")},
         "matmul_fp32_precision": numeric.matmul_fp32_precision if numeric else None,
         "conv_fp32_precision": numeric.conv_fp32_precision if numeric else None,
         "cudnn_deterministic": numeric.cudnn_deterministic_effective if numeric else None,

@@ -133,7 +133,11 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("data_sha256", "str", "-", "content hash of the prepared dataset; part of the cell id"),
     ("node_hostname", "str", "-", "host that trained the cell"),
     ("aten_cpu_capability", "str", "-", "CPU kernel level torch dispatched to (e.g. AVX2, AVX512)"),
-    ("numeric_pinned", "bool", "-", "the numeric environment was pinned (deterministic CPU: AVX2 kernels)"),
+    ("numeric_pinned", "bool", "-", "a numeric pin was in effect (deterministic CPU; see numeric_pin)"),
+    ("numeric_pin", "str", "-", "deterministic CPU pin level in effect: portable (same bits on any AVX2 x86-64 "
+                                "CPU) or host (same CPU model only); null when none"),
+    ("mkl_cbwr_branch", "str", "-", "oneMKL code branch in effect (mkl_cbwr_get: COMPATIBLE, AUTO, AVX2, OFF)"),
+    ("onednn_enabled", "bool", "-", "torch.backends.mkldnn.enabled while training (oneDNN convolutions)"),
     ("matmul_fp32_precision", "str", "-", "effective float32 matmul precision while training: `ieee` or `tf32`"),
     ("conv_fp32_precision", "str", "-", "effective float32 cuDNN convolution precision: `ieee` or `tf32`"),
     ("cudnn_deterministic", "bool", "-", "cuDNN restricted to deterministic kernels (its flag or deterministic "

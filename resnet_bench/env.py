@@ -49,16 +49,21 @@ def package_versions(names=TRACKED_PACKAGES) -> dict[str, str | None]:
     return out
 
 
-@functools.cache
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
+def _cpuinfo_field(key: str) -> str | None:
+    """The first `key` line of /proc/cpuinfo (Linux); None elsewhere."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+@functools.cache
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def hardware(device: str | torch.device | None = None) -> dict:
@@ -118,7 +123,7 @@ FINGERPRINT_ROOTS: dict[str, set[str]] = {
                    "first_line", "release_memory", "memory_where", "DoesNotFit", "DeviceTimer"},
     "data/artifact.py": {"load_prepared"},
     "data/loader.py": {"DeviceLoader", "Augment"},
-    "env.py": {"pinned_env"},
+    "env.py": {"pinned_env", "set_torch_numeric_flags"},
 }
 
 
@@ -226,24 +231,119 @@ def node_info() -> dict:
     return info
 
 
-# ---- numeric environment -------------------------------------------------------------------------
+# ---- numeric pin (deterministic CPU) ------------------------------------------------------------
 
-# Deterministic CPU runs pin the kernels' instruction set to AVX2, which every current x86
-# server has (Intel since Haswell 2013, AMD since Excavator 2015), so that AVX-512 and AVX2
-# machines, Intel or AMD, run the same kernels and give the same bits. Each must be set
-# before torch loads: ATen reads ATEN_CPU_CAPABILITY once (aten/src/ATen/native/DispatchStub.cpp),
-# oneDNN reads ONEDNN_MAX_CPU_ISA at its first primitive, MKL reads MKL_CBWR
-# ("Conditional Numerical Reproducibility", Intel oneMKL developer guide) at initialisation.
-PINNED_NUMERIC_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
-NUMERIC_ENV_VARS = (*PINNED_NUMERIC_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+# What decides fp32 CPU results besides code, data, the torch build and the thread count, per library
+# the models' ops reach (evidence and tests: docs/reproducibility.md, "The numeric pin"):
+# - ATen's own kernels (batch norm, pooling, ReLU, adds, log-softmax, SGD, im2col): one code path per
+#   capability level, chosen once from ATEN_CPU_CAPABILITY at the first dispatch
+#   (aten/src/ATen/native/DispatchStub.cpp); how they split work depends on the thread count only.
+# - oneMKL: fp32 GEMM (linear layers; convolutions when oneDNN is off), its code branch fixed from
+#   MKL_CBWR at its first call. Non-Intel CPUs support only the AUTO and COMPATIBLE branches: any
+#   other (AVX2 included) silently runs AUTO there (oneMKL developer guide, "Getting Started with
+#   Conditional Numerical Reproducibility"), so AMD and Intel ran different GEMM kernels under the
+#   former MKL_CBWR=AVX2 pin. COMPATIBLE is one SSE2 path without the approximate rcpps/rsqrtps,
+#   documented to give the same results on Intel and Intel-compatible CPUs.
+# - oneDNN: fp32 convolutions while torch.backends.mkldnn is enabled. Deterministic "on a given
+#   platform" only (oneDNN docs, "Primitive Attributes: deterministic"): its brgemm convolutions size
+#   their blocking, hence their summation order, from the CPU's per-core cache sizes
+#   (platform::get_per_core_cache_size); ONEDNN_MAX_CPU_ISA caps the ISA, not that.
+# - NNPACK: the no-grad convolutions (batch >= 16) when oneDNN is off; it blocks by cache size too.
+# Levels (runtime.numeric_pin):
+# - "portable": oneDNN and NNPACK off, so convolutions are ATen im2col + MKL COMPATIBLE GEMM: the same
+#   bits on every x86-64 CPU with AVX2, Intel or AMD, with or without AVX-512, whatever its caches
+#   (tests/test_numeric_pin.py trains under an emulated Intel CPU), at a quarter to a half of the
+#   training throughput with oneDNN (docs/benchmarks/numeric_pin.md). ONEDNN_MAX_CPU_ISA stays
+#   pinned for any oneDNN primitive an op still reaches.
+# - "host": the native ISA, oneDNN on, MKL in its AUTO reproducibility mode (fixed cache sizes,
+#   deterministic reductions, static scheduling): the same bits run to run on one CPU model only.
+# Both fix the thread count and turn off MKL's and OpenMP's dynamic thread adjustment (oneMKL
+# "Reproducibility Conditions"). The environment variables must be set before the first tensor
+# computation (each library reads its own once); the torch flags any time before training.
+_NO_DYNAMIC_THREADS = {"MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE"}
+NUMERIC_PINS: dict[str, dict] = {
+    "portable": {"env": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE",
+                         **_NO_DYNAMIC_THREADS}, "onednn": False},
+    "host": {"env": {"MKL_CBWR": "AUTO", **_NO_DYNAMIC_THREADS}, "onednn": True},
+}
+NUMERIC_ENV_VARS = (*dict.fromkeys(k for pin in NUMERIC_PINS.values() for k in pin["env"]),
+                    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
 
 
-def pinned_env(threads: int | None) -> dict[str, str]:
-    """Environment variables a deterministic CPU process must start with."""
-    env = dict(PINNED_NUMERIC_ENV)
+def pinned_env(threads: int | None, pin: str) -> dict[str, str]:
+    """Environment variables a deterministic CPU process of pin level `pin` must start with."""
+    env = dict(NUMERIC_PINS[pin]["env"])
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(int(threads))
     return env
+
+
+def set_torch_numeric_flags(pin: str | None) -> None:
+    """The in-process part of pin level `pin` (None: torch's defaults): which convolution libraries run.
+
+    NNPACK stays off under either level: with oneDNN on it is never reached, with oneDNN off it
+    would take the no-grad convolutions.
+    """
+    torch.backends.mkldnn.enabled = True if pin is None else NUMERIC_PINS[pin]["onednn"]
+    torch.backends.nnpack.set_flags(pin is None)
+
+
+# oneMKL's CNR branch constants (mkl_cbwr_get's return values; oneMKL developer reference,
+# "Named Constants for CNR Control").
+_MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2",
+                 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+
+
+def mkl_cbwr_branch() -> str | None:
+    """The oneMKL code branch in effect (mkl_cbwr_get(MKL_CBWR_BRANCH)); None without MKL.
+
+    On an AMD CPU MKL_CBWR=AVX2 reads back AUTO. Call it after MKL has computed: its first call
+    fixes the branch from MKL_CBWR as any MKL function does. torch links MKL statically; its build
+    exports the call under MKL's internal name.
+    """
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    except OSError:
+        return None
+    for name in ("mkl_cbwr_get", "mkl_serv_cbwr_get"):
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int]
+            code = fn(1)  # MKL_CBWR_BRANCH
+            return _MKL_BRANCHES.get(code, str(code))
+    return None
+
+
+def cpu_caches() -> dict[str, int]:
+    """CPU 0's caches in KiB, one instance each (Linux sysfs: {"L1d": 48, "L1i": 32, "L2": 1024, ...})."""
+    out = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
+        if size.endswith("K") and size[:-1].isdigit():
+            out[f"L{level}{suffix}"] = int(size[:-1])
+    return out
+
+
+def numeric_pin_in_effect(settings: dict) -> str | None:
+    """The pin level whose every setting `settings` (numeric_environment's) shows in effect, else None."""
+    for name, pin in NUMERIC_PINS.items():
+        env = pin["env"]
+        aten = env.get("ATEN_CPU_CAPABILITY")
+        if (all(settings["env"].get(k) == v for k, v in env.items())
+                and settings["mkl_cbwr_branch"] == env["MKL_CBWR"]
+                and (aten is None or settings["aten_cpu_capability"] == aten.upper())
+                and settings["onednn_enabled"] is pin["onednn"] and settings["nnpack_enabled"] is False):
+            return name
+    return None
+
+
+# ---- numeric environment -------------------------------------------------------------------------
 
 
 def _config_line(pattern: str) -> str | None:
@@ -272,7 +372,11 @@ def numeric_environment(device: str | torch.device | None = None, *, amp: str | 
         "onednn_version": _config_line(r"MKL-DNN (v[0-9.]+)") or _config_line(r"oneDNN (v[0-9.]+)"),
         "mkl_version": _config_line(r"Math Kernel Library Version ([^\n]+?) for"),
         "env": {k: os.environ.get(k) for k in NUMERIC_ENV_VARS},
-        "pinned": all(os.environ.get(k) == v for k, v in PINNED_NUMERIC_ENV.items()),
+        "mkl_cbwr_branch": mkl_cbwr_branch(),
+        "onednn_enabled": torch.backends.mkldnn.enabled,
+        "nnpack_enabled": torch._C._get_nnpack_enabled(),
+        "cpu_vendor": _cpuinfo_field("vendor_id"),  # GenuineIntel, AuthenticAMD
+        "cpu_caches_kib": cpu_caches(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "deterministic_algorithms": deterministic,
@@ -293,6 +397,8 @@ def numeric_environment(device: str | torch.device | None = None, *, amp: str | 
     }
     if cuda:
         out["cublas_version"] = _cublas_version()
+    out["numeric_pin"] = numeric_pin_in_effect(out)
+    out["pinned"] = out["numeric_pin"] is not None
     return out
 
 

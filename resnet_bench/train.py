@@ -237,6 +237,9 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
         raise cfg.ConfigError(problem)
     if device.type == "cpu" and runtime.threads:
         torch.set_num_threads(runtime.threads)
+    # The in-process part of the pin, whoever started this process (its environment part is the
+    # launcher's: Ray runtime_env, `train`/`verify` before computing); both are recorded below.
+    pin_numeric_environment(cell, env=False)
     seed_everything(cell.seed)
     rt.set_determinism(runtime.deterministic, device)
     rt.set_tf32(runtime.tf32)
@@ -348,15 +351,21 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
     }
 
 
-def pin_numeric_environment(cell: cfg.Cell) -> None:
-    """Deterministic CPU: AVX2 kernels and fixed threads in this process (env.PINNED_NUMERIC_ENV).
+def pin_numeric_environment(cell: cfg.Cell, *, env: bool = True) -> str | None:
+    """Deterministic CPU: the cell's numeric pin (runtime.numeric_pin, env.NUMERIC_PINS) in this process.
 
-    Call before any tensor computation: ATen, oneDNN and MKL each read their setting once.
+    With `env`, its environment variables and thread counts: call that before any tensor computation
+    (ATen, oneDNN and MKL each read theirs once). Always the torch flags: the pin's, or torch's
+    defaults for any other cell. Returns the pin level, None when the cell is not deterministic CPU.
     """
-    from resnet_bench.env import pinned_env
+    from resnet_bench.env import pinned_env, set_torch_numeric_flags
 
-    if cell.runtime.device == "cpu" and cell.runtime.deterministic:
-        os.environ.update(pinned_env(cell.runtime.threads))
+    rt = cell.runtime
+    pin = rt.numeric_pin if rt.device == "cpu" and rt.deterministic else None
+    if pin and env:
+        os.environ.update(pinned_env(rt.threads, pin))
+    set_torch_numeric_flags(pin)
+    return pin
 
 
 def summarize(history: list[dict]) -> dict:

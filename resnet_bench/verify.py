@@ -1,9 +1,9 @@
 """`resnet-bench verify`: retrain committed cells and say whether their numbers reproduce.
 
 What is promised (README, "Reproducibility"): under the same numeric environment
-(code, data, torch build, kernel ISA level, threads; deterministic CPU mode pins
-AVX2 kernels) a cell's numbers are bit-identical; elsewhere they agree within
-seed noise. For each retrained cell this prints one verdict:
+(code, data, torch build, threads, and the numeric pin of deterministic CPU mode:
+runtime.numeric_pin, resnet_bench.env.NUMERIC_PINS) a cell's numbers are
+bit-identical; elsewhere they agree within seed noise. For each retrained cell this prints one verdict:
 
 - `identical`: every recorded accuracy and loss equal to the last bit;
 - `within seed spread`: test accuracy within 2 standard deviations of the
@@ -28,7 +28,8 @@ from pathlib import Path
 # Numbers compared bit for bit (record column -> train_cell metric).
 COMPARED = ("test_acc", "test_loss", "best_val_acc", "final_train_loss")
 # Numeric-environment columns of cells.parquet compared with this process's.
-ENV_COLUMNS = ("aten_cpu_capability", "numeric_pinned", "matmul_fp32_precision", "conv_fp32_precision",
+ENV_COLUMNS = ("numeric_pin", "aten_cpu_capability", "mkl_cbwr_branch", "onednn_enabled", "numeric_pinned",
+               "matmul_fp32_precision", "conv_fp32_precision",
                "torch_version", "torch_threads", "cpu_model", "gpu_name")
 
 
@@ -50,7 +51,11 @@ def load_committed(results: Path) -> tuple[list, "object"]:
                                                  "n_test"))
     except ValueError as err:  # InputError, TableError
         raise ConfigError(f"--results: {err}") from None
-    return read_expected(expected_path), table
+    try:
+        return read_expected(expected_path), table
+    except ConfigError as err:  # RecordError: e.g. a config of another schema version (a field added since)
+        raise ConfigError(f"{err}; results written by another version of the code are regenerated with "
+                          "`make repro` (or `dvc repro`)") from None
 
 
 def tolerance(cells, row) -> tuple[float, str]:
@@ -67,7 +72,8 @@ def environment_now(device: str) -> dict:
     from resnet_bench.env import hardware, numeric_environment, package_versions
 
     num, hw = numeric_environment(device), hardware(device)
-    return {"aten_cpu_capability": num["aten_cpu_capability"], "numeric_pinned": num["pinned"],
+    return {**{k: num[k] for k in ("numeric_pin", "aten_cpu_capability", "mkl_cbwr_branch", "onednn_enabled")},
+            "numeric_pinned": num["pinned"],
             "matmul_fp32_precision": num["matmul_fp32_precision"], "conv_fp32_precision": num["conv_fp32_precision"],
             "torch_version": package_versions(("torch",))["torch"], "torch_threads": hw["torch_threads"],
             "cpu_model": hw["cpu_model"], "gpu_name": hw["gpu_name"]}

@@ -36,6 +36,9 @@ BUILTIN_DATASETS = ("digits",)
 RECORD_STATUSES = ("ok", "diverged", "failed")
 CELL_STATUSES = (*RECORD_STATUSES, "missing")
 
+# Deterministic CPU pin levels (runtime.numeric_pin; what each sets: resnet_bench.env.NUMERIC_PINS).
+NUMERIC_PIN_LEVELS = ("portable", "host")
+
 REPORT_FORMATS = ("png", "svg", "pdf")
 REPORT_CONTEXTS = ("paper", "notebook", "talk", "poster")
 

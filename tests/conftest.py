@@ -27,17 +27,22 @@ TINY_EXPERIMENT = {
 
 @pytest.fixture(autouse=True)
 def _numeric_env_restored():
-    """`resnet-bench train`/`verify` pin the numeric environment of their process (os.environ);
-    called in-process by a test, that must not leak into the subprocesses of later tests."""
+    """`resnet-bench train`/`verify` pin the numeric environment of their process (os.environ, and
+    train_cell the torch flags); called in-process by a test, that must not leak into later tests."""
+    import torch
+
     from resnet_bench.env import NUMERIC_ENV_VARS
 
     saved = {k: os.environ.get(k) for k in NUMERIC_ENV_VARS}
+    flags = torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled()
     yield
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+    torch.backends.mkldnn.enabled = flags[0]
+    torch.backends.nnpack.set_flags(flags[1])
 
 
 @pytest.fixture
@@ -124,6 +129,7 @@ def train_in_fresh_process(config: dict, prepared: Path, workdir: Path) -> dict:
     script = ("import json, sys; from resnet_bench import train; "
               "r = train.train_cell(json.load(open(sys.argv[1])), sys.argv[2]); "
               "open(sys.argv[3], 'w').write(json.dumps(r))")
+    env = {**venv_env(), **pinned_env(1, config["runtime"]["numeric_pin"])}
     subprocess.run([sys.executable, "-c", script, str(workdir / "cell.json"), str(prepared),
-                    str(workdir / "record.json")], env={**venv_env(), **pinned_env(1)}, check=True, timeout=600)
+                    str(workdir / "record.json")], env=env, check=True, timeout=600)
     return json.loads((workdir / "record.json").read_text())

@@ -69,7 +69,7 @@ def make_config(experiment, dataset, version, unit, depth, seed, *, recipe="he20
                    "label_smoothing": 0.0, "augment": {"crop_pad": 4, "flip": True}},
         "runtime": {"device": device, "amp": "bf16" if device == "cuda" else "none", "channels_last": device == "cuda",
                     "compile": False, "compile_mode": "default", "tf32": False,
-                    "threads": None if device == "cuda" else 1, "deterministic": False},
+                    "threads": None if device == "cuda" else 1, "deterministic": False, "numeric_pin": "portable"},
         "gpu_share": 1.0 if device == "cuda" else None,
         "bench": {"enabled": True, "batch_size": 128, "warmup": 2, "repeats": 5, "img_size": None,
                   "steps_per_repeat": 2},

@@ -53,7 +53,8 @@ def test_trial_slots_and_the_eta_count_gpus_by_share():
 def test_bench_pass_runs_one_measurement_at_a_time_on_a_gpu_node(monkeypatch):
     seen = {}
     monkeypatch.setattr(phases, "_run_tuner", lambda fn, configs, **kw: seen.update(kw))
-    phases._bench_pass([{"key": "k"}], exp=gpu_experiment(0.5), storage_path="/tmp/x", name="bench")
+    phases._bench_pass([{"key": "k"}], exp=gpu_experiment(0.5), storage_path="/tmp/x", name="bench",
+                       on_result=lambda key, out: None)
     assert seen["max_concurrent"] == 1 and seen["resources"] == {"cpu": 2, "gpu": 1}  # a whole GPU, alone
 
 

@@ -9,39 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import strip_timing, venv_env
+from conftest import venv_env
 from resnet_bench import config as cfg
 from resnet_bench.data import prepare as prep
 from resnet_bench.env import code_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "results" / "smoke"
-
-
-def train_record(prepared: Path, out: Path, extra_env: dict) -> dict:
-    env = {**venv_env(), **extra_env}
-    for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR"):
-        if k not in extra_env:
-            env.pop(k, None)
-    proc = subprocess.run([sys.executable, "-m", "resnet_bench", "train", "--model", "resnet18_v2", "--width", "4",
-                           "--epochs", "1", "--prepared-dir", str(prepared), "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(out.read_text())
-
-
-def test_pinned_cpu_run_gives_the_same_bits_on_a_simulated_avx2_host(prepared_digits, tmp_path):
-    import torch
-
-    native = train_record(prepared_digits, tmp_path / "native.json", {})
-    # What an AVX2-only x86 server (no AVX-512) dispatches to natively.
-    older = train_record(prepared_digits, tmp_path / "avx2.json",
-                         {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
-    for rec in (native, older):
-        num = rec["provenance"]["numeric"]
-        assert num["pinned"] and num["aten_cpu_capability"] == "AVX2", num
-    assert strip_timing(native) == strip_timing(older), (
-        f"this machine dispatches natively to {torch.backends.cpu.get_cpu_capability()}")
 
 
 def test_changing_split_seed_changes_every_cell_id(tmp_path):
@@ -104,7 +78,9 @@ def test_verify_reproduces_a_committed_smoke_cell_and_flags_a_tampered_one(prepa
     ("models/blocks.py", "class BasicBlock(", "EPS = 1\n\n\nclass BasicBlock(", False),  # unreferenced constant
     ("data/artifact.py", "def check_out_dir(", "def _prepare_only():\n    return 2\n\n\ndef check_out_dir(", False),
     ("data/loader.py", "class DeviceLoader", "LOADER_NOTE = 1\n\n\nclass DeviceLoader", False),
-    ("env.py", '"MKL_CBWR": "AVX2"', '"MKL_CBWR": "AVX512"', True),
+    ("env.py", '"MKL_CBWR": "COMPATIBLE"', '"MKL_CBWR": "AUTO"', True),
+    ("env.py", '"onednn": False', '"onednn": True', True),
+    ("env.py", "def cpu_caches(", "def _unused_probe():\n    return 3\n\n\ndef cpu_caches(", False),  # recording only
 ])
 def test_code_fingerprint_follows_training_code_only(tmp_path, module, old, new, changes):
     pkg = tmp_path / "resnet_bench"
@@ -156,3 +132,18 @@ def test_fingerprint_roots_cover_what_training_modules_import_from_each_other():
                         and f"id='{alias.name}'" not in chosen[src]:
                     gaps.append(f"{m} uses {alias.name} from {src}, which does not fingerprint it")
     assert not gaps, "\n".join(gaps)
+
+
+def test_verify_refuses_results_of_another_config_schema_in_one_line(tmp_path, capsys):
+    """Results written by a version whose config had other fields: one line, before any training."""
+    from resnet_bench import verify
+
+    results = tmp_path / "smoke"
+    results.mkdir()
+    shutil.copy(COMMITTED / "cells.parquet", results / "cells.parquet")
+    expected = json.loads((COMMITTED / "expected_cells.json").read_text())
+    expected[0]["config"]["runtime"]["a_later_field"] = 1
+    (results / "expected_cells.json").write_text(json.dumps(expected))
+    assert verify.main(["--results", str(results), "--sample", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expected_cells.json" in err[0] and "make repro" in err[0], err

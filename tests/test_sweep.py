@@ -66,6 +66,8 @@ def test_rerun_trains_nothing_and_growing_grid_trains_only_new_cells(tmp_path, p
         assert 0.0 <= r["metrics"]["test_acc"] <= 1.0 and r["epochs"][0]["epoch"] == 1
         assert r["provenance"]["code_fingerprint"] == r["config"]["code_fingerprint"]
         assert r["config"]["cell_id"] == r["cell_id"] and r["provenance"]["node"]["hostname"]
+        # Every setting of the pin was in effect in the Ray worker (runtime_env, then the trial).
+        assert r["provenance"]["numeric"]["numeric_pin"] == "portable", r["provenance"]["numeric"]
     storage = project / "scratch" / "ray_results"  # finished cells need no resume point
     assert not list(storage.glob("train/*/checkpoint_*")) and not list(storage.glob("resume/*"))
     tune_loggers_give_tunes_tools_the_numeric_curves(project, first)

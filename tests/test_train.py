@@ -131,9 +131,13 @@ def test_deterministic_flag_reaches_torch(prepared_digits):
 
     try:
         rec = train.train_cell(tiny_cell(epochs=1, runtime={"deterministic": False}), prepared_digits)
-        assert rec["provenance"]["numeric"]["deterministic_algorithms"] is False
+        num = rec["provenance"]["numeric"]
+        assert num["deterministic_algorithms"] is False and num["onednn_enabled"] and num["nnpack_enabled"]
         rec = train.train_cell(tiny_cell(epochs=1), prepared_digits)
-        assert rec["provenance"]["numeric"]["deterministic_algorithms"] is True
+        num = rec["provenance"]["numeric"]  # the portable pin's torch flags: no oneDNN, no NNPACK
+        assert num["deterministic_algorithms"] is True and not num["onednn_enabled"] and not num["nnpack_enabled"]
+        assert train.pin_numeric_environment(tiny_cell(runtime={"numeric_pin": "host"}), env=False) == "host"
+        assert torch.backends.mkldnn.enabled and not torch._C._get_nnpack_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
 

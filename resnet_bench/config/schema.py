@@ -11,7 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
 from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, DATASET_NAME_PATTERN, MODEL_PATTERN, NAME_PATTERN,
-                                OPTIMIZERS, REPORT_CONTEXTS, REPORT_FORMATS, SCHEDULES, UNITS)
+                                NUMERIC_PIN_LEVELS, OPTIMIZERS, REPORT_CONTEXTS, REPORT_FORMATS, SCHEDULES, UNITS)
 
 MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 164 epochs)
 
@@ -160,6 +160,11 @@ class Runtime(Strict):
     tf32: bool = False
     threads: Optional[int] = Field(None, ge=1, le=1024)  # CPU threads; None = cpus_per_trial
     deterministic: Optional[bool] = None
+    # With deterministic on CPU, how far bit identity reaches (resnet_bench.env.NUMERIC_PINS):
+    # "portable": every x86-64 CPU with AVX2, Intel or AMD, any caches, with or without AVX-512;
+    # convolutions leave oneDNN: a quarter to half the throughput. "host": one CPU model only, at oneDNN's
+    # native speed. The default is portable so that committed results re-check on any CI machine.
+    numeric_pin: Literal[NUMERIC_PIN_LEVELS] = "portable"  # type: ignore[valid-type]
 
 
 class Bench(Strict):

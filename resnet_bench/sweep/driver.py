@@ -180,7 +180,7 @@ def run(args, params: cfg.Params, exp: cfg.Experiment, cells: list[cfg.Cell], *,
     if (pending or groups) and not lifecycle.STOP:  # nothing to train or measure: Ray is not started
         rt = exp.resolved_runtime()
         deterministic_cpu = rt.device == "cpu" and rt.deterministic
-        with ray_session(address, env_vars=pinned_env(cells[0].runtime.threads) if deterministic_cpu else None,
+        with ray_session(address, env_vars=pinned_env(rt.threads, rt.numeric_pin) if deterministic_cpu else None,
                          dashboard=params.sweep.dashboard):
             lifecycle.install_signal_handlers()  # ray.init set its own SIGTERM handler (sys.exit)
             try:

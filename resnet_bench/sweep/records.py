@@ -45,7 +45,7 @@ from resnet_bench.config.errors import _problems
 from resnet_bench.config.schema import MAX_EPOCHS, DatasetName, Strict
 from resnet_bench.inputs import InputError, read_json
 from resnet_bench.outputs import atomic_write, fsync_path, make_dirs
-from resnet_bench.vocab import RECORD_STATUSES
+from resnet_bench.vocab import NUMERIC_PIN_LEVELS, RECORD_STATUSES
 
 # ---- value types ---------------------------------------------------------------------------------
 
@@ -168,6 +168,9 @@ class Git(Strict):
 class Numeric(Open):
     aten_cpu_capability: Optional[Short] = None
     pinned: Optional[bool] = None
+    numeric_pin: Optional[Literal[NUMERIC_PIN_LEVELS]] = None  # type: ignore[valid-type]
+    mkl_cbwr_branch: Optional[Short] = None
+    onednn_enabled: Optional[bool] = None
     torch_threads: Optional[Positive] = None
     matmul_fp32_precision: Optional[Literal["ieee", "tf32"]] = None
     conv_fp32_precision: Optional[Literal["ieee", "tf32"]] = None
@@ -479,10 +482,14 @@ def staging_dir(path: Path) -> Path:
     """Where `path`'s temporary file goes: `.staging` beside its folder, or, when that is another disk
     (the folder is a mount point: a rename cannot cross disks), the folder itself (as a hidden `.*.tmp`
     file, which .dvcignore keeps out of DVC)."""
+    from resnet_bench.outputs import mount_of
+
     folder = path.parent
     try:
-        # a bind mount of the same file system has the same st_dev, but a rename across it is EXDEV too
-        same_disk = os.stat(folder.parent).st_dev == os.stat(folder).st_dev and not os.path.ismount(folder)
+        # a bind mount of the same file system has the same st_dev (and os.path.ismount misses it), but a
+        # rename across it is EXDEV too: compare the mount points /proc/self/mounts names
+        same_disk = (os.stat(folder.parent).st_dev == os.stat(folder).st_dev and not os.path.ismount(folder)
+                     and mount_of(folder)[0] == mount_of(folder.parent)[0])
     except OSError:
         same_disk = False
     return folder.parent / STAGING if same_disk else folder

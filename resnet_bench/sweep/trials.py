@@ -163,11 +163,12 @@ def bench_trial(trial_config: dict) -> None:
 
     from resnet_bench.bench import benchmark_model
     from resnet_bench.env import node_info
-    from resnet_bench.train import build_cell_model
+    from resnet_bench.train import build_cell_model, pin_numeric_environment
 
     cell, meta = cfg.Cell.model_validate(trial_config["cell"]), trial_config["meta"]
     b, rt = cell.bench, cell.runtime
     try:
+        pin_numeric_environment(cell)  # measured as the cell trains (its variables came with the worker)
         if rt.device == "cpu" and rt.threads:
             import torch
 
