@@ -19,10 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_bench.data import artifact, sources
-from resnet_bench.data import loader as device_loader
+from resnet_bench.data import archives, artifact, sources
+from resnet_bench.data import augment as device_augment
 from resnet_bench.data import prepare as prep
-from resnet_bench.data.loader import Augment, DeviceLoader
+from resnet_bench.data.augment import Augment
+from resnet_bench.data.loader import DeviceLoader
 from resnet_bench.data.sources import DatasetError
 
 SHARED_CIFAR_JPEG = Path(os.environ.get("RESNET_BENCH_SHARED_DATASETS",
@@ -251,11 +252,11 @@ def test_loader_shuffle_is_deterministic_per_seed_and_epoch():
 def test_flip_and_zero_padded_crop():
     x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(64, 1, 1, 1) + 1
     gen = torch.Generator().manual_seed(0)
-    flipped = device_loader.random_crop_flip(x, Augment(flip=True), gen)
+    flipped = device_augment.random_crop_flip(x, Augment(flip=True), gen)
     is_flip = [(f == x[0].flip(2)).all().item() for f in flipped]
     is_same = [(f == x[0]).all().item() for f in flipped]
     assert all(a or b for a, b in zip(is_flip, is_same)) and 10 < sum(is_flip) < 54
-    cropped = device_loader.random_crop_flip(x, Augment(crop_pad=2), gen)
+    cropped = device_augment.random_crop_flip(x, Augment(crop_pad=2), gen)
     assert cropped.shape == x.shape
     # each crop is a window of the zero-padded image: its non-zero pixels are a contiguous shift
     padded = torch.nn.functional.pad(x[0, 0], (2, 2, 2, 2))
@@ -356,10 +357,15 @@ BAD_INPUTS = {
                    ["--name", "digits", "--out", str(t / "mine")])[-1], "not empty and not a prepared artifact"),
     "PostScript named .jpg": (
         lambda t: ["--name", "p", "--format", "imagefolder", "--source", str(write_source(
-            t / "p.tar.gz", {**imagefolder_items(), "root/train/cat/evil.jpg": POSTSCRIPT}))], "not a valid JPEG"),
+            t / "p.tar.gz", {**imagefolder_items(), "root/train/cat/evil.jpg": POSTSCRIPT}))],
+        "'root/train/cat/evil.jpg'", "its first bytes b'%!PS-Ado' are none of JPEG, PNG"),
     "PostScript named .png": (
         lambda t: ["--name", "p", "--format", "imagefolder", "--source", str(write_source(
-            t / "p.zip", {**imagefolder_items(), "root/train/cat/evil.png": POSTSCRIPT}))], "not a valid PNG"),
+            t / "p.zip", {**imagefolder_items(), "root/train/cat/evil.png": POSTSCRIPT}))], "none of JPEG, PNG"),
+    "PNG signature, broken body": (
+        lambda t: ["--name", "p", "--format", "imagefolder", "--source", str(write_source(
+            t / "p.zip", {**imagefolder_items(), "root/train/cat/x.jpg": b"\x89PNG\r\n\x1a\n" + bytes(40)}))],
+        "not a valid PNG file (its first bytes say PNG)"),
     "JPEG with corrupted scan data": (
         lambda t: ["--name", "p", "--format", "imagefolder", "--source", str(write_source(
             t / "p", {**imagefolder_items(), "root/test/dog/bad.jpg": corrupt_scan(noisy_jpeg())}))],
@@ -414,13 +420,20 @@ BAD_INPUTS = {
                    ["--name", "p", "--format", "imagefolder", "--source", str(t / "notes.txt")])[-1],
         "is not a folder, a tar archive"),
     "image_size for a non-image format": (
-        lambda t: ["--name", "digits", "--image-size", "16"], "applies only to imagefolder"),
+        lambda t: ["--name", "digits", "--image-size", "16"], "sizes apply only to the image formats"),
+    "eval crop larger than the eval resize": (
+        lambda t: ["--name", "p", "--format", "imagefolder", "--image-size", "16", "--eval-resize", "12",
+                   "--eval-crop", "14", "--source", str(write_source(t / "p", imagefolder_items()))],
+        "eval_crop 14 is larger than the evaluation resize 12"),
+    "max_aspect below 1": (
+        lambda t: ["--name", "p", "--format", "imagefolder", "--image-size", "16", "--max-aspect", "0.5",
+                   "--source", str(write_source(t / "p", imagefolder_items()))], "max_aspect 0.5 is invalid"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_ends_in_one_error_line(tmp_path, monkeypatch, capsys, case):
-    build, fragment = BAD_INPUTS[case]
+    build, *fragments = BAD_INPUTS[case]
     monkeypatch.chdir(tmp_path)
     argv = build(tmp_path)
     if "--out" not in argv:
@@ -429,7 +442,7 @@ def test_bad_input_ends_in_one_error_line(tmp_path, monkeypatch, capsys, case):
     assert prep.main(argv) == 1
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and all(f in lines[0] for f in fragments), err
     assert "<_io." not in err and "Traceback" not in err
     # nothing the user had is gone or changed, and no partial artifact is left
     assert {p: p.stat().st_size for p in before if p.exists()} == before
@@ -492,7 +505,11 @@ def test_resize_keeps_aspect_ratio_by_centre_crop(tmp_path):
     # into the neighbouring bands. Squashing to 12 x 12 would put red and blue there too.
     centre = ds.train_x[:, :, 2:10, 2:10]
     assert (centre[:, 1] == 255).all() and (centre[:, [0, 2]] == 0).all()
-    assert ds.meta["resize"]["policy"] == "shorter_side_center_crop" and ds.meta["resize"]["size"] == 12
+    assert ds.meta["resize"]["train"] == {"policy": "shorter_side_aspect_capped", "size": 12, "max_aspect": 1.0,
+                                          "slot": [12, 12], "portrait": "stored transposed",
+                                          "extents": "train_extents.npy"}
+    assert ds.meta["resize"]["eval"] == {"policy": "resize_center_crop", "resize": 12, "crop": 12}
+    assert ds.train_extents.tolist() == [[12, 12, 0], [12, 12, 0]]
 
 
 def many_images(n=120, classes=3):
@@ -507,7 +524,8 @@ def test_parallel_decode_is_byte_identical_to_serial(tmp_path):
         assert prep.main(["--name", "p", "--format", "imagefolder", "--source", str(src), "--out", str(out),
                           "--workers", workers]) == 0
         outs.append(out)
-    for f in sorted(artifact.ARTIFACT_FILES):
+    assert sorted(p.name for p in outs[0].iterdir()) == sorted(p.name for p in outs[1].iterdir())
+    for f in sorted(p.name for p in outs[0].iterdir()):
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
     ds = artifact.load_prepared(outs[0])
     assert isinstance(ds.train_x, np.memmap) and ds.train_x.shape == (108, 3, 16, 16)  # 120 - 10% val
@@ -538,7 +556,7 @@ def test_out_replaces_only_a_previous_artifact(tmp_path):
     first = (out / "meta.json").read_text()
     prepare(tmp_path, "--name", "digits", "--split-seed", "3")
     assert json.loads((out / "meta.json").read_text())["split"]["seed"] == 3 and first != (out / "meta.json").read_text()
-    assert sorted(p.name for p in out.iterdir()) == sorted(artifact.ARTIFACT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{k}.npy" for k in artifact.ARRAY_KEYS), "meta.json"])
 
 
 def test_killed_run_leaves_nothing_after_the_next_start(tmp_path):
@@ -581,7 +599,8 @@ def test_streaming_loader_yields_the_resident_loaders_batches(augment, shuffle):
 MEMORY_PROBE = r"""
 import sys, numpy as np, torch
 from resnet_bench.data.artifact import load_prepared
-from resnet_bench.data.loader import Augment, DeviceLoader
+from resnet_bench.data.augment import Augment
+from resnet_bench.data.loader import DeviceLoader
 
 def anon_kb():  # private (anonymous) memory: excludes the file pages of the memory map
     for line in open('/proc/self/status'):
@@ -710,7 +729,7 @@ def test_plain_tar_reader_lists_and_reads_what_tarfile_does(tmp_path, fmt, pax_g
     members = [("root", None), ("root/train", None), ("root/train/a.jpg", b"A" * 700),
                ("root/" + long, b"B" * 10), ("root/test/b.jpg", b""), ("root/test/\u00e9t\u00e9.jpg", b"C" * 513)]
     path = _tar_of(tmp_path / "a.tar.gz", fmt, members, pax_global)
-    got = list(sources._tar_entries(path, 1 << 20, wanted=lambda name: True))
+    got = list(archives.tar_entries(path, 1 << 20, wanted=lambda name: True))
     assert got == _tarfile_listing(path)
 
 
@@ -719,7 +738,7 @@ def test_plain_tar_reader_hands_a_link_to_tarfile_which_refuses_it(tmp_path):
                    [("root", None), ("root/a.jpg", b"A"), ("root/evil.jpg", ("link", "/etc/passwd"))])
     seen = []
     with pytest.raises(sources.DatasetError, match="links refused"):
-        for name, *_ in sources._tar_entries(path, 1 << 20):
+        for name, *_ in archives.tar_entries(path, 1 << 20):
             seen.append(name)
     assert seen == ["root", "root/a.jpg"]  # each member once: tarfile resumed after the plain reader
 
@@ -734,4 +753,4 @@ def test_plain_tar_reader_leaves_a_bad_checksum_to_tarfile(tmp_path):
     blob[0] ^= 1  # the name changes, the stored checksum does not
     raw.write_bytes(bytes(blob))
     with pytest.raises(sources.DatasetError):
-        list(sources._tar_entries(raw, 1 << 20))
+        list(archives.tar_entries(raw, 1 << 20))

@@ -88,7 +88,8 @@ def test_failed_cells_are_recorded_do_not_stop_others_and_are_retried(tmp_path, 
     (prepared / "broken" / "train_x.npy").unlink()
     project = make_project(tmp_path / "p")
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["prepare"]["files"] = {"broken": {"format": "digits", "source": "x", "sha256": "", "image_size": 0}}
+    params["prepare"]["files"] = {"broken": {"format": "digits", "source": "x", "sha256": "", "image_size": 0,
+                                            "max_aspect": 1.0, "eval_resize": 0, "eval_crop": 0}}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     set_params(project, datasets=["digits", "broken"])
 
