@@ -113,7 +113,9 @@ FINGERPRINT_ROOTS: dict[str, set[str]] = {
     "models/registry.py": {"build_model", "model_flops", "count_params"},
     "train.py": {"train_cell", "build_cell_model", "pin_numeric_environment"},
     "data/artifact.py": {"load_prepared"},
-    "data/loader.py": {"DeviceLoader", "Augment"},
+    "data/loader.py": {"DeviceLoader", "shard_indices"},
+    "data/augment.py": {"Augment", "crop_windows", "random_flip", "plans", "oriented", "crop_resize", "jitter_params",
+                        "color_jitter", "lighting_offsets", "store_problems"},
     "env.py": {"pinned_env"},
 }
 

@@ -104,6 +104,9 @@ def test_verify_reproduces_a_committed_smoke_cell_and_flags_a_tampered_one(prepa
     ("models/blocks.py", "class BasicBlock(", "EPS = 1\n\n\nclass BasicBlock(", False),  # unreferenced constant
     ("data/artifact.py", "def check_out_dir(", "def _prepare_only():\n    return 2\n\n\ndef check_out_dir(", False),
     ("data/loader.py", "class DeviceLoader", "LOADER_NOTE = 1\n\n\nclass DeviceLoader", False),
+    ("data/augment.py", "support = torch.where(scale >= 1, scale,", "support = torch.where(scale > 1, scale,", True),
+    ("data/augment.py", "RESIZE_TRIES = 10", "RESIZE_TRIES = 9", True),
+    ("data/images.py", "CHUNK_IMAGES = 256", "CHUNK_IMAGES = 128", False),  # prepare code: in the content hash
     ("env.py", '"MKL_CBWR": "AVX2"', '"MKL_CBWR": "AVX512"', True),
 ])
 def test_code_fingerprint_follows_training_code_only(tmp_path, module, old, new, changes):

@@ -46,7 +46,7 @@ def shard_indices(n: int, *, shuffle: bool, gen, rank: int, world_size: int, bat
                   drop_last: bool) -> list[torch.Tensor]:
     """This rank's batches of row indices (CPU int64), see the module docstring."""
     if not shuffle:
-        mine = torch.arange(rank, n, world_size)
+        mine = torch.arange(n)[rank::world_size]
         size = batch_size
     else:
         perm = torch.randperm(n, generator=gen)
