@@ -114,8 +114,8 @@ FINGERPRINT_ROOTS: dict[str, set[str]] = {
     "train.py": {"train_cell", "build_cell_model", "pin_numeric_environment"},
     "data/artifact.py": {"load_prepared"},
     "data/loader.py": {"DeviceLoader", "shard_indices"},
-    "data/augment.py": {"Augment", "crop_windows", "random_flip", "plans", "oriented", "crop_resize", "jitter_params",
-                        "color_jitter", "lighting_offsets", "store_problems"},
+    "data/augment.py": {"Augment", "crop_windows", "random_flip", "flip_mask", "plans", "oriented", "crop_resize",
+                        "jitter_params", "color_jitter", "lighting_offsets", "store_problems"},
     "env.py": {"pinned_env"},
 }
 

@@ -164,3 +164,48 @@ def test_resolution_schedule_is_ffcvs():
         return int(np.round(np.interp([epoch], [start, end], [160, 192])[0] / 32)) * 32
 
     assert [s.at(e, 88) for e in range(1, 89)] == [ffcv(e - 1) for e in range(1, 89)]
+
+
+@pytest.mark.parametrize("method", ["matmul", "per_image"])
+def test_flip_and_normalise_inside_the_crop_resize_equal_doing_them_after(method):
+    x = smooth_images(10, 30, 40)
+    rows, cols = aug.plans(torch.full((10,), 30), torch.full((10,), 40),
+                           aug.Augment(resized_crop=aug.ResizedCrop(16, (0.08, 1.0), (3 / 4, 4 / 3))), 16,
+                           torch.Generator().manual_seed(4))
+    t = torch.tensor([0, 1] * 5)  # half of them "stored transposed": the planes are square here
+    flip = aug.flip_mask(10, torch.Generator().manual_seed(5))
+    scale, shift = torch.tensor([1 / 60, 1 / 50, 1 / 40]).view(1, 3, 1, 1), torch.tensor([-2.0, -1.5, -1.0]).view(1, 3, 1, 1)
+    fused = aug.crop_resize(x, torch.arange(10), rows, cols, 16, t, method, flip=flip, normalise=(scale, shift))
+    plain = aug.crop_resize(x, torch.arange(10), rows, cols, 16, t, method)
+    plain[flip] = plain[flip].flip(3)
+    assert bool(flip.any()) and not bool(flip.all())
+    assert torch.equal(fused, plain.float().mul_(scale).add_(shift))
+
+
+def test_store_problems_refuse_what_cannot_cut_batches_and_note_the_scale_jitter_approximation():
+    meta = {"resize": {"train": {"policy": "shorter_side_aspect_capped", "size": 256, "slot": [256, 341]}}}
+    crop_pad = aug.store_problems(meta, {"crop_pad": 4, "flip": True}, where="dataset x")
+    assert len(crop_pad[0]) == 2 and "needs augment.resized_crop or augment.scale_jitter" in crop_pad[0][0]
+    assert "crop_pad needs train images of one size" in crop_pad[0][1]
+    assert aug.store_problems(meta, {"resized_crop": {"size": 224, "scale": [0.08, 1], "ratio": [0.75, 1.33]}},
+                              where="x") == ([], [])
+    problems, notes = aug.store_problems(meta, {"scale_jitter": {"min_size": 256, "max_size": 480, "crop": 224}},
+                                         where="dataset x")
+    assert problems == [] and "an approximation" in notes[0] and "480" in notes[0]
+    fixed = {"resize": None, "shapes": {"train": [3, 32, 32]}}  # CIFAR: one size, crop_pad fine
+    assert aug.store_problems(fixed, {"crop_pad": 4}, where="x") == ([], [])
+
+
+def test_recipe_augmentation_is_validated_and_false_switches_a_part_off():
+    from resnet_bench import config as cfg
+
+    fb = cfg.resolve_recipe({"name": "fb_resnet_imagenet", "augment": {"lighting": False,
+                                                                         "resized_crop": {"size": 128}}})
+    assert fb.augment.lighting is None and fb.augment.resized_crop.size == 128
+    assert fb.augment.resized_crop.scale == [0.08, 1.0] and fb.augment.color_jitter.brightness == 0.4
+    for bad, needle in (({"crop_pad": 4}, "both crop"), ({"scale_jitter": {"min_size": 300, "max_size": 256}},
+                                                          "min_size <= max_size"),
+                        ({"resized_crop": False, "resolution_schedule": {}}, "needs resized_crop"),
+                        ({"resized_crop": {"size": 64, "scale": [0.5, 0.2]}}, "low <= high")):
+        with pytest.raises(cfg.ConfigError, match=needle):
+            cfg.resolve_recipe({"name": "fb_resnet_imagenet", "augment": bad})

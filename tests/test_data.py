@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_bench.data import archives, artifact, sources
+from resnet_bench.data import artifact, sources
 from resnet_bench.data import prepare as prep
 from resnet_bench.data.sources import DatasetError
 
@@ -581,70 +581,3 @@ def test_dvc_repro_prepares_from_params_and_a_loader_edit_leaves_prepare_up_to_d
     ds = artifact.load_prepared(project / "data" / "prepared" / "nette")
     assert ds.test_x.shape[1:] == (3, 12, 12) and ds.meta["content_sha256"] != first
     assert sorted(p.name for p in (project / "data" / "prepared").iterdir()) == ["nette"]
-
-
-# ---- the plain tar reader: same members as tarfile, tarfile for everything else ----------------
-
-
-def _tar_of(path: Path, fmt, members, pax_global=None):
-    """A .tar.gz written by Python's tarfile: members = [(name, bytes | None for a dir | ("link", target))]."""
-    with tarfile.open(path, "w:gz", format=fmt, pax_headers=pax_global or {}) as tar:
-        for name, body in members:
-            info = tarfile.TarInfo(name)
-            if body is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif isinstance(body, tuple):
-                info.type, info.linkname = tarfile.SYMTYPE, body[1]
-                tar.addfile(info)
-            else:
-                info.size = len(body)
-                tar.addfile(info, io.BytesIO(body))
-    return path
-
-
-def _tarfile_listing(path: Path):
-    out = []
-    with tarfile.open(path) as tar:
-        for m in tar:
-            if m.isdir() or m.isfile():
-                out.append((m.name, "dir" if m.isdir() else "file", 0 if m.isdir() else m.size,
-                            tar.extractfile(m).read() if m.isfile() else None))
-    return out
-
-
-@pytest.mark.parametrize("fmt, pax_global", [
-    (tarfile.USTAR_FORMAT, None), (tarfile.GNU_FORMAT, None), (tarfile.PAX_FORMAT, None),
-    (tarfile.PAX_FORMAT, {"comment": "d7d05618061fe37d830fb0419063d113c575ccbc"}),  # as `git archive` writes
-    (tarfile.PAX_FORMAT, {"path": "elsewhere"}),
-], ids=["ustar", "gnu", "pax", "pax-global-comment", "pax-global-path"])
-def test_plain_tar_reader_lists_and_reads_what_tarfile_does(tmp_path, fmt, pax_global):
-    long = "train/" + "d" * 120 + "/c.jpg"  # over 100 bytes: prefix (ustar) / longname (gnu) / pax path
-    members = [("root", None), ("root/train", None), ("root/train/a.jpg", b"A" * 700),
-               ("root/" + long, b"B" * 10), ("root/test/b.jpg", b""), ("root/test/\u00e9t\u00e9.jpg", b"C" * 513)]
-    path = _tar_of(tmp_path / "a.tar.gz", fmt, members, pax_global)
-    got = list(archives.tar_entries(path, 1 << 20, wanted=lambda name: True))
-    assert got == _tarfile_listing(path)
-
-
-def test_plain_tar_reader_hands_a_link_to_tarfile_which_refuses_it(tmp_path):
-    path = _tar_of(tmp_path / "l.tar.gz", tarfile.USTAR_FORMAT,
-                   [("root", None), ("root/a.jpg", b"A"), ("root/evil.jpg", ("link", "/etc/passwd"))])
-    seen = []
-    with pytest.raises(sources.DatasetError, match="links refused"):
-        for name, *_ in archives.tar_entries(path, 1 << 20):
-            seen.append(name)
-    assert seen == ["root", "root/a.jpg"]  # each member once: tarfile resumed after the plain reader
-
-
-def test_plain_tar_reader_leaves_a_bad_checksum_to_tarfile(tmp_path):
-    raw = tmp_path / "c.tar"
-    with tarfile.open(raw, "w", format=tarfile.USTAR_FORMAT) as tar:
-        info = tarfile.TarInfo("root/a.jpg")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"abc"))
-    blob = bytearray(raw.read_bytes())
-    blob[0] ^= 1  # the name changes, the stored checksum does not
-    raw.write_bytes(bytes(blob))
-    with pytest.raises(sources.DatasetError):
-        list(archives.tar_entries(raw, 1 << 20))

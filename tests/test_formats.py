@@ -14,7 +14,7 @@ import pytest
 import torchvision.transforms as T
 from PIL import Image
 
-from resnet_bench.data import artifact
+from resnet_bench.data import archives, artifact
 from resnet_bench.data import prepare as prep
 from resnet_bench.data.decode import decode_rgb
 from resnet_bench.data.sources import DatasetError
@@ -255,3 +255,99 @@ def test_content_hash_covers_the_store_policy(tmp_path):
                "resize": ["--max-aspect", "1.5", "--eval-resize", "20"],
                "crop": ["--max-aspect", "1.5", "--eval-crop", "12"]}.items()}
     assert len(hashes) == 4
+
+
+# ---- the plain tar reader: same members as tarfile, tarfile for everything else ----------------
+
+
+def _tar_of(path: Path, fmt, members, pax_global=None):
+    """A tar (.tar.gz: gzipped) written by Python's tarfile: members = [(name, bytes | None for a dir |
+    ("link", target))]."""
+    mode = "w:gz" if path.name.endswith(".gz") else "w"
+    with tarfile.open(path, mode, format=fmt, pax_headers=pax_global or {}) as tar:
+        for name, body in members:
+            info = tarfile.TarInfo(name)
+            if body is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif isinstance(body, tuple):
+                info.type, info.linkname = tarfile.SYMTYPE, body[1]
+                tar.addfile(info)
+            else:
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+    return path
+
+
+def _tarfile_listing(path: Path):
+    out = []
+    with tarfile.open(path) as tar:
+        for m in tar:
+            if m.isdir() or m.isfile():
+                out.append((m.name, "dir" if m.isdir() else "file", 0 if m.isdir() else m.size,
+                            tar.extractfile(m).read() if m.isfile() else None))
+    return out
+
+
+@pytest.mark.parametrize("fmt, pax_global", [
+    (tarfile.USTAR_FORMAT, None), (tarfile.GNU_FORMAT, None), (tarfile.PAX_FORMAT, None),
+    (tarfile.PAX_FORMAT, {"comment": "d7d05618061fe37d830fb0419063d113c575ccbc"}),  # as `git archive` writes
+    (tarfile.PAX_FORMAT, {"path": "elsewhere"}),
+], ids=["ustar", "gnu", "pax", "pax-global-comment", "pax-global-path"])
+def test_plain_tar_reader_lists_and_reads_what_tarfile_does(tmp_path, fmt, pax_global):
+    long = "train/" + "d" * 120 + "/c.jpg"  # over 100 bytes: prefix (ustar) / longname (gnu) / pax path
+    members = [("root", None), ("root/train", None), ("root/train/a.jpg", b"A" * 700),
+               ("root/" + long, b"B" * 10), ("root/test/b.jpg", b""), ("root/test/\u00e9t\u00e9.jpg", b"C" * 513)]
+    path = _tar_of(tmp_path / "a.tar.gz", fmt, members, pax_global)
+    got = list(archives.tar_entries(path, 1 << 20, wanted=lambda name: True))
+    assert got == _tarfile_listing(path)
+
+
+def test_plain_tar_reader_hands_a_link_to_tarfile_which_refuses_it(tmp_path):
+    path = _tar_of(tmp_path / "l.tar.gz", tarfile.USTAR_FORMAT,
+                   [("root", None), ("root/a.jpg", b"A"), ("root/evil.jpg", ("link", "/etc/passwd"))])
+    seen = []
+    with pytest.raises(DatasetError, match="links refused"):
+        for name, *_ in archives.tar_entries(path, 1 << 20):
+            seen.append(name)
+    assert seen == ["root", "root/a.jpg"]  # each member once: tarfile resumed after the plain reader
+
+
+def test_plain_tar_reader_leaves_a_bad_checksum_to_tarfile(tmp_path):
+    raw = tmp_path / "c.tar"
+    with tarfile.open(raw, "w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("root/a.jpg")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    blob = bytearray(raw.read_bytes())
+    blob[0] ^= 1  # the name changes, the stored checksum does not
+    raw.write_bytes(bytes(blob))
+    with pytest.raises(DatasetError):
+        list(archives.tar_entries(raw, 1 << 20))
+
+
+@pytest.mark.parametrize("outer", ["tar", "tar.gz", "pax.tar"])
+def test_a_nested_tar_the_plain_reader_leaves_to_tarfile(tmp_path, outer):
+    """An inner tar with a pax header (long name): the plain reader gives up on it, seeks back to its start
+    and lets tarfile read it (an uncompressed outer tar, or a gzip one, re-read from its start); an outer
+    tar that tarfile itself must read (pax) streams its members without seeking: one error line."""
+    long = "n01440764_" + "9" * 120 + ".JPEG"
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, blob in (("n01440764_1.JPEG", b"A" * 10), (long, b"B" * 600)):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    members = [("n01440764.tar", inner.getvalue()), ("n02119789.tar", _tar_bytes({"n02119789_1.JPEG": b"C"}))]
+    if outer == "pax.tar":  # its first header is pax: tarfile reads the outer archive from the start
+        members.insert(0, ("x" * 120 + ".txt", b"pax outer"))
+    fmt = tarfile.PAX_FORMAT if outer == "pax.tar" else tarfile.USTAR_FORMAT
+    path = _tar_of(tmp_path / f"outer.{outer}", fmt, members)
+    entries = lambda: archives.tar_entries(path, 1 << 20, wanted=lambda n: True, inner=lambda n: n.endswith(".tar"))
+    if outer == "pax.tar":
+        with pytest.raises(DatasetError, match="read only from an uncompressed outer archive"):
+            list(entries())
+        return
+    assert [(n, b) for n, _, _, b in entries()] == [
+        ("n01440764.tar/n01440764_1.JPEG", b"A" * 10), (f"n01440764.tar/{long}", b"B" * 600),
+        ("n02119789.tar/n02119789_1.JPEG", b"C")]

@@ -152,7 +152,8 @@ def test_one_rank_yields_the_single_process_stream():
     x = torch.randint(0, 256, (45, 3, 8, 8), dtype=torch.uint8)
     for resident in (True, False):
         ld = DeviceLoader(x, torch.arange(45), batch_size=8, shuffle=True, seed=7, mean=[0.5] * 3, std=[0.25] * 3,
-                          augment=Augment(crop_pad=2, flip=True), max_resident_bytes=None if resident else 0)
+                          augment=Augment(crop_pad=2, flip=True), max_resident_bytes=None if resident else 0,
+                          prefetch=2)
         ld.set_epoch(3)
         want = single_process_stream(x, 7, 3, 8, 2, True, 0.5, 0.25)
         for (xa, ya), (xb, yb) in zip(ld, want, strict=True):

@@ -13,8 +13,9 @@ image exactly once, no padding.
 Prefetch: a background thread makes batches ahead into a bounded queue; each batch's rows are gathered
 from the host split into one of `prefetch + 1` preallocated host buffers (pinned on CUDA), copied to the
 device on a side CUDA stream and augmented there; the consumer's stream waits on the batch's event.
-The same code runs on CPU (thread, ring, no streams), and `prefetch=0` runs it inline: the batches are
-identical either way.
+The same code runs on CPU (thread, ring, no streams; inline by default there, where a producer thread
+only competes with training for the cores), and `prefetch=0` runs it inline: the batches are identical
+either way.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import threading
 import numpy as np
 import torch
 
-from resnet_bench.data.augment import (Augment, color_jitter, crop_resize, crop_windows, jitter_params,
+from resnet_bench.data.augment import (Augment, color_jitter, crop_resize, crop_windows, flip_mask, jitter_params,
                                        lighting_offsets, oriented, plans, random_flip)
 
-PREFETCH_BATCHES = 2  # batches made ahead of the one in use: hides a host gather + copy behind a step
+PREFETCH_BATCHES = 2  # CUDA: batches made ahead of the one in use, hiding a host gather + copy behind a step
 
 
 def default_resident_bytes(device) -> int:
@@ -40,6 +41,24 @@ def default_resident_bytes(device) -> int:
     import psutil
 
     return psutil.virtual_memory().available // 2
+
+
+@contextlib.contextmanager
+def _one_thread(enabled: bool):
+    """Intra-op threads 1 for the block: the per-image crop-resize on CPU issues a few small ops per image,
+    each of which would fork the OpenMP team; on busy cores every fork waits for a descheduled thread
+    (measured: 13 vs 235 img/s at load 19 on 2 cores, docs/benchmarks/loader.md). Only used inline,
+    where no other thread runs torch ops (the count is process-wide); each image's values do not depend
+    on it (every output pixel is computed alone)."""
+    if not enabled:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def shard_indices(n: int, *, shuffle: bool, gen, rank: int, world_size: int, batch_size: int,
@@ -78,7 +97,7 @@ class DeviceLoader:
     def __init__(self, x_uint8, y, *, batch_size: int, shuffle: bool, seed: int, mean, std,
                  augment: Augment | None = None, extents=None, epochs: int = 1, device="cpu",
                  drop_last: bool = False, max_resident_bytes: int | None = None, rank: int = 0,
-                 world_size: int = 1, prefetch: int = PREFETCH_BATCHES, resample: str | None = None):
+                 world_size: int = 1, prefetch: int | None = None, resample: str | None = None):
         x = torch.from_numpy(x_uint8) if isinstance(x_uint8, np.ndarray) else x_uint8
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"expected uint8 N x C x H x W images, got {x.dtype} {tuple(x.shape)}")
@@ -110,6 +129,10 @@ class DeviceLoader:
             self.x = x  # stays on the host (memory-mapped): only each batch's rows are read
         self.y = torch.as_tensor(np.asarray(y) if isinstance(y, np.ndarray) else y).to(self.device, torch.int64)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        # On CPU a producer thread would only compete with the training threads for the same cores (and
+        # two OpenMP teams on two cores wait on each other at every op): inline there unless asked.
+        if prefetch is None:
+            prefetch = PREFETCH_BATCHES if self.device.type == "cuda" else 0
         self.rank, self.world_size, self.prefetch, self.epochs = rank, world_size, max(0, int(prefetch)), epochs
         self.resample = resample or ("per_image" if self.device.type == "cpu" else "matmul")
         # Normalise as (x/255 - mean)/std = x * scale + shift, per channel: shape 1 x C x 1 x 1.
@@ -181,9 +204,14 @@ class DeviceLoader:
         return x.float().mul_(self.scale).add_(self.shift)
 
     def _make(self, idx_cpu: torch.Tensor, slot: int, gen):
-        src, index = self._rows(idx_cpu, slot)
-        labels = self.y[idx_cpu.to(self.device)]
         aug = self.augment
+        if aug is not None and aug.crops and self.resample == "per_image" and self.device.type == "cpu":
+            # Each image's window is read straight from the (memory-mapped) split: gathering whole rows
+            # into the ring first would copy the 256 x 341 slot to use the crop of it.
+            src, index = self.x, idx_cpu
+        else:
+            src, index = self._rows(idx_cpu, slot)
+        labels = self.y[idx_cpu.to(self.device)]
         if aug is None or not aug.crops:
             x = crop_windows(src, index, self.pad, gen) if self.pad else src[index]
             if aug is not None and aug.flip:
@@ -193,11 +221,12 @@ class DeviceLoader:
         t = ext[:, 2]
         height, width = torch.where(t.bool(), ext[:, 1], ext[:, 0]), torch.where(t.bool(), ext[:, 0], ext[:, 1])
         rows, cols = oriented(*plans(height, width, aug, self.out_size(), gen), t)
-        x = crop_resize(src, index, rows, cols, self.out_size(), t, self.resample)
-        if aug.flip:
-            x = random_flip(x, gen)
-        if not aug.colour:
-            return self._normalise(x), labels
+        flip = flip_mask(len(idx_cpu), gen) if aug.flip else None
+        with _one_thread(self.resample == "per_image" and self.prefetch == 0):
+            if not aug.colour:
+                return crop_resize(src, index, rows, cols, self.out_size(), t, self.resample, flip=flip,
+                                   normalise=(self.scale, self.shift)), labels
+            x = crop_resize(src, index, rows, cols, self.out_size(), t, self.resample, flip=flip)
         x01 = x.float().div_(255.0)
         if aug.color_jitter is not None:
             x01 = color_jitter(x01, *jitter_params(len(x01), aug.color_jitter, gen))

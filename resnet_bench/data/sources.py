@@ -13,9 +13,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-# Largest raw member read into memory. The largest member of any supported release is CIFAR-100's
-# `train` pickle (50,000 x 3,072 bytes + labels, about 155 MB), so 256 MiB admits every official file
-# and refuses a 1 GiB member before it is read. `--max-member-mb` changes it.
+# Largest raw member read into memory. The largest member of the supported releases but one is
+# CIFAR-100's `train` pickle (50,000 x 3,072 bytes + labels, about 155 MB; an ILSVRC2012 JPEG is at
+# most a few MB, its per-class tars are streamed, not read whole), so 256 MiB admits them and refuses
+# a 1 GiB member before it is read. Imagenet64's 1.57 GB batches have their own cap
+# (readers.imagenet_downsampled). `--max-member-mb` changes it.
 DEFAULT_MAX_MEMBER_MB = 256
 
 class DatasetError(ValueError):
