@@ -112,10 +112,13 @@ def environment(device: str | torch.device | None = None, cwd=None, *, git: bool
 # Names another module imports are roots of their own module (a test checks this for the
 # models/ and data/ modules: tests/test_reproducible.py).
 FINGERPRINT_ROOTS: dict[str, set[str]] = {
-    "models/blocks.py": {"BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck", "Block", "PREACT_UNITS",
+    "models/blocks.py": {"BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck", "Block",
                          "conv3x3"},
     "models/trunk.py": {"ResNet"},
     "models/registry.py": {"build_model", "model_flops", "count_params"},
+    "vocab.py": {"PREACT_UNITS", "VERSION_UNIT", "VERSION_UNITS"},  # what blocks and resolve_arch decide by
+    "architectures.py": {"resolve_arch", "parse_model_name", "available_models", "LAYERS", "IMAGENET_LAYERS",
+                         "CIFAR_LAYERS", "DEFAULT_WIDTH", "MODEL_NAMES", "ModelName", "_check_choice", "_unknown_model"},
     "train.py": {"train_cell", "build_cell_model", "pin_numeric_environment"},
     # What train.py calls as `rt.<name>`: precision, determinism, the step, compilation, memory share, timing.
     "runtime.py": {"set_tf32", "set_determinism", "autocast", "grad_scaler", "train_step", "cpu_bf16_problem",

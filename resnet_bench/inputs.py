@@ -155,7 +155,14 @@ def read_bytes(path: str | Path, *, max_bytes: int) -> bytes:
     p = Path(path)
     with _open_regular(p) as f:
         try:
-            data = f.read(max_bytes + 1)
+            # read(n) allocates n bytes before reading: ask for the file's size (plus one, to see growth),
+            # not the cap (a 1 GiB cap would reserve 1 GiB for a 2 KiB meta.json)
+            data = f.read(min(max_bytes, os.fstat(f.fileno()).st_size) + 1)
+            while len(data) <= max_bytes:  # grew since fstat: the rest in 1 MiB steps, still capped
+                more = f.read(min(1 << 20, max_bytes - len(data) + 1))
+                if not more:
+                    break
+                data += more
         except OSError as err:
             raise InputError(f"{p}: cannot read ({err.strerror})") from None
     if len(data) > max_bytes:

@@ -16,6 +16,9 @@ VERSION_UNIT = {"v1": "original", "v2": "full_preact"}
 UNIT_VERSION = {unit: ("v2" if unit == "full_preact" else "v1") for unit in UNITS}
 # Units a model name's version admits: resnet20_v2 with unit 'original' is a contradiction.
 VERSION_UNITS = {"v1": UNITS[:4], "v2": UNITS[4:]}
+# Units whose activation sits at the start of the residual branch; the trunk then moves
+# the stem's activation into the first unit and adds one after the last ([v2] Sec. 4.1).
+PREACT_UNITS = ("relu_only_preact", "full_preact")
 
 STEMS = ("imagenet", "cifar")
 VARIANTS = ("modern", "paper")

@@ -414,10 +414,9 @@ def worker_oom(args) -> None:
     import resource
 
     vm = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
-    # 512 MiB more: room for what any CPU's libraries map on first use (MKL/OpenMP buffers, lazy imports),
-    # while batch 1024 of ResNet-18 at 32 px (268 MB per first-stage activation) and the batch-512 cell
-    # below (about 2.7 GB of activations) still cannot fit
-    resource.setrlimit(resource.RLIMIT_AS, (vm + 2**29, resource.RLIM_INFINITY))
+    # 128 MiB more: batch 1024 of ResNet-18 at 32 px and the batch-512 cell below cannot fit. A refusal
+    # anywhere in the step (ATen's allocator or a Python/NumPy MemoryError) counts as out of memory.
+    resource.setrlimit(resource.RLIMIT_AS, (vm + 2**27, resource.RLIM_INFINITY))
     # ATen's own convolutions: oneDNN reports a refused scratchpad as "could not create a primitive",
     # which says nothing about memory; the host allocator's refusal does.
     torch.backends.mkldnn.enabled = False

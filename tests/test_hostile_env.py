@@ -43,7 +43,8 @@ class Row:
 
 PREPARE = ["prepare", "--name", "digits", "--out", "{tmp}/out/digits"]
 SWEEP = ["sweep", "--prepared-dir", "{prepared}"]
-FILE = {"format": "cifar10", "source": "raw.tar.gz", "sha256": "", "image_size": 0}
+FILE = {"format": "cifar10", "source": "raw.tar.gz", "sha256": "", "image_size": 0, "max_aspect": 1.0, "eval_resize": 0,
+        "eval_crop": 0}
 
 ROWS = [
     # ---- the environment: RAY_ADDRESS / sweep.ray_address / --ray-address (a sweep with cells to train)

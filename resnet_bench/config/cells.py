@@ -10,6 +10,7 @@ from typing import Optional
 
 from pydantic import Field, ValidationError, model_validator
 
+from resnet_bench.architectures import resolve_arch
 from resnet_bench.config.errors import ConfigError, _problems
 from resnet_bench.config.recipes import RECIPES
 from resnet_bench.config.schema import (Arch, Bench, DatasetName, Experiment, Fraction01, Grid, ModelName, Name,
@@ -135,8 +136,6 @@ def _architectures(grid: Grid) -> list[tuple[str, str, str, int]]:
 
 def resolved_arch(arch: Arch, model: str, unit: str) -> Arch:
     """The arch with the variant's shortcut and bottleneck stride written out (what is built)."""
-    from resnet_bench.models import resolve_arch
-
     try:
         choice = resolve_arch(model, variant=arch.variant, unit=unit, shortcut=arch.shortcut,
                               bottleneck_stride=arch.bottleneck_stride)

@@ -9,6 +9,7 @@ import re
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator, model_validator
 
+from resnet_bench.architectures import LAYERS, MODEL_NAMES
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
 from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, DATASET_NAME_PATTERN, IMAGE_FORMATS, MODEL_PATTERN,
                                 NAME_PATTERN, NUMERIC_PIN_LEVELS, OPTIMIZERS, REPORT_CONTEXTS, REPORT_FORMATS,
@@ -292,10 +293,7 @@ class Resources(Strict):
 
 
 def _registry() -> tuple[list[str], list[int]]:
-    from resnet_bench.models import available_models
-
-    names = available_models()
-    return names, sorted({int(m.removeprefix("resnet").split("_")[0]) for m in names})
+    return list(MODEL_NAMES), sorted(LAYERS)
 
 
 class Grid(Strict):

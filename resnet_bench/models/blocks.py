@@ -10,12 +10,9 @@ from typing import Union
 import torch
 from torch import Tensor, nn
 
-from resnet_bench.vocab import BOTTLENECK_STRIDES, SHORTCUTS
+from resnet_bench.vocab import BOTTLENECK_STRIDES, PREACT_UNITS, SHORTCUTS  # noqa: F401  (PREACT_UNITS: re-exported)
 
 # [v2] Fig. 4 / Table 2, panels (a)-(e): resnet_bench.vocab.UNITS; (a) is the v1 unit, (e) the v2 unit.
-# Units whose activation sits at the start of the residual branch; the trunk then moves
-# the stem's activation into the first unit and adds one after the last ([v2] Sec. 4.1).
-PREACT_UNITS = ("relu_only_preact", "full_preact")
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     # No bias (as in both papers): the shift of a following BN makes it redundant.

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from resnet_bench.argparsing import Parser
-from resnet_bench.models.registry import (_LAYERS, _MODELS, _unknown_model, available_models, build_model, count_params, model_flops,
-                                          parse_model_name, resolve_arch)
+from resnet_bench.models.registry import (LAYERS, _MODELS, _unknown_model, available_models, build_model,
+                                          count_params, model_flops, parse_model_name, resolve_arch)
 from resnet_bench.vocab import BOTTLENECK_STRIDES, SHORTCUTS, STEMS, UNITS, VARIANTS
 
 # --------------------------------------------------------------------------- CLI
@@ -22,7 +22,7 @@ from resnet_bench.vocab import BOTTLENECK_STRIDES, SHORTCUTS, STEMS, UNITS, VARI
 def _table_order(name: str) -> tuple:
     # ImageNet family, then CIFAR basic, then CIFAR bottleneck; by depth within each.
     family, depth, version = parse_model_name(name)
-    return (family != "imagenet", _LAYERS[depth][0], depth, version)
+    return (family != "imagenet", LAYERS[depth][0], depth, version)
 
 
 # Each family's own input: [v1] Table 1 (ImageNet, 224x224 crops, 1000 classes) and
@@ -81,7 +81,7 @@ def model_row(name: str, *, img: int | None = None, num_classes: int | None = No
     with torch.device("meta"):
         model = build_model(name, num_classes, in_channels, variant=variant, shortcut=shortcut,
                             bottleneck_stride=bottleneck_stride)
-    kind, layers = _LAYERS[depth]
+    kind, layers = LAYERS[depth]
     flops = model_flops(model, (1, in_channels, img, img))
     params = count_params(model)
     return {

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from resnet_bench.models.blocks import (PREACT_UNITS, BasicBlock, Block, Bottleneck, PreActBasicBlock,
+from resnet_bench.models.blocks import (BasicBlock, Block, Bottleneck, PreActBasicBlock,
                                         PreActBottleneck, conv3x3)
-from resnet_bench.vocab import STEMS
+from resnet_bench.vocab import PREACT_UNITS, STEMS
 
 # --------------------------------------------------------------------------- trunk
 
