@@ -89,6 +89,37 @@ def _candidates(latest, adopted: str | None, storage: str | None, cell_id: str) 
     return out
 
 
+def _keep_models(record: dict, states: dict, work: Path, storage: str | None, prepared_dir: str) -> None:
+    """The ok cell's model files (train_cell's `on_models` states) written in the trial's work dir and
+    uploaded to storage; `record["models"]` names them with size and SHA-256 for the driver, which
+    copies them into cells/ (resnet_bench.sweep.storage.fetch_model)."""
+    import hashlib
+
+    from resnet_bench.inputs import read_json
+    from resnet_bench.models.files import dataset_info, model_bytes, model_file_name
+    from resnet_bench.sweep.storage import upload_models
+
+    if record["status"] != "ok" or not states or not storage:
+        return
+    cell_id = record["cell_id"]
+    dataset = dataset_info(read_json(Path(prepared_dir) / record["config"]["dataset"] / "meta.json"))
+    folder = work / "models"
+    folder.mkdir()
+    m, refs = record["metrics"], {}
+    for kind, (epoch, state) in states.items():
+        e = record["epochs"][epoch - 1]
+        metrics = ({k: m.get(k) for k in ("test_acc", "test_top5_acc", "test_loss", "best_val_acc", "best_val_epoch",
+                                          "final_val_acc", "epochs_completed", "params")} if kind == "final" else
+                   {k: e.get(k) for k in ("val_acc", "val_loss", "test_acc", "test_loss")})
+        data = model_bytes(state, cell_config=record["config"], kind=kind, epoch=epoch, metrics=metrics,
+                           dataset=dataset)
+        name = model_file_name(cell_id, kind)
+        (folder / name).write_bytes(data)
+        refs[kind] = {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "epoch": epoch}
+    upload_models(storage, cell_id, folder)
+    record["models"] = refs
+
+
 def train_trial(trial_config: dict) -> None:
     """One cell. Reports the whole record as the final result; never raises for a cell error.
 
@@ -136,9 +167,12 @@ def train_trial(trial_config: dict) -> None:
                     raise DiskFull(disk_full_message(storage or "?", "the epoch checkpoint to Tune storage")) from None
                 raise
 
+        states: dict = {}
         try:
             record = train_cell(cell, paths["prepared_dir"], checkpoint_path=work / CKPT_FILE,
-                                on_epoch=epochs.append, on_checkpoint=on_checkpoint, provenance=provenance)
+                                on_epoch=epochs.append, on_checkpoint=on_checkpoint, provenance=provenance,
+                                keep_models=trial_config.get("keep_models", "none"), on_models=states.update)
+            _keep_models(record, states, work, storage, paths["prepared_dir"])
         except Exception as err:  # recorded, never swallowed: the record carries the traceback
             if isinstance(err, DiskFull) or is_disk_full(err):
                 full = str(err) if isinstance(err, DiskFull) else disk_full_message(
