@@ -82,11 +82,25 @@ def model_bytes(state_dict: dict, *, cell_config: dict, kind: str, epoch: int, m
     return save(tensors, metadata=metadata)
 
 
-def write_model_file(path: Path, data: bytes) -> None:
-    """Atomically: a temporary file beside it, fsynced, renamed (a kill leaves no half-written model)."""
-    from resnet_bench.outputs import atomic_write
+def write_cell_models(record: dict, states: dict, folder: Path, prepared_meta: dict) -> dict:
+    """An ok cell's model files in `folder`, from train_cell's record and its `on_models` states
+    (`{kind: (epoch, state_dict)}`); returns the record's `models` block (file, bytes, sha256, epoch)."""
+    import hashlib
 
-    atomic_write(Path(path), data)
+    m, refs = record["metrics"], {}
+    dataset = dataset_info(prepared_meta)
+    for kind, (epoch, state) in states.items():
+        e = record["epochs"][epoch - 1]
+        # What these weights scored: the final test pass, or the best epoch's validation and test curve.
+        metrics = ({k: m.get(k) for k in ("test_acc", "test_top5_acc", "test_loss", "best_val_acc", "best_val_epoch",
+                                          "final_val_acc", "epochs_completed", "params")} if kind == "final" else
+                   {k: e.get(k) for k in ("val_acc", "val_loss", "test_acc", "test_loss")})
+        data = model_bytes(state, cell_config=record["config"], kind=kind, epoch=epoch, metrics=metrics,
+                           dataset=dataset)
+        name = model_file_name(record["cell_id"], kind)
+        (Path(folder) / name).write_bytes(data)
+        refs[kind] = {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "epoch": epoch}
+    return refs
 
 
 # ---- reading ---------------------------------------------------------------------------------------

@@ -93,30 +93,17 @@ def _keep_models(record: dict, states: dict, work: Path, storage: str | None, pr
     """The ok cell's model files (train_cell's `on_models` states) written in the trial's work dir and
     uploaded to storage; `record["models"]` names them with size and SHA-256 for the driver, which
     copies them into cells/ (resnet_bench.sweep.storage.fetch_model)."""
-    import hashlib
-
     from resnet_bench.inputs import read_json
-    from resnet_bench.models.files import dataset_info, model_bytes, model_file_name
+    from resnet_bench.models.files import write_cell_models
     from resnet_bench.sweep.storage import upload_models
 
     if record["status"] != "ok" or not states or not storage:
         return
-    cell_id = record["cell_id"]
-    dataset = dataset_info(read_json(Path(prepared_dir) / record["config"]["dataset"] / "meta.json"))
     folder = work / "models"
     folder.mkdir()
-    m, refs = record["metrics"], {}
-    for kind, (epoch, state) in states.items():
-        e = record["epochs"][epoch - 1]
-        metrics = ({k: m.get(k) for k in ("test_acc", "test_top5_acc", "test_loss", "best_val_acc", "best_val_epoch",
-                                          "final_val_acc", "epochs_completed", "params")} if kind == "final" else
-                   {k: e.get(k) for k in ("val_acc", "val_loss", "test_acc", "test_loss")})
-        data = model_bytes(state, cell_config=record["config"], kind=kind, epoch=epoch, metrics=metrics,
-                           dataset=dataset)
-        name = model_file_name(cell_id, kind)
-        (folder / name).write_bytes(data)
-        refs[kind] = {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "epoch": epoch}
-    upload_models(storage, cell_id, folder)
+    meta = read_json(Path(prepared_dir) / record["config"]["dataset"] / "meta.json")
+    refs = write_cell_models(record, states, folder, meta)
+    upload_models(storage, record["cell_id"], folder)
     record["models"] = refs
 
 
