@@ -204,3 +204,37 @@ def test_export_refuses_a_network_the_other_library_does_not_have(kept, tmp_path
                    "--out", str(tmp_path / "x.safetensors")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "v1 network: it exports to torchvision (resnet18), not timm" in err, err
+
+
+def test_a_model_that_does_not_fit_the_results_disk_leaves_nothing_half_written(kept, tmp_path):
+    """A real full disk (a 64 KiB tmpfs as cells/): the copy from storage fails as ENOSPC, which the
+    driver names in one line (callbacks._write), and cells/ holds no partial model file."""
+    import os
+
+    from resnet_bench.outputs import disk_full_message, is_disk_full
+    from resnet_bench.sweep.storage import fetch_model, models_uri
+
+    folder, rec = kept
+    ref = rec["models"]["final"]
+    storage = tmp_path / "storage"
+    Path(models_uri(str(storage), rec["cell_id"])).mkdir(parents=True)
+    (Path(models_uri(str(storage), rec["cell_id"])) / ref["file"]).write_bytes((folder / ref["file"]).read_bytes())
+    cells = tmp_path / "R" / "cells"
+    cells.mkdir(parents=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(cells)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        with pytest.raises(OSError) as err:
+            fetch_model(str(storage), rec["cell_id"], ref["file"], nbytes=ref["bytes"], sha256=ref["sha256"],
+                        target=cells / ref["file"])
+        assert is_disk_full(err.value)
+        assert "no space left on" in disk_full_message(cells, "the cell's model file")
+        assert list(cells.iterdir()) == []
+        # a copy that does not match what the trial reported is refused the same way: nothing written
+        with pytest.raises(ValueError, match="the trial wrote"):
+            fetch_model(str(storage), rec["cell_id"], ref["file"], nbytes=ref["bytes"], sha256="0" * 64,
+                        target=tmp_path / "R" / ref["file"])
+        assert not (tmp_path / "R" / ref["file"]).exists()
+    finally:
+        subprocess.run(["umount", str(cells)], capture_output=True)

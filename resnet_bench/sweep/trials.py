@@ -159,7 +159,13 @@ def train_trial(trial_config: dict) -> None:
             record = train_cell(cell, paths["prepared_dir"], checkpoint_path=work / CKPT_FILE,
                                 on_epoch=epochs.append, on_checkpoint=on_checkpoint, provenance=provenance,
                                 keep_models=trial_config.get("keep_models", "none"), on_models=states.update)
-            _keep_models(record, states, work, storage, paths["prepared_dir"])
+            try:
+                _keep_models(record, states, work, storage, paths["prepared_dir"])
+            except OSError as err:
+                if is_disk_full(err):
+                    raise DiskFull(disk_full_message(err.filename or storage or work, "the cell's model file")) \
+                        from None
+                raise
         except Exception as err:  # recorded, never swallowed: the record carries the traceback
             if isinstance(err, DiskFull) or is_disk_full(err):
                 full = str(err) if isinstance(err, DiskFull) else disk_full_message(
