@@ -45,6 +45,7 @@ from resnet_bench.config.errors import _problems
 from resnet_bench.config.schema import MAX_EPOCHS, DatasetName, Strict
 from resnet_bench.inputs import InputError, read_json
 from resnet_bench.outputs import atomic_write, fsync_path, make_dirs
+from resnet_bench.sweep.kept_models import Models, models_missing
 from resnet_bench.vocab import NUMERIC_PIN_LEVELS, RECORD_STATUSES
 
 # ---- value types ---------------------------------------------------------------------------------
@@ -250,22 +251,6 @@ class Attempt(Strict):
     first_epoch: Optional[Positive] = None
     last_epoch: Optional[Positive] = None
     error: Optional[Text] = None
-
-
-class ModelRef(Strict):
-    """A model file kept beside the record (resnet_bench.models.files): its name in cells/, size, hash."""
-
-    file: Annotated[str, Field(pattern=r"^[0-9a-f]{12}(\.best)?\.safetensors$")]
-    bytes: Positive
-    sha256: Sha256
-    epoch: Positive  # the epoch whose weights it holds
-
-
-class Models(Strict):
-    """`models`: the model files of an ok cell (sweep.keep_models); null when it keeps none."""
-
-    final: Optional[ModelRef] = None
-    best: Optional[ModelRef] = None
 
 
 # ---- the record ------------------------------------------------------------------------------------
@@ -544,16 +529,6 @@ def staged_write(path: Path, data: bytes | Any) -> None:
         if staging.name == STAGING:
             with contextlib.suppress(OSError):  # empty again unless another write is under way
                 staging.rmdir()
-
-
-def models_missing(rec: CellRecord, cells_dir: Path, keep_models: str) -> list[str]:
-    """The model files an ok record should have beside it under `keep_models` (sweep.keep_models) but
-    does not (not in the record, or the file is gone)."""
-    if keep_models == "none" or rec.status != "ok":
-        return []
-    kinds = ("final", "best") if keep_models == "best" else ("final",)
-    refs = {k: getattr(rec.models, k) if rec.models else None for k in kinds}
-    return [k for k, ref in refs.items() if ref is None or not (Path(cells_dir) / ref.file).is_file()]
 
 
 def plan(cells: list[cfg.Cell], cells_dir: Path, keep_models: str = "none") -> tuple[list[cfg.Cell], list[cfg.Cell]]:
