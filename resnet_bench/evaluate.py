@@ -57,7 +57,8 @@ def evaluate_model_file(mf, prepared_dir: Path, *, dataset: str | None = None, s
     rt.set_determinism(runtime.deterministic, dev)
     rt.set_tf32(runtime.tf32)
     # The cell's loaders (batch size, order, normalisation from the prepared meta), of the dataset asked.
-    _, val_loader, test_loader, meta = _loaders(cell.model_copy(update={"dataset": name}), Path(prepared_dir), dev)
+    loaders = _loaders(cell.model_copy(update={"dataset": name}), Path(prepared_dir), dev)
+    val_loader, test_loader, meta = loaders[1], loaders[2], loaders[3]  # (train, val, test, meta[, notes])
     loader = test_loader if split == "test" else val_loader
     model = build_network(mf).to(dev)
     if runtime.channels_last:
