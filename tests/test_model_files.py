@@ -113,7 +113,7 @@ def test_the_disk_estimate_counts_the_tensor_bytes_exactly_and_bounds_the_header
 
     from resnet_bench import config as cfg
     from resnet_bench.models.files import read_model_file
-    from resnet_bench.sweep.estimate import HEADER_BYTES_PER_TENSOR, METADATA_BYTES, model_disk_bytes
+    from resnet_bench.sweep.model_disk import HEADER_BYTES_PER_TENSOR, METADATA_BYTES, model_disk_bytes
 
     folder, rec = kept
     cell = cfg.Cell.model_validate(rec["config"])

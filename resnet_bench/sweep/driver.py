@@ -65,9 +65,9 @@ def check_prepared(params: cfg.Params, exp: cfg.Experiment, prepared_dir: Path) 
 
 
 def _models_line(cells: list[cfg.Cell], pending: list[cfg.Cell], prepared_dir: Path, keep: str) -> str:
-    """The dry run's line on the disk the grid's model files take (resnet_bench.sweep.estimate)."""
+    """The dry run's line on the disk the grid's model files take (resnet_bench.sweep.model_disk)."""
     from resnet_bench.inputs import read_json
-    from resnet_bench.sweep.estimate import mib, model_disk_bytes
+    from resnet_bench.sweep.model_disk import mib, model_disk_bytes
 
     metas = {ds: read_json(prepared_dir / ds / "meta.json") for ds in {c.dataset for c in cells}}
     grid = model_disk_bytes(cells, metas=metas, keep_models=keep)

@@ -1,7 +1,5 @@
-"""What a grid will take, from explicit inputs (no Ray, no training): the disk of its model files.
-
-`sweep --dry-run` prints it; a compute plan (time, memory) belongs here too.
-"""
+"""The disk a grid's model files take, from explicit inputs (no Ray, no training): `sweep --dry-run`
+prints it, and a compute plan can call `model_disk_bytes` with the same inputs."""
 
 from __future__ import annotations
 
