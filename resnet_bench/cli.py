@@ -17,7 +17,10 @@ COMMANDS = {
     "sweep": ("resnet_bench.sweep.driver", "main", "run the experiment's grid on Ray Tune"),
     "collect": ("resnet_bench.collect", "main", "tables of all cells"),
     "report": ("resnet_bench.report", "main", "figures and report.md from a results folder"),
-    "verify": ("resnet_bench.verify", "main", "retrain committed cells; identical / within seed spread / outside"),
+    "verify": ("resnet_bench.verify", "main", "retrain committed cells (or, with --eval, re-evaluate their "
+                                              "stored models); identical / within seed spread / outside"),
+    "evaluate": ("resnet_bench.evaluate", "main", "a stored model's accuracy, rebuilt from its own file"),
+    "export": ("resnet_bench.models.export", "main", "a stored model's weights under torchvision's or timm's names"),
     "config": ("resnet_bench.cli", "config_main", "show the resolved experiment (with sources) or write the JSON Schema"),
     "compare": ("resnet_bench.report.compare", "main", "paired differences between two results folders"),
     "init": ("resnet_bench.scaffold", "init_main", "a project of one's own: dvc.yaml, params.yaml, experiments/"),

@@ -226,7 +226,8 @@ def train_epoch(loop: dict, epoch: int, *, warmup_steps: int) -> dict:
 
 def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_path: str | Path | None = None,
                on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None,
-               on_checkpoint: Callable[[Path, dict], None] | None = None, compile_backend: str = "inductor") -> dict:
+               on_checkpoint: Callable[[Path, dict], None] | None = None, compile_backend: str = "inductor",
+               keep_models: str = "none", on_models: Callable[[dict], None] | None = None) -> dict:
     """Train and evaluate one cell; returns its result record (status ok or diverged).
 
     Exceptions other than divergence propagate: the caller (the sweep) records them. A cell whose
@@ -239,6 +240,9 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     `on_checkpoint(path, epoch_record)` runs once that epoch's checkpoint file is
     complete on disk (the sweep hands it to Ray Tune, which persists it to storage).
     `compile_backend`: torch.compile's backend (dynamo's "eager" traces and compiles nothing, for tests).
+    `keep_models` (sweep.keep_models: final | best | none) with `on_models(states)`: an ok cell hands
+    `{"final": (epoch, state_dict), "best": (epoch, state_dict)}` (best only with `best`) to `on_models`
+    after its final evaluation, the weights that evaluation scored (`_best_weights`).
     """
     cell = cell if isinstance(cell, cfg.Cell) else cfg.Cell.model_validate(cell)
     started, t0 = utcnow(), time.perf_counter()
@@ -262,7 +266,8 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     try:
         record = _train(cell, Path(prepared_dir), device, ckpt=Path(checkpoint_path) if checkpoint_path else None,
                         on_epoch=on_epoch, on_checkpoint=on_checkpoint, compile_backend=compile_backend,
-                        cap_bytes=cap_bytes)
+                        cap_bytes=cap_bytes, keep_best=keep_models == "best" and on_models is not None,
+                        on_models=on_models if keep_models != "none" else None)
     except Exception as err:
         if not rt.is_out_of_memory(err):
             raise
@@ -289,8 +294,18 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     }
 
 
+def _best_weights(model: torch.nn.Module) -> dict:
+    """A host copy of the model's state dict: the best-validation weights `keep_models: best` keeps.
+
+    It costs one more copy of the parameters and buffers in host memory while the cell trains (ResNet-152
+    at width 64: 60.2M float32 parameters = 241 MB) and the same again in every epoch checkpoint, so a
+    retried or resumed trial keeps it too; a device-to-host copy each time validation improves.
+    """
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Path | None, on_epoch, on_checkpoint,
-           compile_backend: str, cap_bytes: int | None) -> dict:
+           compile_backend: str, cap_bytes: int | None, keep_best: bool = False, on_models=None) -> dict:
     """The epochs and the final evaluation; the record's status, error, metrics, epochs, compile, dataset."""
     runtime, recipe = cell.runtime, cell.recipe
     train_loader, val_loader, test_loader, meta, augment_notes = _loaders(
@@ -308,6 +323,7 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
             "total_steps": recipe.epochs * len(train_loader)}
     history: list[dict] = []
     start_epoch = 1
+    best_state = None  # keep_best: the weights of the first epoch with the best validation accuracy
     if ckpt and ckpt.exists():
         # weights_only: tensors, numbers, strings, lists and dicts only; a checkpoint is an input
         # (shared storage), and a full unpickler would run whatever it names.
@@ -318,6 +334,7 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
             scaler.load_state_dict(state["scaler"])  # fp16: the loss scale reached, not 2**16 again
             history = state["history"]
             start_epoch = state["epoch"] + 1
+            best_state = state.get("best_model")
 
     status, error = "ok", None
     for epoch in range(start_epoch, recipe.epochs + 1):
@@ -329,6 +346,8 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
         test = evaluate(compiled, test_loader, runtime, device)
         record.update({"val_loss": val["loss"], "val_acc": val["acc"], "test_loss": test["loss"],
                        "test_acc": test["acc"]})
+        if keep_best and all(record["val_acc"] > r["val_acc"] for r in history):  # summarize's choice
+            best_state = _best_weights(model)
         history.append(record)
         if on_epoch:
             on_epoch(record)
@@ -339,7 +358,7 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(ckpt, {"cell_id": cell.cell_id, "epoch": epoch, "model": model.state_dict(),
                                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                                    "history": history})
+                                    "history": history, **({"best_model": best_state} if keep_best else {})})
             if on_checkpoint:
                 on_checkpoint(ckpt, record)
     metrics = summarize(history)
@@ -350,6 +369,11 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
         test = evaluate(compiled, test_loader, runtime, device, topk=topk)
         metrics.update({"test_acc": test["acc"], "test_loss": test["loss"],
                         "test_top5_acc": test.get("top5_acc")})
+        if on_models:
+            states = {"final": (len(history), model.state_dict())}
+            if keep_best and best_state is not None:
+                states["best"] = (metrics["best_val_epoch"], best_state)
+            on_models(states)
     compiled.check()
     return {
         "status": status,

@@ -16,6 +16,12 @@ Where the numeric environment differs from the record's, the parts that differ
 are named. Inputs are the committed `results/<experiment>/expected_cells.json`
 (full configs) and `cells.parquet` (numbers and environment), so a fresh clone
 can verify without the cell records.
+
+`--eval` retrains nothing: it re-evaluates the stored model files of every ok cell of the results
+folder (`cells/<cell_id>.safetensors`, and `.best.safetensors` under sweep.keep_models: best; each
+checked against the SHA-256 its record gives) in seconds per cell, and prints `identical` when the
+model's test accuracy and loss equal the record's to the last bit, `differs` otherwise (with why), or
+`missing` / `not verifiable` (a cell without its model file, data other than this checkout's).
 """
 
 from __future__ import annotations
@@ -106,7 +112,97 @@ def parse_args(argv):
     group.add_argument("--sample", type=int, default=2, help="retrain this many ok cells, chosen at random")
     group.add_argument("--all", action="store_true", help="retrain every ok cell")
     p.add_argument("--seed", type=int, default=0, help="seed of the random sample")
+    p.add_argument("--eval", action="store_true", help="retrain nothing: re-evaluate every ok cell's stored model "
+                                                      "files (cells/*.safetensors) against its record")
     return p.parse_args(argv)
+
+
+def _eval_cells(results: Path) -> list:
+    """(cell, record) of every ok cell of the results folder's grid, records validated."""
+    from resnet_bench import config as cfg
+    from resnet_bench.sweep.records import read_expected, read_record_if_any
+
+    expected_path = results / "expected_cells.json"
+    if not expected_path.exists() and not expected_path.is_symlink():
+        raise cfg.ConfigError(f"--results: {expected_path} not found; give an experiment's results folder "
+                              "(results/<experiment>) made by `dvc repro` (or `dvc pull`)")
+    out = []
+    for cell in read_expected(expected_path):
+        rec = read_record_if_any(results / "cells" / f"{cell.cell_id}.json")
+        if rec is not None and rec.status == "ok":
+            out.append((cell, rec))
+    if not out:
+        raise cfg.ConfigError(f"--results: {results} has no ok cell record in cells/ (run `dvc pull` or `dvc repro`)")
+    return out
+
+
+def eval_verdict(path: Path, ref, rec, prepared: Path) -> tuple[str, str]:
+    """One stored model file against its record: (verdict, detail)."""
+    import hashlib
+    import time
+
+    from resnet_bench.config import ConfigError
+    from resnet_bench.evaluate import evaluate_model_file
+    from resnet_bench.inputs import InputError, open_regular
+    from resnet_bench.models.files import read_model_file
+
+    if not path.exists() and not path.is_symlink():
+        return "missing", f"{path} not found (`dvc pull` fetches it)"
+    try:
+        with open_regular(path) as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except (InputError, OSError) as err:
+        return "differs", str(err)
+    if digest != ref.sha256:
+        return "differs", f"{path.name}: SHA-256 {digest[:12]}... is not the record's {ref.sha256[:12]}..."
+    t0 = time.perf_counter()
+    try:
+        mf = read_model_file(path)
+        if mf.cell.cell_id != rec.cell_id:
+            return "differs", f"{path.name} holds cell {mf.cell.cell_id}, not {rec.cell_id}"
+        got = evaluate_model_file(mf, prepared)
+    except (InputError, ConfigError) as err:  # ModelFileError: a model file refused
+        return "differs", str(err)
+    epoch = rec.epochs[ref.epoch - 1] if mf.kind == "best" else None
+    want_acc, want_loss = (epoch.test_acc, epoch.test_loss) if epoch else (rec.metrics.test_acc, rec.metrics.test_loss)
+    same = got["acc"] == want_acc and got["loss"] == want_loss
+    return ("identical" if same else "differs",
+            f"{mf.kind} (epoch {mf.epoch}): test_acc {want_acc!r} -> {got['acc']!r}, test_loss {want_loss!r} -> "
+            f"{got['loss']!r} ({time.perf_counter() - t0:.1f} s)")
+
+
+def eval_main(args) -> int:
+    """`verify --eval`: every ok cell's stored models re-evaluated (no training)."""
+    from resnet_bench import config as cfg
+    from resnet_bench.data.sources import DatasetError
+    from resnet_bench.inputs import InputError, user_path
+    from resnet_bench.train import pin_numeric_environment
+
+    try:
+        results = user_path(args.results, "--results")
+        pairs = _eval_cells(results)
+        prepared = user_path(args.prepared_dir, "--prepared-dir")
+        data_now = {ds: cfg.data_identity(prepared / ds) for ds in sorted({c.dataset for c, _ in pairs})}
+    except (cfg.ConfigError, InputError, DatasetError) as err:
+        print("\n".join(f"error: {line}" for line in getattr(err, "problems", [str(err)])), file=sys.stderr)
+        return 2
+    pin_numeric_environment(pairs[0][0])  # before any tensor is computed; the same for every cell here
+    print(f"[verify] re-evaluating the stored models of {len(pairs)} ok cells of {args.results}", file=sys.stderr)
+    counts: dict[str, int] = {}
+    for cell, rec in pairs:
+        refs = [r for r in ((rec.models.final, rec.models.best) if rec.models else ()) if r is not None]
+        if cell.data != data_now[cell.dataset]:
+            verdicts = [("not verifiable", "the record's prepared data differs from this checkout's (`dvc pull`)")]
+        elif not refs:
+            verdicts = [("missing", "the record keeps no model file (trained under sweep.keep_models: none); "
+                                    "`resnet-bench verify` retrains it")]
+        else:
+            verdicts = [eval_verdict(results / "cells" / r.file, r, rec, prepared) for r in refs]
+        for result, detail in verdicts:
+            counts[result] = counts.get(result, 0) + 1
+            print(f"{cell.cell_id}  {cell.label():<40} {result}: {detail}", flush=True)
+    print("[verify] " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=sys.stderr)
+    return 0 if set(counts) == {"identical"} else 1
 
 
 def main(argv=None) -> int:
@@ -116,6 +212,8 @@ def main(argv=None) -> int:
     from resnet_bench.train import pin_numeric_environment, train_cell
 
     args = parse_args(argv)
+    if args.eval:
+        return eval_main(args)
     try:
         if args.sample < 1:
             raise cfg.ConfigError(f"--sample: {args.sample} is invalid: give at least 1 (or --all)")

@@ -57,6 +57,10 @@ CELL_STATUSES = (*RECORD_STATUSES, "missing")
 # Deterministic CPU pin levels (runtime.numeric_pin; what each sets: resnet_bench.env.NUMERIC_PINS).
 NUMERIC_PIN_LEVELS = ("portable", "host")
 
+# Which trained weights an ok cell keeps as a model file (sweep.keep_models; resnet_bench.models.files):
+# the final model, the final and the best-validation one, or none.
+KEEP_MODELS = ("final", "best", "none")
+
 REPORT_FORMATS = ("png", "svg", "pdf")
 REPORT_CONTEXTS = ("paper", "notebook", "talk", "poster")
 

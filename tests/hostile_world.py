@@ -221,3 +221,53 @@ def prepared_copy(mutate) -> Callable[[World, Path], None]:
         mutate(meta)
         (t / "prep" / "digits" / "meta.json").write_text(json.dumps(meta))
     return setup
+
+
+def model_file(mutate=None, raw=None) -> Callable[[World, Path], None]:
+    """`{T}/m.safetensors`: a model file of the tiny sweep's first planned cell (random weights), spoilt by
+    `mutate(tensors, metadata)` (then saved again as safetensors) or replaced by `raw(world, good_bytes)`."""
+    def setup(w: World, t: Path):
+        import torch
+        from safetensors.torch import load, save
+
+        from resnet_bench.models.files import model_bytes
+        from resnet_bench.train import build_cell_model
+
+        config = planned_config(w)
+        torch.manual_seed(0)
+        state = build_cell_model(cfg.Cell.model_validate(config), 10, 1).state_dict()
+        data = model_bytes(state, cell_config=config, kind="final", epoch=1, metrics={"test_acc": 0.5},
+                           dataset={"name": "digits", "num_classes": 10, "channels": 1, "height": 8, "width": 8})
+        if mutate is not None:
+            n = int.from_bytes(data[:8], "little")
+            metadata = json.loads(data[8:8 + n])["__metadata__"]
+            tensors = load(data)
+            mutate(tensors, metadata)
+            data = save(tensors, metadata=metadata)
+        if raw is not None:
+            data = raw(w, data)
+        (t / "m.safetensors").write_bytes(data)
+    return setup
+
+
+def edited_config(edit, *, rehash: bool):
+    """A model file mutation: its metadata config edited (`rehash`: its cell id recomputed, so the file is
+    self-consistent but describes another network)."""
+    def mutate(tensors, metadata):
+        config = json.loads(metadata["resnet_bench.config"])
+        edit(config)
+        if rehash:
+            config.pop("cell_id")
+            config["cell_id"] = metadata["resnet_bench.cell_id"] = cfg.Cell.model_validate(config).cell_id
+        metadata["resnet_bench.config"] = json.dumps(config)
+    return mutate
+
+
+class PicklePayload:
+    """Unpickled, it would run a shell command (creates the canary)."""
+
+    def __init__(self, canary: Path):
+        self.canary = canary
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.canary}",)

@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, venv_env
-from hostile_world import (Row, World, image_folder, planned_config, prepared_copy, write_retuned, build_world,
-                           deep, edit_json, edit_record, edit_table, fifo, first_record, raw_file, raw_record)
+from hostile_world import (PicklePayload, Row, World, image_folder, planned_config, prepared_copy, write_retuned,
+                           build_world, deep, edit_json, edit_record, edit_table, edited_config, fifo, first_record,
+                           model_file, raw_file, raw_record)
 from test_collect import make_record
 
 from resnet_bench import cli
@@ -405,7 +406,86 @@ def cli_rows() -> list[Row]:
     return rows
 
 
-ROWS = record_rows() + reader_rows() + output_rows() + cli_rows()
+def model_rows() -> list[Row]:
+    """Model files (resnet_bench.models.files) through evaluate and export: refused in one line, nothing run."""
+    import pickle
+    import struct
+
+    import torch
+
+    EVAL = ["evaluate", "--weights", "{T}/m.safetensors", "--prepared-dir", "{D}"]
+    M = "{T}/m.safetensors"
+
+    def tensor(name, value):
+        return lambda tensors, meta: tensors.update({name: value(tensors[name])})
+
+    def nan(t):
+        t = t.clone()
+        t.view(-1)[0] = float("nan")
+        return t
+
+    rows = [
+        Row("model: a pickle renamed .safetensors (its payload would run)", EVAL, [M, "a pickle", "refused unread"],
+            setup=model_file(raw=lambda w, d: pickle.dumps(PicklePayload(w.canary)))),
+        Row("model: torch.save output renamed .safetensors", EVAL, [M, "zip archive (torch.save)"],
+            setup=model_file(raw=lambda w, d: (lambda b: (torch.save({"w": torch.zeros(2)}, b), b.getvalue())[1])(
+                __import__("io").BytesIO()))),
+        Row("model: header length 2**40 (oversized header)", EVAL, [M, "header length 1099511627776", "exceeds the file"],
+            setup=model_file(raw=lambda w, d: struct.pack("<Q", 2**40) + d[8:])),
+        Row("model: a 32 MiB header in a 33 MiB file", EVAL, [M, "header length 33554432", "exceeds the cap"],
+            setup=model_file(raw=lambda w, d: struct.pack("<Q", 2**25) + b"{" + b" " * (2**25 + 2**20))),
+        Row("model: header longer than the file", EVAL, [M, "exceeds the file"],
+            setup=model_file(raw=lambda w, d: struct.pack("<Q", len(d)) + d[8:])),
+        Row("model: empty file", EVAL, [M, "too short"], setup=model_file(raw=lambda w, d: b"")),
+        Row("model: truncated to half", EVAL, [M, "data_offsets"], setup=model_file(raw=lambda w, d: d[:len(d) // 2])),
+        Row("model: header not JSON", EVAL, [M, "not a JSON object"],
+            setup=model_file(raw=lambda w, d: struct.pack("<Q", 4) + b"abcd")),
+        Row("model: duplicate key in the header", EVAL, [M, "duplicate key"],
+            setup=model_file(raw=lambda w, d: (lambda h: struct.pack("<Q", len(h)) + h)(
+                b'{"__metadata__": {}, "__metadata__": {}}'))),
+        Row("model: NaN weights", EVAL, [M, "'conv1.weight' holds NaN"], setup=model_file(tensor("conv1.weight", nan))),
+        Row("model: infinite weights", EVAL, [M, "'fc.bias' holds infinite"],
+            setup=model_file(tensor("fc.bias", lambda t: torch.full_like(t, float("inf"))))),
+        Row("model: a tensor of the wrong shape", EVAL, [M, "'fc.weight'", "[11,", "the network its config builds"],
+            setup=model_file(tensor("fc.weight", lambda t: torch.zeros(11, t.shape[1])))),
+        Row("model: a float64 tensor", EVAL, [M, "'conv1.weight'", "malformed entry"],
+            setup=model_file(tensor("conv1.weight", lambda t: t.double()))),
+        Row("model: a tensor missing", EVAL, [M, "do not match", "missing 'fc.bias'"],
+            setup=model_file(lambda tensors, meta: tensors.pop("fc.bias"))),
+        Row("model: metadata config of another network (id recomputed)", EVAL, [M, "do not match the network",
+                                                                               "resnet34_v1"],
+            setup=model_file(edited_config(lambda c: c.update(model="resnet34_v1", depth=34), rehash=True))),
+        Row("model: metadata config edited, id kept", EVAL, [M, "metadata", "config"],
+            setup=model_file(edited_config(lambda c: c["recipe"].update(lr=0.2), rehash=False))),
+        Row("model: metadata cell_id not its config's", EVAL, [M, "edited or forged"],
+            setup=model_file(lambda tensors, meta: meta.update({"resnet_bench.cell_id": "0" * 12}))),
+        Row("model: metadata config not JSON", EVAL, [M, "metadata config", "not valid JSON"],
+            setup=model_file(lambda tensors, meta: meta.update({"resnet_bench.config": "{"}))),
+        Row("model: another library's safetensors (no metadata)", EVAL, [M, "no resnet-bench metadata"],
+            setup=model_file(raw=lambda w, d: __import__("safetensors.torch").torch.save({"w": torch.zeros(2)}))),
+        Row("model: epoch beyond the recipe", EVAL, [M, "epoch 99"],
+            setup=model_file(lambda tensors, meta: meta.update({"resnet_bench.epoch": "99"}))),
+        Row("model: a FIFO (subprocess: must not block)", EVAL, [M, "is a FIFO"],
+            setup=lambda w, t: fifo(t / "m.safetensors"), subprocess=True),
+        Row("model: a folder", ["evaluate", "--weights", "{T}/R", "--prepared-dir", "{D}"], ["is a folder"]),
+        Row("evaluate --split train", [*EVAL, "--split", "train"], ["--split", "test, val"], setup=model_file()),
+        Row("evaluate --dataset payload", [*EVAL, "--dataset", SHELL], ["--dataset"], setup=model_file()),
+        Row("evaluate --device tpu", [*EVAL, "--device", "tpu"], ["--device"], setup=model_file()),
+        Row("export --to onnx", ["export", "--weights", M, "--to", "onnx", "--out", "{T}/x.safetensors"],
+            ["--to", "torchvision, timm"], setup=model_file()),
+        Row("export: a CIFAR-stem width-4 network", ["export", "--weights", M, "--to", "torchvision", "--out",
+                                                     "{T}/x.safetensors"], ["no counterpart in torchvision"],
+            setup=model_file()),
+        Row("export --out not ours", ["export", "--weights", M, "--to", "torchvision", "--out",
+                                      "{T}/R/expected_cells.json"], ["--out", "not written by resnet-bench export"],
+            setup=model_file()),
+        Row("export: a NaN model", ["export", "--weights", M, "--to", "torchvision", "--out", "{T}/x.safetensors"],
+            ["holds NaN"], setup=model_file(tensor("conv1.weight", nan))),
+    ]
+    return rows
+
+
+ROWS = record_rows() + reader_rows() + output_rows() + cli_rows() + model_rows()
 
 
 def test_the_table_has_at_least_120_rows_across_every_subcommand():

@@ -39,6 +39,13 @@ def test_dvc_repro_end_to_end(tmp_path, reproduced_tiny):
     assert figures and all(f.stat().st_size > 5_000 for f in figures)
     report = (project / "reports" / "tiny" / "report.md").read_text()
     assert "v1" in report and "v2" in report
+    # every ok cell keeps its final model beside its record (sweep.keep_models: final, the default), whole
+    from resnet_bench.models.files import read_model_file
+
+    for r in cell_records(project).values():
+        model = read_model_file(project / "results" / "tiny" / "cells" / r["models"]["final"]["file"])
+        assert model.cell.cell_id == r["cell_id"] and model.metrics["test_acc"] == r["metrics"]["test_acc"]
+        assert r["models"]["best"] is None
 
     # Nothing changed: nothing reruns.
     log = dvc(project, "repro")
@@ -90,6 +97,21 @@ def test_numbers_are_traceable_shared_through_dvc_and_retrained_only_when_code_c
     dvc(clone, "pull")
     status = dvc(clone, "status")
     assert "up to date" in status, status
+    # Models are results too (issue 23): each ok cell's model file came with its record, and the clone
+    # re-evaluates them without training, bit for bit (verify --eval), and one by its own file (evaluate).
+    pulled = cell_records(clone)
+    for r in pulled.values():
+        model = clone / "results" / "tiny" / "cells" / r["models"]["final"]["file"]
+        assert model.is_file() and model.stat().st_size == r["models"]["final"]["bytes"]
+    proc = subprocess.run(["python", "-m", "resnet_bench", "verify", "--eval", "--results", "results/tiny"], cwd=clone, env=venv_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.count(" identical: final (epoch 1)") == 2, proc.stdout + proc.stderr
+    some = next(iter(pulled.values()))
+    proc = subprocess.run(["python", "-m", "resnet_bench", "evaluate", "--weights",
+                           f"results/tiny/cells/{some['models']['final']['file']}"], cwd=clone, env=venv_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and f"acc {some['metrics']['test_acc']!r}" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stdout.endswith(": identical\n"), proc.stdout
     assert ran_stages(dvc(clone, "repro")) == []
     # Regenerated from the pulled cells (forced), the tables and report are byte-identical.
     log = dvc(clone, "repro", "--force")

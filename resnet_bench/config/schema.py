@@ -11,9 +11,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from resnet_bench.architectures import LAYERS, MODEL_NAMES
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
-from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, DATASET_NAME_PATTERN, IMAGE_FORMATS, MODEL_PATTERN,
-                                NAME_PATTERN, NUMERIC_PIN_LEVELS, OPTIMIZERS, REPORT_CONTEXTS, REPORT_FORMATS,
-                                SCHEDULES, UNITS)
+from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, DATASET_NAME_PATTERN, IMAGE_FORMATS, KEEP_MODELS,
+                                MODEL_PATTERN, NAME_PATTERN, NUMERIC_PIN_LEVELS, OPTIMIZERS, REPORT_CONTEXTS,
+                                REPORT_FORMATS, SCHEDULES, UNITS)
 
 MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 164 epochs)
 
@@ -523,6 +523,10 @@ class SweepParams(Strict):
     tune_loggers: bool = False
     # Ray's dashboard for a local Ray instance, bound to 127.0.0.1 (needs `ray[default]`).
     dashboard: bool = False
+    # Model files each ok cell keeps beside its record (cells/<cell_id>.safetensors; `best` adds
+    # cells/<cell_id>.best.safetensors, the best-validation epoch's weights, at the cost of one more
+    # host copy of the weights while training and in each epoch checkpoint); `none` keeps no model.
+    keep_models: Literal[KEEP_MODELS] = "final"  # type: ignore[valid-type]
 
 
 class ReportParams(Strict):

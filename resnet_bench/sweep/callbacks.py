@@ -41,6 +41,19 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             keeps the record elsewhere (and its checkpoints stay), never loses it; the sweep then stops
             with one line naming the disk and path: every later record would fail the same way."""
             try:
+                _fetch_models(record, storage, cells_dir)
+            except (OSError, ValueError) as err:
+                # Not written: the record is not either (a record never names a model file that is not
+                # there); its checkpoints stay, so a rerun redoes at most the final evaluation.
+                from resnet_bench.outputs import disk_full_message, is_disk_full
+
+                line = (disk_full_message(getattr(err, "filename", None) or cells_dir, "the cell's model file")
+                        if is_disk_full(err) else f"cannot keep the model of cell {record.cell_id} in {cells_dir}: "
+                                                  f"{getattr(err, 'strerror', None) or err}")
+                progress.note(line)
+                STOP.request("a model file could not be written", 1, error=line)
+                return False
+            try:
                 write_record(cells_dir, record, keep_dirs=keep_dirs)
             except RecordNotWritten as err:
                 from resnet_bench.outputs import disk_full_message, is_disk_full
@@ -156,6 +169,18 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
                     for a in self.attempts.get(cid, [])]
 
     return WriteRecord()
+
+
+def _fetch_models(record: CellRecord, storage: str, cells_dir: Path) -> None:
+    """The model files the trial left in storage, into cells/ beside the record (checked as they copy)."""
+    from resnet_bench.outputs import make_dirs
+    from resnet_bench.sweep.storage import fetch_model
+
+    for ref in (record.models.final, record.models.best) if record.models else ():
+        if ref is not None:
+            make_dirs(Path(cells_dir), "cells")
+            fetch_model(storage, record.cell_id, ref.file, nbytes=ref.bytes, sha256=ref.sha256,
+                        target=Path(cells_dir) / ref.file)
 
 
 def _dedupe_epochs(epochs: list[dict]) -> list[dict]:

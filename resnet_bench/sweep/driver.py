@@ -74,6 +74,18 @@ def check_prepared(params: cfg.Params, exp: cfg.Experiment, prepared_dir: Path) 
     return data
 
 
+def _models_line(cells: list[cfg.Cell], pending: list[cfg.Cell], prepared_dir: Path, keep: str) -> str:
+    """The dry run's line on the disk the grid's model files take (resnet_bench.sweep.model_disk)."""
+    from resnet_bench.inputs import read_json
+    from resnet_bench.sweep.model_disk import mib, model_disk_bytes
+
+    metas = {ds: read_json(prepared_dir / ds / "meta.json") for ds in {c.dataset for c in cells}}
+    grid = model_disk_bytes(cells, metas=metas, keep_models=keep)
+    todo = model_disk_bytes(pending, metas=metas, keep_models=keep)
+    return (f"[sweep] model files (sweep.keep_models: {keep}): {grid['files']} for the grid, {mib(grid['bytes'])} "
+            f"in cells/ (DVC-cached); {todo['files']} of them, {mib(todo['bytes'])}, from the cells to train")
+
+
 def _final_record(path: Path):
     """The record a cell ended with, for the summary; one that cannot be read counts as not written."""
     try:
@@ -156,9 +168,11 @@ def main(argv=None) -> int:
                         subdirs=["cells"])
         results_dir = out.prepare().root
         if args.dry_run:
-            done, pending = plan(cells, results_dir / "cells")
+            keep = params.sweep.keep_models
+            done, pending = plan(cells, results_dir / "cells", keep)
             print(f"[sweep] experiment {exp.name!r}: {len(cells)} cells, {len(done)} done, "
                   f"{len(pending)} to train -> {results_dir}", file=sys.stderr)
+            print(_models_line(cells, pending, prepared_dir, keep), file=sys.stderr)
             for c in pending:
                 print(f"{c.cell_id}  {c.label()}")
             return 0
@@ -195,7 +209,7 @@ def run(args, params: cfg.Params, exp: cfg.Experiment, cells: list[cfg.Cell], *,
     for path in adopt_kept_records(keep_dirs, cells_dir, {c.cell_id for c in cells}):
         print(f"[sweep] moved in the record an earlier sweep could not write: {path}", file=sys.stderr)
     metas = {ds: json.loads((prepared_dir / ds / "meta.json").read_text()) for ds in exp.grid.datasets}
-    done, pending = plan(cells, cells_dir)
+    done, pending = plan(cells, cells_dir, params.sweep.keep_models)
     print(f"[sweep] experiment {exp.name!r}: {len(cells)} cells, {len(done)} done, "
           f"{len(pending)} to train -> {results_dir}", file=sys.stderr)
     try:
@@ -243,7 +257,8 @@ def run(args, params: cfg.Params, exp: cfg.Experiment, cells: list[cfg.Cell], *,
                                         concurrency=concurrency)
                     run_train_phase(pending, paths=paths, exp=exp, cells_dir=cells_dir, storage_path=storage_path,
                                     progress=progress, max_failures=max_failures, provenance=provenance,
-                                    keep_dirs=keep_dirs, tune_loggers=params.sweep.tune_loggers)
+                                    keep_dirs=keep_dirs, tune_loggers=params.sweep.tune_loggers,
+                                    keep_models=params.sweep.keep_models)
                     groups = bench_groups(cells, cells_dir, metas)
                 if not lifecycle.STOP:
                     bench_failed = run_bench_phase(groups, metas=metas, cells_dir=cells_dir, exp=exp,

@@ -60,7 +60,8 @@ def _unwrap(fn):
 
 
 def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cells_dir, storage_path: str,
-                    progress, max_failures: int, provenance: dict, keep_dirs=(), tune_loggers: bool = False) -> None:
+                    progress, max_failures: int, provenance: dict, keep_dirs=(), tune_loggers: bool = False,
+                    keep_models: str = "none") -> None:
     res = exp.resources
     configs = []
     for c in pending:
@@ -68,7 +69,7 @@ def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cell
         if resume:
             progress.note(f"{c.label()}: resuming from the checkpoint an interrupted sweep left")
         configs.append({"cell": c.to_dict(), "paths": paths, "resume_from": resume, "provenance": provenance,
-                        "storage": storage_path})
+                        "storage": storage_path, "keep_models": keep_models})
     # Tune reports per epoch (with the checkpoint) + the final record; the callback persists it.
     _run_tuner(_unwrap(train_trial), configs,
                resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},

@@ -45,6 +45,7 @@ from resnet_bench.config.errors import _problems
 from resnet_bench.config.schema import MAX_EPOCHS, DatasetName, Strict
 from resnet_bench.inputs import InputError, read_json
 from resnet_bench.outputs import atomic_write, fsync_path, make_dirs
+from resnet_bench.sweep.kept_models import Models, models_missing
 from resnet_bench.vocab import NUMERIC_PIN_LEVELS, RECORD_STATUSES
 
 # ---- value types ---------------------------------------------------------------------------------
@@ -278,6 +279,7 @@ class CellRecord(Strict):
     bench: Optional[BenchResult] = None
     bench_error: Optional[Text] = None
     compile: Optional[CompileStats] = None
+    models: Optional[Models] = None
 
     @model_validator(mode="after")
     def _rules(self):
@@ -305,6 +307,11 @@ class CellRecord(Strict):
                 raise ValueError(f"metrics.best_val_epoch {m.best_val_epoch} is after the last epoch {want}")
         elif not (self.error or "").strip():
             raise ValueError(f"status {self.status} needs an error saying why")
+        for kind in ("final", "best"):
+            ref = getattr(self.models, kind) if self.models else None
+            want = f"{self.cell_id}.safetensors" if kind == "final" else f"{self.cell_id}.{kind}.safetensors"
+            if ref is not None and (ref.file != want or self.status != "ok"):
+                raise ValueError(f"models.{kind}.file {ref.file!r}: an ok cell's {kind} model is {want!r}")
         data = self.config.data
         if meta is not None and meta.content_sha256 and data and meta.content_sha256 != data.content_sha256:
             raise ValueError("dataset_meta.content_sha256 is not config.data.content_sha256")
@@ -400,10 +407,12 @@ def failure_record(cell: cfg.Cell | dict, error: str, epochs=None, provenance: d
 # What the sweep and collect write in results/<experiment>/ (outputs.OutputDir patterns): each is
 # the other's siblings, so neither refuses the folder for holding the other's files.
 CELL_FILE = r"cells/[0-9a-f]{12}\.json"
+MODEL_FILE = r"cells/[0-9a-f]{12}(\.best)?\.safetensors"  # beside its record: DVC caches and shares both
 SWEEP_LAYOUT = (r"expected_cells\.json", r"experiment\.json")
 # + a record's temporary file (staged_write: in .staging/, or in cells/ on a mount point, and the temp name
 # of older versions) and the sweep's lock file
-SWEEP_KEEP = (CELL_FILE, r"(cells|\.staging)/\.[0-9a-f]{12}\.json\.[0-9]+\.tmp", r"\.sweep\.lock")
+SWEEP_KEEP = (CELL_FILE, MODEL_FILE,
+              r"(cells|\.staging)/\.[0-9a-f]{12}(\.json|(\.best)?\.safetensors)\.[0-9]+\.tmp", r"\.sweep\.lock")
 # DVC writes a .gitignore beside the outputs it caches (cells/): never the suite's to touch.
 DVC_FILES = (r"\.gitignore",)
 COLLECT_LAYOUT = (r"cells\.csv", r"cells\.parquet", r"epochs\.csv", r"epochs\.parquet", r"excluded\.csv",
@@ -497,15 +506,17 @@ def staging_dir(path: Path) -> Path:
     return folder.parent / STAGING if same_disk else folder
 
 
-def staged_write(path: Path, data: bytes) -> None:
+def staged_write(path: Path, data: bytes | Any) -> None:
     """Write `path` atomically through a temporary file in `staging_dir(path)` (fsync, rename, fsync):
-    readers never see a half-written record, and a kill leaves nothing in `path`'s folder."""
+    readers never see a half-written record, and a kill leaves nothing in `path`'s folder.
+    `data`: bytes, or a function that writes the file's content into the binary file it is given
+    (a model file streamed from Tune storage, checked as it is copied)."""
     staging = staging_dir(path)
     staging.mkdir(exist_ok=True)
     tmp = staging / f".{path.name}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            data(f) if callable(data) else f.write(data)
             f.flush()
             os.fsync(f.fileno())
         hook = os.environ.get(STOP_BEFORE_RENAME)
@@ -522,14 +533,16 @@ def staged_write(path: Path, data: bytes) -> None:
                 staging.rmdir()
 
 
-def plan(cells: list[cfg.Cell], cells_dir: Path) -> tuple[list[cfg.Cell], list[cfg.Cell]]:
+def plan(cells: list[cfg.Cell], cells_dir: Path, keep_models: str = "none") -> tuple[list[cfg.Cell], list[cfg.Cell]]:
     """Split cells into (done, pending). Done: a valid record of the same id with status ok or diverged
-    (diverged is a result: the same seed diverges again); failed cells are retried. A record file that
-    is not valid is a RecordError (one line): it is neither trusted nor silently overwritten."""
+    (diverged is a result: the same seed diverges again) and, for an ok cell, the model files
+    `keep_models` asks for; failed cells are retried. A record file that is not valid is a RecordError
+    (one line): it is neither trusted nor silently overwritten."""
     done, pending = [], []
     for cell in cells:
         rec = read_record_if_any(Path(cells_dir) / f"{cell.cell_id}.json")
-        (done if rec and rec.status in DONE_STATUSES else pending).append(cell)
+        ok = rec is not None and rec.status in DONE_STATUSES and not models_missing(rec, cells_dir, keep_models)
+        (done if ok else pending).append(cell)
     return done, pending
 
 

@@ -143,10 +143,55 @@ def adopt_prior_checkpoint(storage: str, cell_id: str) -> str | None:
 
 
 def drop_checkpoints(storage: str, cell_id: str) -> None:
-    """A finished cell's checkpoints (Tune's and an adopted one) are no longer needed."""
+    """A finished cell's checkpoints (Tune's and an adopted one) and its model files' copies in storage
+    (in cells/ by now) are no longer needed."""
     for d in _checkpoint_dirs(storage, cell_id):
         _delete_dir(d)
     _delete_dir(_join(storage, "resume", cell_id))
+    _delete_dir(models_uri(storage, cell_id))
+
+
+# ---- model files on their way from a trial to cells/ ---------------------------------------------
+# A trial (on any node) writes its cell's model files to <storage>/models/<cell_id>/, which every node
+# and the driver reach; the driver copies them into cells/ beside the record, checked by size and
+# SHA-256 as they stream, before it writes the record; the copies in storage go with the checkpoints.
+
+
+def models_uri(storage: str, cell_id: str) -> str:
+    return _join(storage, "models", cell_id)
+
+
+def upload_models(storage: str, cell_id: str, local_dir: Path) -> None:
+    """The trial's model files (local) to storage, replacing any an earlier attempt left."""
+    import pyarrow.fs
+
+    dst_uri = models_uri(storage, cell_id)
+    _delete_dir(dst_uri)
+    dst_fs, dst = _fs(dst_uri)
+    dst_fs.create_dir(dst)
+    pyarrow.fs.copy_files(str(Path(local_dir).resolve()), dst, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                          destination_filesystem=dst_fs)
+
+
+def fetch_model(storage: str, cell_id: str, file: str, *, nbytes: int, sha256: str, target: Path) -> None:
+    """A model file from storage into `target` (cells/<file>) atomically, through the record's staging
+    folder; ValueError when its size or SHA-256 is not what the trial reported (nothing is written)."""
+    from resnet_bench.sweep.records import staged_write
+
+    fs, path = _fs(_join(models_uri(storage, cell_id), file))
+
+    def copy(out) -> None:
+        h, n = hashlib.sha256(), 0
+        with fs.open_input_stream(path) as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+                n += len(block)
+                out.write(block)
+        if n != nbytes or h.hexdigest() != sha256:
+            raise ValueError(f"{_join(models_uri(storage, cell_id), file)}: {n} bytes, SHA-256 "
+                             f"{h.hexdigest()[:12]}...; the trial wrote {nbytes} bytes, {sha256[:12]}...")
+
+    staged_write(Path(target), copy)
 
 
 def storage_uri(value: str | None) -> str:

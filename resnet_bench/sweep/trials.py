@@ -89,6 +89,24 @@ def _candidates(latest, adopted: str | None, storage: str | None, cell_id: str) 
     return out
 
 
+def _keep_models(record: dict, states: dict, work: Path, storage: str | None, prepared_dir: str) -> None:
+    """The ok cell's model files (train_cell's `on_models` states) written in the trial's work dir and
+    uploaded to storage; `record["models"]` names them with size and SHA-256 for the driver, which
+    copies them into cells/ (resnet_bench.sweep.storage.fetch_model)."""
+    from resnet_bench.inputs import read_json
+    from resnet_bench.models.files import write_cell_models
+    from resnet_bench.sweep.storage import upload_models
+
+    if record["status"] != "ok" or not states or not storage:
+        return
+    folder = work / "models"
+    folder.mkdir()
+    meta = read_json(Path(prepared_dir) / record["config"]["dataset"] / "meta.json")
+    refs = write_cell_models(record, states, folder, meta)
+    upload_models(storage, record["cell_id"], folder)
+    record["models"] = refs
+
+
 def train_trial(trial_config: dict) -> None:
     """One cell. Reports the whole record as the final result; never raises for a cell error.
 
@@ -136,9 +154,18 @@ def train_trial(trial_config: dict) -> None:
                     raise DiskFull(disk_full_message(storage or "?", "the epoch checkpoint to Tune storage")) from None
                 raise
 
+        states: dict = {}
         try:
             record = train_cell(cell, paths["prepared_dir"], checkpoint_path=work / CKPT_FILE,
-                                on_epoch=epochs.append, on_checkpoint=on_checkpoint, provenance=provenance)
+                                on_epoch=epochs.append, on_checkpoint=on_checkpoint, provenance=provenance,
+                                keep_models=trial_config.get("keep_models", "none"), on_models=states.update)
+            try:
+                _keep_models(record, states, work, storage, paths["prepared_dir"])
+            except OSError as err:
+                if is_disk_full(err):
+                    raise DiskFull(disk_full_message(err.filename or storage or work, "the cell's model file")) \
+                        from None
+                raise
         except Exception as err:  # recorded, never swallowed: the record carries the traceback
             if isinstance(err, DiskFull) or is_disk_full(err):
                 full = str(err) if isinstance(err, DiskFull) else disk_full_message(
