@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from resnet_bench import config as cfg
 from resnet_bench import runtime as rt
 from resnet_bench.env import environment, node_info, numeric_environment
+from resnet_bench.parallel import SINGLE, Ranks
 
 
 class Diverged(RuntimeError):
@@ -92,11 +93,12 @@ def make_optimizer(params, recipe: cfg.Recipe) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: rt.Compiled, loader, runtime: cfg.Runtime, device, topk: int = 1) -> dict:
+def evaluate(model: rt.Compiled, loader, runtime: cfg.Runtime, device, topk: int = 1, ranks: Ranks = SINGLE) -> dict:
     """Mean loss, top-1 and (topk > 1) top-k accuracy over a loader.
 
     The sums stay on the device (loss in float64, counts in int64) and are read once at the end:
-    the host queues every batch without waiting for the GPU.
+    the host queues every batch without waiting for the GPU. Several ranks: each evaluates its shard
+    (every image on exactly one rank) and the sums are added over the ranks.
     """
     model.model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -119,14 +121,16 @@ def evaluate(model: rt.Compiled, loader, runtime: cfg.Runtime, device, topk: int
         if topk > 1:
             correct_k += (logits.topk(topk, dim=1).indices == y[:, None]).any(1).sum()
         n += y.numel()
-    total_loss, total_correct, total_k = torch.stack([loss_sum, correct.double(), correct_k.double()]).tolist()
+    sums = torch.stack([loss_sum, correct.double(), correct_k.double(), loss_sum.new_tensor(n)])
+    total_loss, total_correct, total_k, n = ranks.sum(sums).tolist()
     out = {"loss": total_loss / max(1, n), "acc": int(total_correct) / max(1, n)}
     if topk > 1:
         out[f"top{topk}_acc"] = int(total_k) / max(1, n)
     return out
 
 
-def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device, max_resident_bytes: int | None = None):
+def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device, max_resident_bytes: int | None = None,
+             ranks: Ranks = SINGLE):
     from resnet_bench.data.artifact import load_prepared
     from resnet_bench.data.loader import Augment, DeviceLoader
 
@@ -136,12 +140,14 @@ def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device, max_resid
     common = {"mean": meta["mean"], "std": meta["std"], "device": device, "max_resident_bytes": max_resident_bytes}
 
     def make(x, y, *, train: bool):
-        # A last training batch of one image cannot be trained on: BatchNorm in training mode has one
-        # value per channel and raises. Then that image is left out of the epoch (drop_last); the shuffle
-        # picks a different one each epoch. The record says so (dataset_meta.train_last_batch_dropped).
-        drop = train and len(y) > 1 and len(y) % recipe.batch_size == 1
+        # A last training batch that gives a rank one image cannot be trained on: BatchNorm in training
+        # mode has one value per channel and raises. Then that global batch is left out of the epoch
+        # (drop_last); the shuffle picks different images each epoch. The record says so
+        # (dataset_meta.train_last_batch_dropped).
+        drop = train and len(y) > 1 and 0 < len(y) % recipe.batch_size < 2 * ranks.world_size
         return DeviceLoader(
-            torch.from_numpy(x), torch.from_numpy(y), batch_size=recipe.batch_size,
+            torch.from_numpy(x), torch.from_numpy(y), batch_size=cell.per_rank_batch,
+            rank=ranks.rank, world_size=ranks.world_size,
             shuffle=train, seed=cell.seed,
             augment=Augment(crop_pad=recipe.augment.crop_pad, flip=recipe.augment.flip) if train else None,
             drop_last=drop, **common)
@@ -172,11 +178,11 @@ def train_epoch(loop: dict, epoch: int, *, warmup_steps: int) -> dict:
     so it covers loading, augmentation and the optimiser step. The epoch's wall time covers all.
     """
     model, optimizer, scaler, loader = loop["model"], loop["optimizer"], loop["scaler"], loop["train_loader"]
-    recipe, runtime, device = loop["recipe"], loop["runtime"], loop["device"]
+    recipe, runtime, device, ranks = loop["recipe"], loop["runtime"], loop["device"], loop["ranks"]
     model.model.train()
     loader.set_epoch(epoch)
     step = (epoch - 1) * loop["steps_per_epoch"]
-    full_batches = len(loader.y) // recipe.batch_size
+    full_batches = len(loader.y) // recipe.batch_size  # global batches that give every rank a full share
     steady_steps = max(0, full_batches - warmup_steps)
     window = rt.DeviceTimer(device)
     loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
@@ -201,12 +207,16 @@ def train_epoch(loop: dict, epoch: int, *, warmup_steps: int) -> dict:
             window.start()
         if steady_steps and i + 1 == full_batches:
             window.stop()
+    # Over the ranks: each rank's sums of its images, one collective per epoch.
+    loss_sum, correct, seen = ranks.sum(torch.stack([loss_sum.double(), correct.double(),
+                                                      loss_sum.new_tensor(seen, dtype=torch.float64)])).tolist()
     rt.synchronize(device)
     epoch_s = time.perf_counter() - t_epoch
+    # Rank 0's clock: every step waits for the gradients of all ranks, so the cell's pace is any rank's.
     steady_s = window.seconds()
-    steady_images = steady_steps * recipe.batch_size
-    return {"epoch": epoch, "iteration": step, "train_loss": (loss_sum / max(1, seen)).item(),
-            "train_acc": (correct / max(1, seen)).item(), "lr": lr_at(step - 1, loop["total_steps"], recipe),
+    steady_images = steady_steps * recipe.batch_size  # global: all ranks' images
+    return {"epoch": epoch, "iteration": step, "train_loss": loss_sum / max(1, seen),
+            "train_acc": correct / max(1, seen), "lr": lr_at(step - 1, loop["total_steps"], recipe),
             "epoch_s": epoch_s, "train_img_per_s": seen / epoch_s,
             "steady_images": steady_images, "steady_s": steady_s,
             "steady_train_img_per_s": steady_images / steady_s if steady_s else None}
@@ -214,7 +224,8 @@ def train_epoch(loop: dict, epoch: int, *, warmup_steps: int) -> dict:
 
 def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_path: str | Path | None = None,
                on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None,
-               on_checkpoint: Callable[[Path, dict], None] | None = None, compile_backend: str = "inductor") -> dict:
+               on_checkpoint: Callable[[Path, dict], None] | None = None, compile_backend: str = "inductor",
+               ranks: Ranks = SINGLE) -> dict:
     """Train and evaluate one cell; returns its result record (status ok or diverged).
 
     Exceptions other than divergence propagate: the caller (the sweep) records them. A cell whose
@@ -227,8 +238,14 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     `on_checkpoint(path, epoch_record)` runs once that epoch's checkpoint file is
     complete on disk (the sweep hands it to Ray Tune, which persists it to storage).
     `compile_backend`: torch.compile's backend (dynamo's "eager" traces and compiles nothing, for tests).
+    `ranks`: this process's rank in the cell's process group (resnet_bench.parallel), `cell.world_size`
+    processes in all; the numbers are the whole cell's on every rank, rank 0 writes the checkpoint
+    (`on_checkpoint` runs on every rank once it is written).
     """
     cell = cell if isinstance(cell, cfg.Cell) else cfg.Cell.model_validate(cell)
+    if ranks.world_size != cell.world_size:
+        raise ValueError(f"cell {cell.cell_id} trains on {cell.world_size} rank(s), this process group has "
+                         f"{ranks.world_size}")
     started, t0 = utcnow(), time.perf_counter()
     runtime, recipe = cell.runtime, cell.recipe
     device = torch.device(runtime.device)
@@ -250,7 +267,7 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     try:
         record = _train(cell, Path(prepared_dir), device, ckpt=Path(checkpoint_path) if checkpoint_path else None,
                         on_epoch=on_epoch, on_checkpoint=on_checkpoint, compile_backend=compile_backend,
-                        cap_bytes=cap_bytes)
+                        cap_bytes=cap_bytes, ranks=ranks)
     except Exception as err:
         if not rt.is_out_of_memory(err):
             raise
@@ -261,7 +278,10 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
                             f"{rt.memory_where(device, cap_bytes)}: {oom}")
     metrics = record["metrics"]
     metrics["train_time_s"] = time.perf_counter() - t0
-    metrics["gpu_hours"] = metrics["train_time_s"] / 3600 * cell.gpu_share if cell.gpu_share else None
+    metrics["gpu_hours"] = (metrics["train_time_s"] / 3600 * cell.gpu_share * cell.world_size
+                            if cell.gpu_share else None)
+    whole = metrics.get("train_img_per_s")
+    metrics["train_img_per_s_per_worker"] = whole / cell.world_size if whole else None
     metrics["gpu_memory_cap_bytes"] = cap_bytes
     metrics["train_peak_mem_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return {
@@ -278,11 +298,11 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
 
 
 def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Path | None, on_epoch, on_checkpoint,
-           compile_backend: str, cap_bytes: int | None) -> dict:
+           compile_backend: str, cap_bytes: int | None, ranks: Ranks = SINGLE) -> dict:
     """The epochs and the final evaluation; the record's status, error, metrics, epochs, compile, dataset."""
     runtime, recipe = cell.runtime, cell.recipe
     train_loader, val_loader, test_loader, meta = _loaders(
-        cell, prepared_dir, device, max_resident_bytes=rt.resident_budget_bytes(device, cap_bytes))
+        cell, prepared_dir, device, max_resident_bytes=rt.resident_budget_bytes(device, cap_bytes), ranks=ranks)
     num_classes, in_channels = meta["num_classes"], meta["channels"]
     topk = 5 if num_classes >= 100 else 1
     model = build_cell_model(cell, num_classes, in_channels).to(device)
@@ -290,8 +310,12 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), recipe)
     scaler = rt.grad_scaler(device, runtime.amp)
-    compiled = rt.Compiled(model, enabled=runtime.compile, mode=runtime.compile_mode, backend=compile_backend)
+    # Compiled around DDP (PyTorch's guidance: dynamo's DDPOptimizer splits the graph at DDP's gradient
+    # buckets, so their all-reduce overlaps the backward); `model` stays the plain module checkpointed.
+    net = ranks.wrap(model, sync_bn=cell.arch.sync_bn, device=device)
+    compiled = rt.Compiled(net, enabled=runtime.compile, mode=runtime.compile_mode, backend=compile_backend)
     loop = {"model": compiled, "optimizer": optimizer, "scaler": scaler, "train_loader": train_loader,
+            "ranks": ranks,
             "recipe": recipe, "runtime": runtime, "device": device, "steps_per_epoch": len(train_loader),
             "total_steps": recipe.epochs * len(train_loader)}
     history: list[dict] = []
@@ -311,10 +335,11 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
     for epoch in range(start_epoch, recipe.epochs + 1):
         # The first epoch this process trains warms up (compilation, autotuning) before it is timed.
         record = train_epoch(loop, epoch, warmup_steps=max(1, cell.bench.warmup) if epoch == start_epoch else 0)
-        val = evaluate(compiled, val_loader, runtime, device)
+        ranks.sync_buffers(model)  # every rank evaluates rank 0's running statistics
+        val = evaluate(compiled, val_loader, runtime, device, ranks=ranks)
         # The test curve is for plots only (He et al. 2016 Fig. 1/6 style); the model is
         # chosen on validation, never on test.
-        test = evaluate(compiled, test_loader, runtime, device)
+        test = evaluate(compiled, test_loader, runtime, device, ranks=ranks)
         record.update({"val_loss": val["loss"], "val_acc": val["acc"], "test_loss": test["loss"],
                        "test_acc": test["acc"]})
         history.append(record)
@@ -323,19 +348,19 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
         if not math.isfinite(record["train_loss"]):
             status, error = "diverged", f"train loss is {record['train_loss']} at epoch {epoch}"
             break
-        if ckpt:
+        if ckpt and ranks.rank == 0:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(ckpt, {"cell_id": cell.cell_id, "epoch": epoch, "model": model.state_dict(),
                                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                                     "history": history})
-            if on_checkpoint:
-                on_checkpoint(ckpt, record)
+        if ckpt and on_checkpoint:
+            on_checkpoint(ckpt, record)
     metrics = summarize(history)
     metrics["params"] = sum(p.numel() for p in model.parameters())
     metrics["fwd_gflops"] = _fwd_gflops(cell, num_classes, in_channels, (1, in_channels, meta["height"], meta["width"]))
     metrics["amp_grad_scale"] = scaler.get_scale() if scaler.is_enabled() else None
     if status == "ok":
-        test = evaluate(compiled, test_loader, runtime, device, topk=topk)
+        test = evaluate(compiled, test_loader, runtime, device, topk=topk, ranks=ranks)
         metrics.update({"test_acc": test["acc"], "test_loss": test["loss"],
                         "test_top5_acc": test.get("top5_acc")})
     compiled.check()
