@@ -32,7 +32,7 @@ def emulate(cell: cfg.Cell, prepared: Path) -> dict:
     loader = DeviceLoader(torch.from_numpy(ds.train_x), torch.from_numpy(ds.train_y), batch_size=recipe.batch_size,
                           shuffle=True, seed=cell.seed, mean=ds.meta["mean"], std=ds.meta["std"])
     model = build_cell_model(cell, ds.meta["num_classes"], ds.meta["channels"])
-    optimizer = make_optimizer(model.parameters(), recipe)
+    optimizer = make_optimizer(model, recipe)
     params = [p for p in model.parameters()]
     n = len(ds.train_y)
     last_small = 0 < n % recipe.batch_size < 2 * world  # a rank would get < 2 images: that batch is left out
