@@ -90,3 +90,91 @@ def test_one_and_two_worker_cells_of_one_config_have_different_ids(prepared_digi
     one_worker = {**TWO_WORKERS, "resources": TINY_EXPERIMENT["resources"]}
     (one,), (two,) = cells_of(one_worker, prepared_digits), cells_of(TWO_WORKERS, prepared_digits)
     assert one.world_size == 1 and two.world_size == 2 and one.cell_id != two.cell_id
+
+
+def test_two_idle_gpus_are_refused_before_ray_starts(tmp_path, prepared_digits, capsys):
+    import ray
+
+    from resnet_bench.sweep import driver
+
+    exp = {**TINY_EXPERIMENT, "resources": {"cpus_per_trial": 1, "gpus_per_trial": 2}}
+    project = make_project(tmp_path / "p", exp)
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        rc = driver.main(["--prepared-dir", str(prepared_digits)])
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert rc == 2 and not ray.is_initialized()
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "gpus_per_trial 2 with workers_per_trial 1" in lines[0], err
+    assert "sit idle" in lines[0] and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A 1-CPU head node in a private Ray temp dir (see tests/test_cluster.py for why)."""
+    from ray.cluster_utils import Cluster
+
+    tmp = tempfile.mkdtemp(prefix="rb-", dir="/tmp")
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_two_workers_span_two_nodes_and_a_lost_node_resumes_bit_identical(tmp_path, prepared_digits, ray_head,
+                                                                         local_two_workers):
+    """Each Cluster node has 1 CPU and each worker needs 1: rank 0 and rank 1 run on different nodes.
+    After epoch 1's report the worker node is killed (no graceful exit) and a fresh node joins."""
+    import re
+
+    cluster = ray_head
+    worker = cluster.add_node(num_cpus=1)
+    project = make_project(tmp_path / "p", TWO_WORKERS)
+    env = {**venv_env(), "RAY_ADDRESS": cluster.address}
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_bench.sweep", "--prepared-dir", str(prepared_digits)],
+                            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(400, proc.kill)  # a hung sweep fails the test instead of hanging it
+    watchdog.start()
+    lines, fresh = [], None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if fresh is None and re.search(r"\| \S+: epoch 1/\d+ on ", line):
+                cluster.remove_node(worker, allow_graceful=False)
+                fresh = cluster.add_node(num_cpus=1)
+        rc = proc.wait()
+    finally:
+        watchdog.cancel()
+        for node in list(cluster.worker_nodes):
+            cluster.remove_node(node)
+    log = "".join(lines)
+    assert fresh is not None and rc == 0, log
+    assert "worker group lost a worker; retry 1 from epoch" in log, log
+    (path,) = (project / "results" / "tiny" / "cells").glob("*.json")
+    rec = json.loads(path.read_text())
+    cell, uninterrupted, _ = local_two_workers
+    assert rec["cell_id"] == cell.cell_id and rec["status"] == "ok"
+    head = cluster.head_node.node_id
+    first, last = rec["attempts"][0], rec["attempts"][-1]
+    assert len(rec["attempts"]) == 2 and rec["retries"] == 1 and first["error"], rec["attempts"]
+    assert {w["node"]["node_id"] for w in first["workers"]} == {head, worker.node_id}
+    assert {w["node"]["node_id"] for w in last["workers"]} == {head, fresh.node_id}
+    assert last["first_epoch"] == first["last_epoch"] + 1 and last["last_epoch"] == EPOCHS
+    d = rec["distributed"]
+    assert (d["world_size"], d["per_rank_batch"], d["bn_mode"], d["backend"]) == (2, 64, "per_rank", "gloo")
+    assert [w["rank"] for w in d["workers"]] == [0, 1] and d["workers"] == last["workers"]
+    # Resumed from rank 0's checkpoint on other nodes: the numbers of the uninterrupted local run.
+    assert strip_timing(rec) == strip_timing(uninterrupted)
+    storage = project / "scratch" / "ray_results"
+    assert not list(storage.glob("train/*/workers/checkpoint_*"))  # finished: no checkpoints left
