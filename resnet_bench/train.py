@@ -257,8 +257,7 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     """
     cell = cell if isinstance(cell, cfg.Cell) else cfg.Cell.model_validate(cell)
     if ranks.world_size != cell.world_size:
-        raise ValueError(f"cell {cell.cell_id} trains on {cell.world_size} rank(s), this process group has "
-                         f"{ranks.world_size}")
+        raise ValueError(f"cell {cell.cell_id} trains on {cell.world_size} rank(s), not {ranks.world_size}")
     started, t0 = utcnow(), time.perf_counter()
     runtime, recipe = cell.runtime, cell.recipe
     device = torch.device(runtime.device)
@@ -293,8 +292,7 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     metrics["train_time_s"] = time.perf_counter() - t0
     metrics["gpu_hours"] = (metrics["train_time_s"] / 3600 * cell.gpu_share * cell.world_size
                             if cell.gpu_share else None)
-    whole = metrics.get("train_img_per_s")
-    metrics["train_img_per_s_per_worker"] = whole / cell.world_size if whole else None
+    metrics["train_img_per_s_per_worker"] = (metrics.get("train_img_per_s") or 0) / cell.world_size or None
     metrics["gpu_memory_cap_bytes"] = cap_bytes
     metrics["train_peak_mem_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return {
@@ -327,8 +325,7 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
     # buckets, so their all-reduce overlaps the backward); `model` stays the plain module checkpointed.
     net = ranks.wrap(model, sync_bn=cell.arch.sync_bn, device=device)
     compiled = rt.Compiled(net, enabled=runtime.compile, mode=runtime.compile_mode, backend=compile_backend)
-    loop = {"model": compiled, "optimizer": optimizer, "scaler": scaler, "train_loader": train_loader,
-            "ranks": ranks,
+    loop = {"model": compiled, "optimizer": optimizer, "scaler": scaler, "train_loader": train_loader, "ranks": ranks,
             "recipe": recipe, "runtime": runtime, "device": device, "steps_per_epoch": len(train_loader),
             "total_steps": recipe.epochs * len(train_loader)}
     history: list[dict] = []
