@@ -34,7 +34,7 @@ class Ranks:
         return self.world_size > 1
 
     @classmethod
-    def of_process_group(cls) -> "Ranks":
+    def of_process_group(cls) -> Ranks:
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):

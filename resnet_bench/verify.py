@@ -96,8 +96,8 @@ def verdict(row, record: dict, tol: float) -> str:
     return "within seed spread" if abs(m["test_acc"] - row["test_acc"]) <= tol else "outside"
 
 
-def _train_on_local_ranks(cell: cfg.Cell, prepared: Path) -> dict:
-    """A multi-worker cell retrained as its world_size processes of this machine (gloo on CPU, NCCL on
+def _train_on_local_ranks(cell, prepared: Path) -> dict:
+    """A multi-worker `Cell` retrained as its world_size processes of this machine (gloo on CPU, NCCL on
     GPUs), started with this process's (pinned) environment."""
     import os
     import shutil

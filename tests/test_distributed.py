@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from conftest import REPO, TINY_EXPERIMENT, make_project, strip_timing, train_in_fresh_process, venv_env
 from resnet_bench import config as cfg

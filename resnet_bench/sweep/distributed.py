@@ -100,7 +100,7 @@ def _train_worker(trial_config: dict) -> None:
     """One rank of the cell (a Ray Train worker, its process group set up by TorchTrainer)."""
     import ray.train
 
-    from resnet_bench.env import environment, node_info
+    from resnet_bench.env import node_info
     from resnet_bench.parallel import Ranks
     from resnet_bench.sweep.storage import checkpoint_meta
     from resnet_bench.sweep.trials import WORKDIR_PREFIX, _restore, remove_stale_workdirs
@@ -122,7 +122,6 @@ def _train_worker(trial_config: dict) -> None:
     remove_stale_workdirs()
     work = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{cell.cell_id}-{os.getpid()}-"))
     notes: list[str] = []
-    epochs: list[dict] = []
 
     def report(result: dict, checkpoint=None) -> None:
         ray.train.report({**result, **node, "attempt": attempt, "workers_json": json.dumps(workers)},
@@ -144,14 +143,11 @@ def _train_worker(trial_config: dict) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(str(path.parent))
             report(result, checkpoint)
 
-        try:
-            record = train_cell(cell, trial_config["paths"]["prepared_dir"], checkpoint_path=work / CKPT_FILE,
-                                on_epoch=epochs.append, on_checkpoint=on_checkpoint, provenance=provenance,
-                                ranks=ranks)
-        except Exception as err:  # a cell error (not a lost worker): recorded, never swallowed
-            tb = traceback.format_exc(limit=-8)
-            record = failure_record(cell, f"{type(err).__name__}: {err}\n{tb}", epochs,
-                                    {**provenance, "node": node}, env=environment(cell.runtime.device))
+        # A cell error propagates (not recorded here as for one process): raised on one rank only (one
+        # GPU out of memory), the other ranks would wait in their next collective for ever. Ray Train
+        # stops the whole group, retries it like a lost worker, and drive_cell records the failure.
+        record = train_cell(cell, trial_config["paths"]["prepared_dir"], checkpoint_path=work / CKPT_FILE,
+                            on_checkpoint=on_checkpoint, provenance=provenance, ranks=ranks)
         record["node"] = node
         record["distributed"] = {"world_size": cell.world_size, "per_rank_batch": cell.per_rank_batch,
                                  "bn_mode": cell.bn_mode, "backend": backend, "workers": workers}
