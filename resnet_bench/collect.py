@@ -112,7 +112,8 @@ def _config_row(c: Cell) -> dict:
         "device": rt.device, "amp": rt.amp, "channels_last": rt.channels_last, "compile": rt.compile,
         "compile_mode": rt.compile_mode, "tf32": rt.tf32,
         "threads": rt.threads, "deterministic": rt.deterministic, "bench_enabled": c.bench.enabled,
-        "gpu_share": c.gpu_share,
+        "gpu_share": c.gpu_share, "world_size": c.world_size, "per_rank_batch": c.per_rank_batch,
+        "bn_mode": c.bn_mode,
         "code_fingerprint": c.code_fingerprint or None,
         "data_sha256": c.data.content_sha256 if c.data else None,
     }

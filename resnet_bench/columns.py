@@ -59,7 +59,7 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("recipe", "str", "-", "named training recipe (`resnet_bench.config.RECIPES`)"),
     ("optimizer", "str", "-", "optimiser (`sgd`)"),
     ("epochs", "int", "epochs", "epochs requested"),
-    ("batch_size", "int", "images", "training batch size"),
+    ("batch_size", "int", "images", "training batch size (global: all workers together)"),
     ("lr", "float", "-", "peak learning rate"),
     ("momentum", "float", "-", "SGD momentum"),
     ("nesterov", "bool", "-", "Nesterov momentum"),
@@ -84,6 +84,12 @@ CELL_COLUMNS: list[tuple[str, str, str, str]] = [
     ("bench_enabled", "bool", "-", "the isolated bench pass was requested for this cell"),
     ("gpu_share", "float", "GPUs", "fraction of one GPU the trial held (`resources.gpus_per_trial`; 0.5 = two "
                                    "trials on one GPU, its loop throughput is not a whole GPU's); null on CPU"),
+    ("world_size", "int", "workers", "processes that trained the cell together (`resources.workers_per_trial`, "
+                                     "DistributedDataParallel; one GPU each on CUDA)"),
+    ("per_rank_batch", "int", "images", "images of each global batch one worker trained on (batch_size / "
+                                        "world_size)"),
+    ("bn_mode", "str", "-", "batch norm statistics over each worker's images (`per_rank`, the papers') or the "
+                            "global batch (`sync`, `arch.sync_bn`)"),
     # dataset (from the record's dataset_meta, when present)
     ("num_classes", "int", "classes", "number of classes of the dataset"),
     ("n_train", "int", "images", "training images (after the validation hold-out)"),

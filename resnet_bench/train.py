@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from resnet_bench import config as cfg
 from resnet_bench import runtime as rt
 from resnet_bench.env import environment, node_info, numeric_environment
+from resnet_bench.parallel import SINGLE, Ranks
 
 
 class Diverged(RuntimeError):
@@ -100,11 +101,12 @@ def make_optimizer(model: torch.nn.Module, recipe: cfg.Recipe) -> torch.optim.Op
 
 
 @torch.no_grad()
-def evaluate(model: rt.Compiled, loader, runtime: cfg.Runtime, device, topk: int = 1) -> dict:
+def evaluate(model: rt.Compiled, loader, runtime: cfg.Runtime, device, topk: int = 1, ranks: Ranks = SINGLE) -> dict:
     """Mean loss, top-1 and (topk > 1) top-k accuracy over a loader.
 
     The sums stay on the device (loss in float64, counts in int64) and are read once at the end:
-    the host queues every batch without waiting for the GPU.
+    the host queues every batch without waiting for the GPU. Several ranks: each evaluates its shard
+    (every image on exactly one rank) and the sums are added over the ranks.
     """
     model.model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -127,15 +129,18 @@ def evaluate(model: rt.Compiled, loader, runtime: cfg.Runtime, device, topk: int
         if topk > 1:
             correct_k += (logits.topk(topk, dim=1).indices == y[:, None]).any(1).sum()
         n += y.numel()
-    total_loss, total_correct, total_k = torch.stack([loss_sum, correct.double(), correct_k.double()]).tolist()
+    sums = torch.stack([loss_sum, correct.double(), correct_k.double(), loss_sum.new_tensor(n)])
+    total_loss, total_correct, total_k, n = ranks.sum(sums).tolist()
     out = {"loss": total_loss / max(1, n), "acc": int(total_correct) / max(1, n)}
     if topk > 1:
         out[f"top{topk}_acc"] = int(total_k) / max(1, n)
     return out
 
 
-def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device, max_resident_bytes: int | None = None):
-    """(train, val, test loaders, meta, notes): the train split augmented by the recipe, val/test as stored."""
+def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device, max_resident_bytes: int | None = None,
+             ranks: Ranks = SINGLE):
+    """(train, val, test loaders, meta, notes): the train split augmented by the recipe, val/test as stored;
+    this rank's shards (resnet_bench.data.loader.shard_indices), batches of the per-rank batch."""
     from resnet_bench.data.artifact import load_prepared
     from resnet_bench.data.augment import Augment, store_problems
     from resnet_bench.data.loader import DeviceLoader
@@ -147,13 +152,15 @@ def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device, max_resid
     problems, notes = store_problems(meta, augment, where=f"dataset {cell.dataset}")
     if problems:
         raise ValueError("; ".join(problems))
-    common = {"mean": meta["mean"], "std": meta["std"], "device": device, "batch_size": recipe.batch_size,
-              "seed": cell.seed, "max_resident_bytes": max_resident_bytes}
-    # A last training batch of one image cannot be trained on: BatchNorm in training mode has one
-    # value per channel and raises. Then that image is left out of the epoch (drop_last); the shuffle
-    # picks a different one each epoch. The record says so (dataset_meta.train_last_batch_dropped).
+    common = {"mean": meta["mean"], "std": meta["std"], "device": device, "batch_size": cell.per_rank_batch,
+              "seed": cell.seed, "max_resident_bytes": max_resident_bytes, "rank": ranks.rank,
+              "world_size": ranks.world_size}
+    # A last global batch that gives a rank one image cannot be trained on: BatchNorm in training mode
+    # has one value per channel and raises. Then that batch is left out of the epoch on every rank
+    # (drop_last); the shuffle picks different images each epoch. The record says so
+    # (dataset_meta.train_last_batch_dropped).
     n_train = len(ds.train_y)
-    drop = n_train > 1 and n_train % recipe.batch_size == 1
+    drop = n_train > 1 and 0 < n_train % recipe.batch_size < 2 * ranks.world_size
     train = DeviceLoader(torch.from_numpy(ds.train_x), torch.from_numpy(ds.train_y), shuffle=True,
                          augment=Augment.from_dict(augment), extents=ds.train_extents, epochs=recipe.epochs,
                          drop_last=drop, **common)
@@ -184,11 +191,11 @@ def train_epoch(loop: dict, epoch: int, *, warmup_steps: int) -> dict:
     so it covers loading, augmentation and the optimiser step. The epoch's wall time covers all.
     """
     model, optimizer, scaler, loader = loop["model"], loop["optimizer"], loop["scaler"], loop["train_loader"]
-    recipe, runtime, device = loop["recipe"], loop["runtime"], loop["device"]
+    recipe, runtime, device, ranks = loop["recipe"], loop["runtime"], loop["device"], loop["ranks"]
     model.model.train()
     loader.set_epoch(epoch)
     step = (epoch - 1) * loop["steps_per_epoch"]
-    full_batches = len(loader.y) // recipe.batch_size
+    full_batches = len(loader.y) // recipe.batch_size  # global batches that give every rank a full share
     steady_steps = max(0, full_batches - warmup_steps)
     window = rt.DeviceTimer(device)
     loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
@@ -213,12 +220,16 @@ def train_epoch(loop: dict, epoch: int, *, warmup_steps: int) -> dict:
             window.start()
         if steady_steps and i + 1 == full_batches:
             window.stop()
+    # Over the ranks: each rank's sums of its images, one collective per epoch.
+    loss_sum, correct, seen = ranks.sum(torch.stack([loss_sum.double(), correct.double(),
+                                                      loss_sum.new_tensor(seen, dtype=torch.float64)])).tolist()
     rt.synchronize(device)
     epoch_s = time.perf_counter() - t_epoch
+    # Rank 0's clock: every step waits for the gradients of all ranks, so the cell's pace is any rank's.
     steady_s = window.seconds()
-    steady_images = steady_steps * recipe.batch_size
-    return {"epoch": epoch, "iteration": step, "train_loss": (loss_sum / max(1, seen)).item(),
-            "train_acc": (correct / max(1, seen)).item(), "lr": lr_at(step - 1, loop["total_steps"], recipe),
+    steady_images = steady_steps * recipe.batch_size  # global: all ranks' images
+    return {"epoch": epoch, "iteration": step, "train_loss": loss_sum / max(1, seen),
+            "train_acc": correct / max(1, seen), "lr": lr_at(step - 1, loop["total_steps"], recipe),
             "epoch_s": epoch_s, "train_img_per_s": seen / epoch_s,
             "steady_images": steady_images, "steady_s": steady_s,
             "steady_train_img_per_s": steady_images / steady_s if steady_s else None}
@@ -227,7 +238,8 @@ def train_epoch(loop: dict, epoch: int, *, warmup_steps: int) -> dict:
 def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_path: str | Path | None = None,
                on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None,
                on_checkpoint: Callable[[Path, dict], None] | None = None, compile_backend: str = "inductor",
-               keep_models: str = "none", on_models: Callable[[dict], None] | None = None) -> dict:
+               keep_models: str = "none", on_models: Callable[[dict], None] | None = None,
+               ranks: Ranks = SINGLE) -> dict:
     """Train and evaluate one cell; returns its result record (status ok or diverged).
 
     Exceptions other than divergence propagate: the caller (the sweep) records them. A cell whose
@@ -243,8 +255,13 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
     `keep_models` (sweep.keep_models: final | best | none) with `on_models(states)`: an ok cell hands
     `{"final": (epoch, state_dict), "best": (epoch, state_dict)}` (best only with `best`) to `on_models`
     after its final evaluation, the weights that evaluation scored (`_best_weights`).
+    `ranks`: this process's rank in the cell's process group (resnet_bench.parallel), `cell.world_size`
+    processes in all; the numbers are the whole cell's on every rank, rank 0 writes the checkpoint
+    (`on_checkpoint` runs on every rank once it is written).
     """
     cell = cell if isinstance(cell, cfg.Cell) else cfg.Cell.model_validate(cell)
+    if ranks.world_size != cell.world_size:
+        raise ValueError(f"cell {cell.cell_id} trains on {cell.world_size} rank(s), not {ranks.world_size}")
     started, t0 = utcnow(), time.perf_counter()
     runtime, recipe = cell.runtime, cell.recipe
     device = torch.device(runtime.device)
@@ -267,7 +284,7 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
         record = _train(cell, Path(prepared_dir), device, ckpt=Path(checkpoint_path) if checkpoint_path else None,
                         on_epoch=on_epoch, on_checkpoint=on_checkpoint, compile_backend=compile_backend,
                         cap_bytes=cap_bytes, keep_best=keep_models == "best" and on_models is not None,
-                        on_models=on_models if keep_models != "none" else None)
+                        on_models=on_models if keep_models != "none" else None, ranks=ranks)
     except Exception as err:
         if not rt.is_out_of_memory(err):
             raise
@@ -278,7 +295,9 @@ def train_cell(cell: cfg.Cell | dict, prepared_dir: str | Path, *, checkpoint_pa
                             f"{rt.memory_where(device, cap_bytes)}: {oom}")
     metrics = record["metrics"]
     metrics["train_time_s"] = time.perf_counter() - t0
-    metrics["gpu_hours"] = metrics["train_time_s"] / 3600 * cell.gpu_share if cell.gpu_share else None
+    metrics["gpu_hours"] = (metrics["train_time_s"] / 3600 * cell.gpu_share * cell.world_size
+                            if cell.gpu_share else None)
+    metrics["train_img_per_s_per_worker"] = (metrics.get("train_img_per_s") or 0) / cell.world_size or None
     metrics["gpu_memory_cap_bytes"] = cap_bytes
     metrics["train_peak_mem_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return {
@@ -305,11 +324,12 @@ def _best_weights(model: torch.nn.Module) -> dict:
 
 
 def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Path | None, on_epoch, on_checkpoint,
-           compile_backend: str, cap_bytes: int | None, keep_best: bool = False, on_models=None) -> dict:
+           compile_backend: str, cap_bytes: int | None, keep_best: bool = False, on_models=None,
+           ranks: Ranks = SINGLE) -> dict:
     """The epochs and the final evaluation; the record's status, error, metrics, epochs, compile, dataset."""
     runtime, recipe = cell.runtime, cell.recipe
     train_loader, val_loader, test_loader, meta, augment_notes = _loaders(
-        cell, prepared_dir, device, max_resident_bytes=rt.resident_budget_bytes(device, cap_bytes))
+        cell, prepared_dir, device, max_resident_bytes=rt.resident_budget_bytes(device, cap_bytes), ranks=ranks)
     num_classes, in_channels = meta["num_classes"], meta["channels"]
     topk = 5 if num_classes >= 100 else 1
     model = build_cell_model(cell, num_classes, in_channels).to(device)
@@ -317,8 +337,11 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, recipe)
     scaler = rt.grad_scaler(device, runtime.amp)
-    compiled = rt.Compiled(model, enabled=runtime.compile, mode=runtime.compile_mode, backend=compile_backend)
-    loop = {"model": compiled, "optimizer": optimizer, "scaler": scaler, "train_loader": train_loader,
+    # Compiled around DDP (PyTorch's guidance: dynamo's DDPOptimizer splits the graph at DDP's gradient
+    # buckets, so their all-reduce overlaps the backward); `model` stays the plain module checkpointed.
+    net = ranks.wrap(model, sync_bn=cell.arch.sync_bn, device=device)
+    compiled = rt.Compiled(net, enabled=runtime.compile, mode=runtime.compile_mode, backend=compile_backend)
+    loop = {"model": compiled, "optimizer": optimizer, "scaler": scaler, "train_loader": train_loader, "ranks": ranks,
             "recipe": recipe, "runtime": runtime, "device": device, "steps_per_epoch": len(train_loader),
             "total_steps": recipe.epochs * len(train_loader)}
     history: list[dict] = []
@@ -340,10 +363,11 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
     for epoch in range(start_epoch, recipe.epochs + 1):
         # The first epoch this process trains warms up (compilation, autotuning) before it is timed.
         record = train_epoch(loop, epoch, warmup_steps=max(1, cell.bench.warmup) if epoch == start_epoch else 0)
-        val = evaluate(compiled, val_loader, runtime, device)
+        ranks.sync_buffers(model)  # every rank evaluates rank 0's running statistics
+        val = evaluate(compiled, val_loader, runtime, device, ranks=ranks)
         # The test curve is for plots only (He et al. 2016 Fig. 1/6 style); the model is
         # chosen on validation, never on test.
-        test = evaluate(compiled, test_loader, runtime, device)
+        test = evaluate(compiled, test_loader, runtime, device, ranks=ranks)
         record.update({"val_loss": val["loss"], "val_acc": val["acc"], "test_loss": test["loss"],
                        "test_acc": test["acc"]})
         if keep_best and all(record["val_acc"] > r["val_acc"] for r in history):  # summarize's choice
@@ -354,19 +378,19 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
         if not math.isfinite(record["train_loss"]):
             status, error = "diverged", f"train loss is {record['train_loss']} at epoch {epoch}"
             break
-        if ckpt:
+        if ckpt and ranks.rank == 0:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(ckpt, {"cell_id": cell.cell_id, "epoch": epoch, "model": model.state_dict(),
                                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                                     "history": history, **({"best_model": best_state} if keep_best else {})})
-            if on_checkpoint:
-                on_checkpoint(ckpt, record)
+        if ckpt and on_checkpoint:
+            on_checkpoint(ckpt, record)
     metrics = summarize(history)
     metrics["params"] = sum(p.numel() for p in model.parameters())
     metrics["fwd_gflops"] = _fwd_gflops(cell, num_classes, in_channels, (1, in_channels, meta["height"], meta["width"]))
     metrics["amp_grad_scale"] = scaler.get_scale() if scaler.is_enabled() else None
     if status == "ok":
-        test = evaluate(compiled, test_loader, runtime, device, topk=topk)
+        test = evaluate(compiled, test_loader, runtime, device, topk=topk, ranks=ranks)
         metrics.update({"test_acc": test["acc"], "test_loss": test["loss"],
                         "test_top5_acc": test.get("top5_acc")})
         if on_models:

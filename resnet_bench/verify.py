@@ -102,6 +102,25 @@ def verdict(row, record: dict, tol: float) -> str:
     return "within seed spread" if abs(m["test_acc"] - row["test_acc"]) <= tol else "outside"
 
 
+def _train_on_local_ranks(cell, prepared: Path) -> dict:
+    """A multi-worker `Cell` retrained as its world_size processes of this machine (gloo on CPU, NCCL on
+    GPUs), started with this process's (pinned) environment."""
+    import os
+    import shutil
+    import tempfile
+
+    from resnet_bench.parallel import launch_local
+
+    work = Path(tempfile.mkdtemp(prefix="resnet-bench-verify-"))
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    try:
+        return launch_local(cell.to_dict(), prepared, work, env=env,
+                            backend="nccl" if cell.runtime.device == "cuda" else "gloo")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def parse_args(argv):
     from resnet_bench.argparsing import Parser
 
@@ -242,7 +261,7 @@ def main(argv=None) -> int:
             why = "code" if cell.code_fingerprint != code_now else "prepared data"
             result, detail = "not verifiable", f"the record's {why} differs from this checkout's (run `make repro`)"
         else:
-            record = train_cell(cell, prepared)
+            record = train_cell(cell, prepared) if cell.world_size == 1 else _train_on_local_ranks(cell, prepared)
             tol, how = tolerance(cells, row)
             result = verdict(row, record, tol)
             diff = record["metrics"]["test_acc"] - row["test_acc"]

@@ -12,7 +12,9 @@ the fp16 loss scale across a checkpoint resume; the loader's and training step's
 (torch.cuda.set_sync_debug_mode); the training loop against the bench step on CIFAR ResNet-20 (target
 >= 95 %); two trials sharing one GPU as two processes capped at half its memory each (Ray is not used:
 it cannot be carried to those machines, so Ray's admission is not exercised, only the cap each trial
-applies). Steps run most important first and are skipped, saying so, once the time budget is spent.
+applies); one cell on two workers (DistributedDataParallel over NCCL on two GPUs, as two local
+torch.distributed processes, Ray Train not carried either; skipped on a one-GPU machine) against one
+worker, its scaling efficiency recorded. Steps run most important first and are skipped, saying so, once the time budget is spent.
 
 `--cpu` runs the same code paths on tiny sizes on the CPU (the test suite runs it): the CUDA-only
 checks say why they are skipped, and the out-of-memory steps run in a child process whose address
@@ -82,14 +84,15 @@ def write_dataset(root: Path, *, n_train: int, n_test: int, side: int) -> Path:
 
 
 def make_cell(prepared: Path, device: str, *, model="resnet20_v1", epochs=2, batch=128, amp=None, share=None,
-              width=None, deterministic=None, compile_=False) -> cfg.Cell:
+              width=None, deterministic=None, compile_=False, workers=1) -> cfg.Cell:
     runtime = {"device": device, "compile": compile_, **({"amp": amp} if amp else {}),
                **({} if deterministic is None else {"deterministic": deterministic})}
     layer = {"grid": {"models": [model], "datasets": [DATASET], "seeds": [0]},
              "arch": {"stem": "cifar", **({"width": width} if width else {})},
              "recipe": {"name": "quick", "epochs": epochs, "batch_size": batch, "augment": {"crop_pad": 4, "flip": True}},
              "runtime": runtime, "bench": {"warmup": 3},
-             "resources": {"cpus_per_trial": 1, "gpus_per_trial": (share or 1) if device == "cuda" else 0}}
+             "resources": {"cpus_per_trial": 1, "gpus_per_trial": (share or workers) if device == "cuda" else 0,
+                           "workers_per_trial": workers}}
     exp = cfg.resolve_layers("gpu-acceptance", [cfg.Layer("gpu_acceptance.py", layer)], cfg.Params(),
                              check_datasets=False).experiment
     (cell,) = cfg.expand_grid(exp, data={DATASET: cfg.data_identity(prepared / DATASET)})
@@ -362,6 +365,38 @@ def step_sharing(ctx) -> dict:
     return out
 
 
+def step_two_workers(ctx) -> dict:
+    """One cell on two workers of this machine (DistributedDataParallel: NCCL on two GPUs, gloo on CPU), as
+    two local processes (torch.distributed, file:// rendezvous; Ray Train, which drives the workers in a
+    sweep, cannot be carried to this machine), against the same recipe on one worker: the scaling
+    efficiency is the 2-worker cell's steady img/s over twice the 1-worker cell's."""
+    from resnet_bench.parallel import launch_local
+
+    dev, prepared, s = ctx["device"], ctx["prepared"], ctx["sizes"]
+    if dev.type == "cuda" and torch.cuda.device_count() < 2:
+        return {"skipped": f"needs 2 GPUs (NCCL refuses two ranks on one GPU); this machine has "
+                           f"{torch.cuda.device_count()}"}
+    # At least 2 epochs: the second has a steady window however few batches the first warms up on.
+    epochs = max(2, s["cells_epochs"])
+    one = make_cell(prepared, dev.type, epochs=epochs, width=s["width"], batch=256)
+    two = make_cell(prepared, dev.type, epochs=epochs, width=s["width"], batch=256, workers=2)
+    path = ctx["work"] / "one_worker.json"
+    path.write_text(json.dumps(one.to_dict()))
+    single = _collect_worker(_start_worker(ctx, "train", "--cell", str(path), "--result",
+                                           str(path.with_suffix(".out.json"))), timeout=300)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    rec = launch_local(two.to_dict(), prepared, ctx["work"] / "two_workers", backend="nccl" if dev.type == "cuda"
+                       else "gloo", env=env, timeout_s=300)
+    assert rec["status"] == "ok", rec.get("error")
+    m = rec["metrics"]
+    return {"backend": rec["distributed"]["backend"], "per_rank_batch": rec["distributed"]["per_rank_batch"],
+            "one_worker_img_per_s": single["train_img_per_s"], "two_worker_img_per_s": m["train_img_per_s"],
+            "per_worker_img_per_s": m["train_img_per_s_per_worker"],
+            "scaling_efficiency": m["train_img_per_s"] / (2 * single["train_img_per_s"]),
+            "test_acc_one": single["test_acc"], "test_acc_two": m["test_acc"],
+            "ray": "not used: Ray Train cannot be carried to this machine; two local torch.distributed processes"}
+
+
 # ---- child processes ----------------------------------------------------------------------------------------
 
 
@@ -435,7 +470,7 @@ def worker_oom(args) -> None:
 # Most important first: a spent budget skips the tail, not the targets.
 STEPS = [("environment", step_environment, 5), ("tf32", step_tf32, 10), ("bench_resnet50", step_bench_resnet50, 40),
          ("oom", step_oom, 40), ("fp16_resume", step_fp16_resume, 40), ("host_syncs", step_host_syncs, 15),
-         ("loop_vs_bench", step_loop_vs_bench, 40), ("sharing", step_sharing, 60),
+         ("loop_vs_bench", step_loop_vs_bench, 40), ("sharing", step_sharing, 60), ("two_workers", step_two_workers, 60),
          ("ten_models_compile", step_ten_models_compile, 60), ("compile_resnet50", step_compile_resnet50, 150)]
 
 
@@ -460,6 +495,9 @@ def summary_line(name: str, res: dict) -> str:
     if name == "sharing" and r:
         return (f"2 trials at share {r['gpu_share']}, overlapping {r['overlap_s']:.1f} s: "
                 + ", ".join(f"{t['train_img_per_s'] or 0:,.0f} img/s" for t in r["trials"]))
+    if name == "two_workers" and "scaling_efficiency" in r:
+        return (f"{r['backend']}: 2 x {r['per_rank_batch']} at {r['two_worker_img_per_s']:,.0f} img/s vs 1 worker "
+                f"{r['one_worker_img_per_s']:,.0f}: scaling efficiency {100 * r['scaling_efficiency']:.0f} %")
     return res.get("skipped") or res.get("error") or ""
 
 

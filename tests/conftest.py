@@ -114,7 +114,7 @@ def strip_timing(record: dict) -> dict:
     """The numbers of a cell record that must repeat exactly; wall-clock fields never do. A metric that is
     null is the same as one that is absent (a record written through the schema lists every metric)."""
     timing = {"epoch_s", "train_img_per_s", "train_time_s", "steady_s", "steady_images", "steady_train_img_per_s",
-              "train_epoch_img_per_s"}
+              "train_epoch_img_per_s", "train_img_per_s_per_worker"}
     return {"metrics": {k: v for k, v in record["metrics"].items() if k not in timing and v is not None},
             "epochs": [{k: v for k, v in e.items() if k not in timing} for e in record["epochs"]]}
 

@@ -120,7 +120,14 @@ EXPERIMENT_CASES = [
     ("resources.cpus_per_trial", "two", "resources.cpus_per_trial"),
     ("resources.gpus_per_trial", -1, "resources.gpus_per_trial"),
     ("resources.gpus_per_trial", float("nan"), "resources.gpus_per_trial"),
-    ("resources.gpus_per_trial", 2, "a cell trains on one GPU"),
+    ("resources.gpus_per_trial", 2, "gpus_per_trial 2 with workers_per_trial 1: one process trains on one GPU"),
+    ("resources", {"gpus_per_trial": 1, "workers_per_trial": 2}, "each worker holds one whole GPU"),
+    ("resources", {"gpus_per_trial": 1.5, "workers_per_trial": 2}, "no fractions across workers"),
+    ("resources.workers_per_trial", 3, "recipe.batch_size 128 does not split over workers_per_trial 3"),
+    ("resources.workers_per_trial", 0, "resources.workers_per_trial"),
+    ("resources.workers_per_trial", 1.5, "resources.workers_per_trial"),
+    ("arch.sync_bn", True, "arch.sync_bn true with workers_per_trial 1"),
+    ("arch", {"sync_bn": True}, "no other worker to share"),
     ("resources.max_concurrent", 0, "resources.max_concurrent"),
     ("resorces", {}, "did you mean 'resources'"),
     ("description", 5, "description"),
@@ -486,3 +493,15 @@ def test_python_dash_m_resnet_bench_works(repo_root):
     proc = subprocess.run([sys.executable, "-m", "resnet_bench", "--help"], capture_output=True, text=True,
                           cwd=repo_root, timeout=120)
     assert proc.returncode == 0 and "commands:" in proc.stdout
+
+
+def test_sync_bn_needs_cuda_workers_and_workers_scale_concurrency():
+    from resnet_bench.sweep.progress import trial_slots
+
+    two = _set(_set(GOOD_EXPERIMENT, "resources.workers_per_trial", 2), "arch.sync_bn", True)
+    with pytest.raises(cfg.ConfigError, match="SyncBatchNorm has no CPU kernel"):
+        cfg.resolve_layers("e", [cfg.Layer("e.yaml", two)], cfg.Params(), check_datasets=False)
+    # 8 GPUs, 16 CPUs: 4 one-GPU trials of 2 workers each, CPUs counted per worker
+    res = cfg.Resources(cpus_per_trial=2, gpus_per_trial=2, workers_per_trial=2)
+    assert trial_slots(res, {"CPU": 16, "GPU": 8}) == 4
+    assert trial_slots(res, {"CPU": 6, "GPU": 8}) == 1

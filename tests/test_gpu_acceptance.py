@@ -19,7 +19,7 @@ def test_gpu_acceptance_cpu_mode_runs_every_step(tmp_path):
     report = json.loads((out / "gpu_acceptance.json").read_text())
     steps = report["steps"]
     assert list(steps) == ["environment", "tf32", "bench_resnet50", "oom", "fp16_resume", "host_syncs",
-                           "loop_vs_bench", "sharing", "ten_models_compile", "compile_resnet50"]
+                           "loop_vs_bench", "sharing", "two_workers", "ten_models_compile", "compile_resnet50"]
     assert steps["tf32"] == {**steps["tf32"], "status": "skipped", "skipped": "needs CUDA: TF32 is a GPU tensor-core format"}
     assert all(s["status"] == "ok" for name, s in steps.items() if name != "tf32"), steps
     r = {name: s["result"] for name, s in steps.items()}
@@ -32,6 +32,8 @@ def test_gpu_acceptance_cpu_mode_runs_every_step(tmp_path):
         "scale_final_resumed"]
     assert r["host_syncs"]["loader_syncs_per_batch"] == 0
     assert [t["status"] for t in r["sharing"]["trials"]] == ["ok", "ok"] and "Ray" in r["sharing"]["ray"]
+    assert r["two_workers"]["backend"] == "gloo" and r["two_workers"]["per_rank_batch"] == 128
+    assert r["two_workers"]["scaling_efficiency"] > 0 and r["two_workers"]["test_acc_two"] >= 0
     assert all(row["compile_graphs"] == 2 for row in r["ten_models_compile"]["rows"])
     md = (out / "gpu_acceptance.md").read_text()
     assert "| oom | ok |" in md and "| tf32 | skipped |" in md and md in proc.stdout

@@ -80,6 +80,9 @@ class Cell(Strict):
     # it caps the trial's CUDA memory, and a half-GPU's loop throughput is not a GPU's. None on CPU.
     gpu_share: Optional[float] = Field(None, gt=0, le=1, allow_inf_nan=False)
     data: Optional[DataIdentity] = None
+    # Processes that train the cell together (resources.workers_per_trial, DistributedDataParallel):
+    # each takes recipe.batch_size / world_size images of every global batch (per_rank_batch).
+    world_size: int = Field(1, ge=1, le=64)
     code_fingerprint: str = ""
     cell_id: str = ""
 
@@ -91,11 +94,24 @@ class Cell(Strict):
         if self.unit not in VERSION_UNITS[self.version]:
             raise ValueError(f"unit {self.unit!r} is not a {self.version} unit; valid: "
                              f"{', '.join(VERSION_UNITS[self.version])}")
+        if self.recipe.batch_size % self.world_size:
+            raise ValueError(f"recipe.batch_size {self.recipe.batch_size} does not split over world_size "
+                             f"{self.world_size}")
         want = compute_cell_id(self)
         if self.cell_id and self.cell_id != want:
             raise ValueError(f"cell_id {self.cell_id!r} does not match its config (expected {want!r})")
         object.__setattr__(self, "cell_id", want)
         return self
+
+    @property
+    def per_rank_batch(self) -> int:
+        """Images of each global batch that one worker trains on."""
+        return self.recipe.batch_size // self.world_size
+
+    @property
+    def bn_mode(self) -> str:
+        """Batch norm statistics over each worker's images ("per_rank") or the global batch ("sync")."""
+        return "sync" if self.arch.sync_bn else "per_rank"
 
     def label(self) -> str:
         unit = "" if self.unit in VERSION_UNIT.values() else f"[{self.unit}]"
@@ -112,6 +128,12 @@ def compute_cell_id(cell: Cell) -> str:
     same computation and is trained once.
     """
     payload = cell.model_dump(mode="json", exclude={"experiment", "cell_id"})
+    # The keys added for multi-worker cells enter the hash only away from their defaults: every
+    # one-process cell keeps the id it had before them. World size and BN mode fix the per-rank batch.
+    if payload["world_size"] == 1:
+        del payload["world_size"]
+    if not payload["arch"]["sync_bn"]:
+        del payload["arch"]["sync_bn"]
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -157,6 +179,7 @@ def expand_grid(exp: Experiment, *, data: dict[str, DataIdentity] | None = None,
         cells.append(Cell(experiment=exp.name, model=model, version=version, unit=unit, depth=depth,
                           dataset=ds, seed=seed, arch=resolved_arch(exp.arch, model, unit),
                           recipe=exp.recipe, runtime=runtime, gpu_share=exp.gpu_share(),
+                          world_size=exp.resources.workers_per_trial,
                           bench=exp.bench, data=(data or {}).get(ds), code_fingerprint=code_fingerprint))
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):

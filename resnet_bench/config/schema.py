@@ -229,6 +229,9 @@ class Arch(Strict):
     variant: Literal["modern", "paper"] = "modern"
     shortcut: Optional[Literal["zero_pad", "projection"]] = None  # None: the variant's default
     bottleneck_stride: Optional[Literal["1x1", "3x3"]] = None  # None: the variant's default
+    # With resources.workers_per_trial > 1: batch norm over the global batch (SyncBatchNorm, CUDA only)
+    # instead of over each worker's share, which is the papers' setting (He et al. 2015: 8 GPUs x 32).
+    sync_bn: bool = False
 
 
 # What a runtime key left unset (null) means on each device. CUDA: what every GPU experiment here
@@ -287,8 +290,12 @@ class Bench(Strict):
 
 
 class Resources(Strict):
+    # CPUs of each training process (a trial's one, or each of its workers_per_trial).
     cpus_per_trial: float = Field(1, gt=0, le=1024, allow_inf_nan=False)
+    # GPUs of the whole trial: a fraction of one with one worker; one per worker with several.
     gpus_per_trial: float = Field(0, ge=0, le=64, allow_inf_nan=False)
+    # Ray Train workers (DistributedDataParallel processes) that train one cell; 1: the trial trains it.
+    workers_per_trial: int = Field(1, ge=1, le=64)
     max_concurrent: Optional[int] = Field(None, ge=1, le=100_000)
 
 
@@ -399,9 +406,24 @@ class Experiment(Strict):
         if dev == "cpu" and gpus > 0:
             raise ValueError(f"runtime.device 'cpu' with resources.gpus_per_trial {gpus}: the GPU would sit "
                              "idle; set gpus_per_trial 0 or device auto/cuda")
-        if gpus > 1:
-            raise ValueError(f"resources.gpus_per_trial {gpus}: a cell trains on one GPU (no data parallelism); "
-                             "give 1, or a fraction to share one GPU between trials (0.5: two per GPU)")
+        workers, batch = self.resources.workers_per_trial, self.recipe.batch_size
+        if gpus > 1 and workers == 1:
+            raise ValueError(f"resources.gpus_per_trial {gpus:g} with workers_per_trial 1: one process trains on "
+                             f"one GPU and the other {gpus - 1:g} would sit idle; set workers_per_trial {gpus:g} "
+                             "(one GPU each, DistributedDataParallel) or gpus_per_trial 1")
+        if workers > 1 and gpus > 0 and gpus != workers:
+            raise ValueError(f"resources.gpus_per_trial {gpus:g} with workers_per_trial {workers}: each worker "
+                             f"holds one whole GPU (no fractions across workers); set gpus_per_trial {workers}")
+        if batch % workers or batch // workers < 2:
+            raise ValueError(f"recipe.batch_size {batch} does not split over workers_per_trial {workers} (each "
+                             "worker takes batch_size / workers_per_trial images, at least 2 for batch norm); "
+                             f"give a multiple of {workers} of at least {2 * workers}")
+        if self.arch.sync_bn and workers == 1:
+            raise ValueError("arch.sync_bn true with workers_per_trial 1: there is no other worker to share "
+                             "batch statistics with; set workers_per_trial > 1 or sync_bn false")
+        if self.arch.sync_bn and self.resolved_device() != "cuda":
+            raise ValueError("arch.sync_bn true needs CUDA workers (torch's SyncBatchNorm has no CPU kernel); "
+                             "on cpu set sync_bn false (batch norm per worker)")
         rt, given = self.resolved_runtime(), self.runtime
         if rt.device == "cpu":
             if rt.amp == "fp16":
@@ -434,8 +456,10 @@ class Experiment(Strict):
         return self.runtime.model_copy(update={"device": device, **fill})
 
     def gpu_share(self) -> float | None:
-        """The fraction of one GPU each trial holds (1.0 whole; 0.5 shared by two); None on CPU."""
-        return float(self.resources.gpus_per_trial) if self.resolved_device() == "cuda" else None
+        """The fraction of one GPU each training process holds (1.0 whole; 0.5 shared by two); None on CPU."""
+        if self.resolved_device() != "cuda":
+            return None
+        return float(self.resources.gpus_per_trial) / self.resources.workers_per_trial
 
 
 # ---- params.yaml --------------------------------------------------------------------------------

@@ -73,10 +73,13 @@ def shard_indices(n: int, *, shuffle: bool, gen, rank: int, world_size: int, bat
         usable = n if world_size == 1 else n - (n % size if n % size < world_size else 0)
         mine = perm[:usable]
     batches = [mine[i:i + size] for i in range(0, len(mine), size)]
+    # Decided on the global batch, so that every rank drops it or none does (a rank's share alone
+    # could be full on one rank and short on another: the ranks would take different step counts,
+    # and DDP's gradient all-reduce would wait forever for the rank that stopped).
+    if drop_last and batches and len(batches[-1]) < size:
+        batches = batches[:-1]
     if shuffle and world_size > 1:
         batches = [b[rank::world_size] for b in batches]
-    if drop_last and batches and len(batches[-1]) < batch_size:
-        batches = batches[:-1]
     return batches
 
 

@@ -89,6 +89,10 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
                 self.on_trial_start(iteration, trials, trial)
                 run = self._attempt(cid)
             node = {k: result.get(k) for k in ("node_id", "hostname", "ip")}
+            if result.get("attempt") and run.get("attempt") not in (None, result["attempt"]):
+                run = self._group_restarted(iteration, trials, trial, cell, run)
+            if result.get("attempt"):  # a multi-worker cell: its worker group's start and ranks' nodes
+                run["attempt"], run["workers"] = result["attempt"], json.loads(result["workers_json"])
             first = run["node"] is None
             run["node"] = node
             if result.get("note"):  # a damaged checkpoint passed over
@@ -109,6 +113,9 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
             except (RecordError, ValueError) as err:  # a trial bug: recorded failed, never written as is
                 record = parse_record(failure_record(cell, f"InvalidRecord: {err}", env=_driver_env(cell)),
                                       f"trial {cid}")
+            if record.status == "failed" and not record.epochs:  # what the attempts trained before
+                epochs = [e for a in self.attempts.get(cid, []) for e in a.get("epochs", [])]
+                record = record.with_updates(epochs=_dedupe_epochs(epochs))
             record = record.with_updates(retries=self.retries.get(cid, 0), attempts=self._public_attempts(cid))
             if not self._write(record):
                 return
@@ -164,8 +171,24 @@ def _record_writer(cells_dir: Path, storage: str, progress: Progress, max_failur
                                                attempts=self._public_attempts(cid), node=(run or {}).get("node"))):
                 progress.update(_label(config), "failed", cause, cid)
 
+        def _group_restarted(self, iteration, trials, trial, cell: dict, run: dict) -> dict:
+            """Ray Train started a new worker group for the cell (a worker or its node was lost): the
+            attempt ends, a new one begins, resumed from the last checkpoint; Tune saw no failure."""
+            cid = cell["cell_id"]
+            self.retries[cid] = self.retries.get(cid, 0) + 1
+            lost = ", ".join(sorted({w["node"]["hostname"] + " (node " + _short(w["node"]["node_id"]) + ")"
+                                     for w in run.get("workers") or []}))
+            run.update(open=False, error=f"a worker of the group on {lost} was lost; Ray Train started a new "
+                                         "group from the last checkpoint")
+            last = run["last_epoch"]
+            progress.note(f"{_label(cell)}: worker group lost a worker; retry {self.retries[cid]} from "
+                          f"{'epoch ' + str(last) + ' checkpoint' if last else 'the start'}")
+            self.on_trial_start(iteration, trials, trial)
+            return self._attempt(cid)
+
         def _public_attempts(self, cid: str) -> list[dict]:
-            return [{k: a[k] for k in ("node", "first_epoch", "last_epoch", "error")}
+            keys = ("node", "first_epoch", "last_epoch", "error")
+            return [{**{k: a[k] for k in keys}, **({"workers": a["workers"]} if a.get("workers") else {})}
                     for a in self.attempts.get(cid, [])]
 
     return WriteRecord()

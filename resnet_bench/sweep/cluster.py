@@ -252,12 +252,14 @@ def check_resources(resources: cfg.Resources) -> None:
     import ray
 
     have = ray.cluster_resources()
-    for key, name in (("cpus_per_trial", "CPU"), ("gpus_per_trial", "GPU")):
-        want = getattr(resources, key)
+    k = resources.workers_per_trial
+    for key, name, want in (("cpus_per_trial", "CPU", resources.cpus_per_trial * k),
+                            ("gpus_per_trial", "GPU", resources.gpus_per_trial)):
         if want > have.get(name, 0):
+            per = f" x workers_per_trial {k}" if k > 1 and name == "CPU" else ""
             raise cfg.ConfigError(
-                f"resources.{key}={want} but the Ray cluster has {have.get(name, 0)} {name}(s); "
-                f"lower it or join a cluster with {name}s (RAY_ADDRESS / sweep.ray_address)")
+                f"resources.{key}={getattr(resources, key)}{per} but the Ray cluster has {have.get(name, 0)} "
+                f"{name}(s); lower it or join a cluster with {name}s (RAY_ADDRESS / sweep.ray_address)")
 
 
 # host:port of a Ray cluster's GCS: a hostname, an IPv4 address or a bracketed IPv6 one.

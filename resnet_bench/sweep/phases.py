@@ -71,8 +71,16 @@ def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cell
         configs.append({"cell": c.to_dict(), "paths": paths, "resume_from": resume, "provenance": provenance,
                         "storage": storage_path, "keep_models": keep_models})
     # Tune reports per epoch (with the checkpoint) + the final record; the callback persists it.
-    _run_tuner(_unwrap(train_trial), configs,
-               resources={"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
+    # Several workers per cell: the trial drives a Ray Train run (resnet_bench.sweep.distributed).
+    if res.workers_per_trial > 1:
+        from resnet_bench.sweep.distributed import drive_cell, trial_resources
+
+        for c in configs:
+            c.update(resources=res.model_dump(mode="json"), max_failures=max_failures)
+        fn, resources = drive_cell, trial_resources(res)
+    else:
+        fn, resources = train_trial, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
+    _run_tuner(_unwrap(fn), configs, resources=resources,
                max_concurrent=res.max_concurrent, name="train", storage_path=storage_path,
                callbacks=[_record_writer(cells_dir, storage_path, progress, max_failures, keep_dirs)],
                max_failures=max_failures, tune_loggers=tune_loggers)

@@ -12,8 +12,8 @@ from resnet_bench import config as cfg
 
 def trial_slots(resources: cfg.Resources, cluster: dict) -> int:
     """Trials the cluster runs at once: its CPUs and, for GPU trials, its GPUs divided by each trial's
-    share (4 GPUs at gpus_per_trial 0.5: 8 trials). At least 1."""
-    per = [(cluster.get("CPU", 1), resources.cpus_per_trial)]
+    share (4 GPUs at gpus_per_trial 0.5: 8 trials; 8 GPUs at workers_per_trial 4: 2). At least 1."""
+    per = [(cluster.get("CPU", 1), resources.cpus_per_trial * resources.workers_per_trial)]
     if resources.gpus_per_trial > 0:
         per.append((cluster.get("GPU", 0), resources.gpus_per_trial))
     # The epsilon keeps 1.0 / 0.1 from flooring to 9 (Ray admits 10 trials of 0.1 GPU).

@@ -137,7 +137,10 @@ class Metrics(Strict):
     final_train_loss: Optional[EpochLoss] = _metric("nats", "mean training loss of the last epoch")
     epochs_completed: Optional[Count] = _metric("epochs", "epochs trained")
     train_time_s: Optional[Seconds] = _metric("s", "wall time of training and evaluation")
-    train_img_per_s: Optional[Rate] = _metric("images/s", "steady training-loop throughput (after warm-up)")
+    train_img_per_s: Optional[Rate] = _metric("images/s", "steady training-loop throughput (after warm-up), "
+                                                          "the whole cell's: all workers together")
+    train_img_per_s_per_worker: Optional[Rate] = _metric("images/s", "train_img_per_s / world_size: per worker, "
+                                                                     "per GPU on CUDA (one GPU per worker)")
     train_epoch_img_per_s: Optional[Rate] = _metric("images/s", "mean of the epochs' wall-clock rates")
     gpu_hours: Optional[NonNeg] = _metric("GPU-hours", "train_time_s / 3600 x gpu_share; null on CPU")
     gpu_memory_cap_bytes: Optional[Count] = _metric("bytes", "allocator cap of the trial's GPU share; null on "
@@ -244,10 +247,28 @@ class CompileStats(Open):
     compile_s: Optional[Seconds] = None
 
 
+class Worker(Strict):
+    """One training process of a multi-worker cell: its rank in the process group and its node."""
+
+    rank: Count
+    node: Node
+
+
+class Distributed(Strict):
+    """How a cell's training was spread (the cell's own numbers depend on it: part of its id)."""
+
+    world_size: Positive  # processes (Ray Train workers), one GPU each on CUDA
+    per_rank_batch: Positive  # images of each global batch one rank trains on (batch_size / world_size)
+    bn_mode: Literal["per_rank", "sync"]  # batch norm statistics over a rank's images or the global batch
+    backend: Optional[Literal["gloo", "nccl"]] = None  # the process group's; null with one process
+    workers: list[Worker] = Field(default_factory=list, max_length=1024)  # the last attempt's, by rank
+
+
 class Attempt(Strict):
-    """One start of a cell's trial: where it ran, the epochs it trained, why it ended."""
+    """One start of a cell's trial (or of its worker group): where it ran, the epochs it trained, why it ended."""
 
     node: Optional[Node] = None
+    workers: Optional[list[Worker]] = Field(None, max_length=1024)  # multi-worker cells: every rank's node
     first_epoch: Optional[Positive] = None
     last_epoch: Optional[Positive] = None
     error: Optional[Text] = None
@@ -280,12 +301,18 @@ class CellRecord(Strict):
     bench_error: Optional[Text] = None
     compile: Optional[CompileStats] = None
     models: Optional[Models] = None
+    distributed: Optional[Distributed] = None  # null: a one-process cell (records before multi-worker cells)
 
     @model_validator(mode="after")
     def _rules(self):
         if self.cell_id != self.config.cell_id:
             raise ValueError(f"cell_id {self.cell_id!r} does not match its config, which hashes to "
                              f"{self.config.cell_id!r} (edited or forged)")
+        d, c = self.distributed, self.config
+        if d is not None and (d.world_size, d.per_rank_batch, d.bn_mode) != (c.world_size, c.per_rank_batch,
+                                                                             c.bn_mode):
+            raise ValueError(f"distributed: world_size {d.world_size}, per_rank_batch {d.per_rank_batch}, bn_mode "
+                             f"{d.bn_mode} are not its config's ({c.world_size}, {c.per_rank_batch}, {c.bn_mode})")
         numbers = [e.epoch for e in self.epochs]
         if any(b <= a for a, b in zip(numbers, numbers[1:])):
             raise ValueError(f"epochs: epoch numbers must increase, got {numbers[:20]}")

@@ -30,17 +30,28 @@ def _join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
 
 
+# A multi-worker cell's trial drives a Ray Train run whose checkpoints (rank 0's) are in the trial
+# directory's WORKERS_RUN/checkpoint_<time>/ (resnet_bench.sweep.distributed).
+WORKERS_RUN = "workers"
+
+
+def workers_run_uri(storage: str, cell_id: str) -> str:
+    return _join(storage, "train", cell_id, WORKERS_RUN)
+
+
 def _checkpoint_dirs(storage: str, cell_id: str) -> list[str]:
-    """URIs of the cell's Tune checkpoints in storage, oldest first (by Tune's index)."""
+    """URIs of the cell's Tune (or Ray Train) checkpoints in storage, oldest first (by their index or time)."""
     import pyarrow.fs
 
-    trial_uri = _join(storage, "train", cell_id)
-    fs, path = _fs(trial_uri)
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
-        return []
-    names = sorted(info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(path))
-                   if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
-    return [_join(trial_uri, n) for n in names]
+    out = []
+    for run_uri in (_join(storage, "train", cell_id), workers_run_uri(storage, cell_id)):
+        fs, path = _fs(run_uri)
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+            continue
+        names = sorted(info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(path))
+                       if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+        out += [_join(run_uri, n) for n in names]
+    return out
 
 
 def _exists(uri: str) -> bool:
@@ -139,6 +150,7 @@ def adopt_prior_checkpoint(storage: str, cell_id: str) -> str | None:
         pyarrow.fs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
     for d in _checkpoint_dirs(storage, cell_id):
         _delete_dir(d)
+    _delete_dir(workers_run_uri(storage, cell_id))  # its state names the checkpoints just removed
     return resume if _exists(resume) and checkpoint_problem(resume, cell_id) is None else None
 
 
@@ -147,6 +159,7 @@ def drop_checkpoints(storage: str, cell_id: str) -> None:
     (in cells/ by now) are no longer needed."""
     for d in _checkpoint_dirs(storage, cell_id):
         _delete_dir(d)
+    _delete_dir(workers_run_uri(storage, cell_id))
     _delete_dir(_join(storage, "resume", cell_id))
     _delete_dir(models_uri(storage, cell_id))
 

@@ -56,7 +56,7 @@ def _restore(work: Path, cell_id: str, candidates: list[tuple[str, object]], not
     from resnet_bench.sweep.storage import checkpoint_problem
 
     for where, ckpt in candidates:
-        ckpt = ckpt if isinstance(ckpt, tune.Checkpoint) else tune.Checkpoint(ckpt)
+        ckpt = ckpt if hasattr(ckpt, "to_directory") else tune.Checkpoint(ckpt)  # Tune's, Ray Train's, or a URI
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         try:
