@@ -176,6 +176,10 @@ class Bench(Strict):
     warmup: int = Field(3, ge=0, le=10_000)
     repeats: int = Field(5, ge=1, le=10_000)
     steps_per_repeat: int = Field(2, ge=1, le=10_000)
+    # Stability: re-measure (all models of the bench, interleaved) while a throughput CV (sample sd / mean
+    # over repeats) exceeds cv_max, at most `remeasure` times; then mark the measurement unstable.
+    cv_max: float = Field(0.1, gt=0, le=10, allow_inf_nan=False)
+    remeasure: int = Field(2, ge=0, le=100)
 
 
 class Resources(Strict):
