@@ -21,17 +21,26 @@ from __future__ import annotations
 import heapq
 import json
 import statistics
-from dataclasses import dataclass
 from typing import Callable
 
 
-@dataclass(frozen=True)
-class DeviceRate:
-    """A stated training rate when nothing was recorded on this device."""
+# The stated CPU rate: the committed cifar10-cpu run (AMD EPYC / Xeon VM, one thread per trial, host-speed
+# pin) trained ResNet-20 (0.081 GFLOP forward per image) at 141 images/s in its steady loop, i.e.
+# 141 x 3 x 0.081 = 34 GFLOP/s of training work per thread; the `portable` pin takes about 3x as long
+# (docs/benchmarks/numeric_pin.md).
+CPU_THREAD_FLOPS_PER_S = 34e9
+PORTABLE_PIN_SLOWDOWN = 3.0
 
-    name: str
-    flops_per_s: float
-    source: str
+
+def cpu_rate(threads: int, numeric_pin: str | None):
+    """The stated CPU training rate for `threads` threads under a numeric pin (estimate.DeviceRate)."""
+    from resnet_bench.sweep.estimate import DeviceRate
+
+    slow = PORTABLE_PIN_SLOWDOWN if numeric_pin == "portable" else 1.0
+    return DeviceRate(f"{threads} CPU thread(s), numeric pin {numeric_pin}",
+                      CPU_THREAD_FLOPS_PER_S * threads / slow,
+                      "34 GFLOP/s per thread: ResNet-20 at 141 img/s in the committed cifar10-cpu run"
+                      + ("; / 3 under the portable pin" if slow > 1 else ""))
 
 
 def match_key(cell, hardware: str) -> str:
@@ -66,10 +75,10 @@ def makespan_s(durations: list[float], slots: int) -> float:
 
 
 def compute_plan(cells, *, n_train: dict[str, int], hardware: str, recorded: dict[str, dict],
-                 flops_of: Callable[[object], float], rate: DeviceRate, concurrency: int, cpus_per_trial: float,
+                 flops_of: Callable[[object], float], rate, concurrency: int, cpus_per_trial: float,
                  gpus_per_trial: float, record_bytes: int, checkpoint_bytes: Callable[[object], int]) -> dict:
     """The plan of `cells` (those to train). `n_train`: train images per dataset (a dataset absent is
-    left out, and named). Returns {"rows": per model and dataset, "total_h", "device_hours", "unit",
+    left out, and named). `rate`: resnet_bench.sweep.estimate.DeviceRate. Returns {"rows": per model and dataset, "total_h", "device_hours", "unit",
     "wall_h", "results_bytes", "models_peak_bytes", "missing", "rate", "concurrency"}."""
     on_gpu = gpus_per_trial > 0
     unit, per_trial = ("GPU-hours", gpus_per_trial) if on_gpu else ("CPU-hours", cpus_per_trial)
@@ -83,7 +92,8 @@ def compute_plan(cells, *, n_train: dict[str, int], hardware: str, recorded: dic
             secs = seen["s_per_image_epoch"] * c.recipe.epochs * n_train[c.dataset]
             source = f"recorded here ({seen['n']} record(s))"
         else:
-            secs, source = flops_of(c) / rate.flops_per_s, f"FLOPs at {rate.flops_per_s / 1e9:,.0f} GFLOP/s"
+            secs = flops_of(c) / rate.train_flops_per_s
+            source = f"FLOPs at {rate.train_flops_per_s / 1e9:,.0f} GFLOP/s"
         durations.append(secs)
         ckpt.append(checkpoint_bytes(c))
         row = rows.setdefault(f"{c.model}/{c.unit}/{c.dataset}", {"label": f"{c.model} ({c.unit}) on {c.dataset}",
@@ -108,15 +118,19 @@ def _size(n: float) -> str:
     return ""
 
 
+def _hours(h: float) -> str:
+    return f"{h:,.2f}" if h >= 1 else f"{h:.3f} ({h * 60:,.1f} min)"
+
+
 def format_plan(plan: dict, n_done: int) -> list[str]:
     """Console lines: per model, then the totals, the wall time at the concurrency and the disk."""
     unit = plan["unit"]
     lines = [f"[sweep] compute plan ({n_done} cell(s) already done are not counted):"]
     for r in plan["rows"]:
-        lines.append(f"[sweep]   {r['label']}: {r['cells']} cell(s), {r['device_hours']:,.2f} {unit} "
+        lines.append(f"[sweep]   {r['label']}: {r['cells']} cell(s), {_hours(r['device_hours'])} {unit} "
                      f"({r['source']})")
     rate = plan["rate"]
-    lines.append(f"[sweep]   total: {plan['device_hours']:,.2f} {unit}; wall {plan['wall_h']:,.2f} h at "
+    lines.append(f"[sweep]   total: {_hours(plan['device_hours'])} {unit}; wall {_hours(plan['wall_h'])} h at "
                  f"{plan['concurrency']} trial(s) at a time; disk: results {_size(plan['results_bytes'])}, "
                  f"models up to {_size(plan['models_peak_bytes'])} of checkpoints while training")
     if any("FLOPs" in r["source"] for r in plan["rows"]):
