@@ -154,3 +154,64 @@ def test_power_row_from_observed_paired_differences():
     assert row["mde_pp"] == pytest.approx(power.paired_mde(sd, 4, alpha=0.05, power=0.8))
     assert row["seeds_for_observed"] == power.seeds_needed(statistics.fmean(diffs), sd, alpha=0.05, power=0.8)
     assert row["seeds_for_target"] is None
+
+
+# ---- the compute plan -----------------------------------------------------------------------------------
+
+
+def test_makespan_schedules_longest_first():
+    from resnet_bench.sweep.costplan import makespan_s
+
+    assert makespan_s([3, 3, 2, 2, 2], 2) == 7  # 3+2+2 | 3+2
+    assert makespan_s([5, 1, 1], 4) == 5 and makespan_s([1, 2, 3], 1) == 6
+
+
+def test_compute_plan_prefers_recorded_throughput_then_flops_at_the_stated_rate():
+    from resnet_bench import config as cfg
+    from resnet_bench.sweep import costplan
+    from resnet_bench.sweep.estimate import DeviceRate
+
+    exp = cfg.resolve_layers("e", [cfg.Layer("test", {"grid": {"versions": ["v1", "v2"], "depths": [18],
+                                                              "datasets": ["digits"], "seeds": [0, 1]},
+                                                     "recipe": {"name": "quick", "epochs": 4}})],
+                             cfg.Params()).experiment
+    cells = cfg.expand_grid(exp)
+    v1 = next(c for c in cells if c.version == "v1")
+    recorded = {costplan.match_key(v1, "cpu-x"): {"s_per_image_epoch": 0.01, "n": 3}}
+    plan = costplan.compute_plan(cells, n_train={"digits": 1000}, hardware="cpu-x", recorded=recorded,
+                                 flops_of=lambda c: 7.2e12, rate=DeviceRate("test", 1e9, "stated"), concurrency=2,
+                                 cpus_per_trial=2, gpus_per_trial=0, record_bytes=100, checkpoint_bytes=lambda c: 10)
+    rows = {r["label"]: r for r in plan["rows"]}
+    r1, r2 = rows["resnet18_v1 (original) on digits"], rows["resnet18_v2 (full_preact) on digits"]
+    assert r1["wall_h"] == pytest.approx(2 * 0.01 * 4 * 1000 / 3600) and "recorded" in r1["source"]
+    assert r2["wall_h"] == pytest.approx(2 * 7.2e12 / 1e9 / 3600) and "FLOPs" in r2["source"]  # 2 h per cell
+    assert plan["unit"] == "CPU-hours" and plan["device_hours"] == pytest.approx(2 * plan["total_h"])
+    assert plan["wall_h"] == pytest.approx(2 + 40 / 3600)  # v2's two 2-hour cells on two slots, then a v1 cell
+    assert plan["results_bytes"] == 400 and plan["models_peak_bytes"] == 2 * 2 * 10
+    # another CPU model's records are not this device's
+    other = costplan.compute_plan(cells, n_train={"digits": 1000}, hardware="cpu-y", recorded=recorded,
+                                  flops_of=lambda c: 7.2e12, rate=DeviceRate("test", 1e9, "stated"), concurrency=2,
+                                  cpus_per_trial=2, gpus_per_trial=0, record_bytes=100, checkpoint_bytes=lambda c: 10)
+    assert all("FLOPs" in r["source"] for r in other["rows"])
+
+
+def test_dry_run_prints_the_compute_plan_and_the_seeds_the_target_needs(tmp_path, prepared_digits, capsys):
+    from conftest import make_project
+
+    from resnet_bench.sweep import driver
+
+    exp = {"grid": {"versions": ["v1", "v2"], "depths": [18], "datasets": ["digits"], "seeds": [0, 1]},
+           "arch": {"stem": "cifar", "width": 4}, "recipe": {"name": "quick", "epochs": 1},
+           "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 2},
+           "target": {"effect_pp": 0.5, "seed_sd_pp": 0.2, "source": "a stated gap"}}
+    project = make_project(tmp_path / "p", exp)
+    rc = driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
+                      "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results"),
+                      "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "[sweep] compute plan (0 cell(s) already done" in err
+    assert "[sweep]   resnet18_v1 (original) on digits: 2 cell(s)" in err and "CPU-hours (FLOPs at" in err
+    assert "[sweep]   total: " in err and "at 2 trial(s) at a time; disk: results" in err
+    need = power.seeds_needed(0.5, math.sqrt(2) * 0.2, alpha=0.05, power=0.8)
+    assert f"[sweep] power: digits depth 18: 2 seed(s) in the grid; target 0.5 pp needs {need} seed pairs" in err
