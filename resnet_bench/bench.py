@@ -556,6 +556,15 @@ def main(argv=None) -> int:
             "peak_mem_bytes", "saved_activation_bytes", "compile_graphs"]
     cols += [c for c in ("train_ratio", "train_ratio_lo", "train_ratio_hi", "infer_ratio") if c in df]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    for row in rows:
+        load = (f"load average {row['train_loadavg_1m_before']:.2f} -> {row['train_loadavg_1m_after']:.2f}"
+                if row["train_loadavg_1m_before"] is not None else "load average unknown")
+        competing = row["train_competing_cpu_frac"]
+        print(f"[bench] {row['model']}: train CV {row['train_img_per_s_cv']:.3f}, inference CV "
+              f"{row['infer_img_per_s_cv']:.3f} ({row['train_attempts']} + {row['infer_attempts']} attempt(s)); "
+              f"{load}, other processes {'?' if competing is None else f'{100 * competing:.0f} %'} of the CPUs"
+              + (f"; UNSTABLE: a CV stayed above --cv-max {args.cv_max}" if row["unstable"] else ""),
+              file=sys.stderr)
     hw = env["hardware"]
     print(f"\n{hw['gpu_name'] or hw['cpu_model']} ({args.device}), torch threads {hw['torch_threads']}, "
           f"torch {env['versions']['torch']}, numeric pin {numeric['numeric_pin']}, commit {env['git_commit'][:12]}; "

@@ -233,6 +233,13 @@ def status_marks(ax, cells: pd.DataFrame, pos: dict, offset: dict) -> None:
                 color=VERSION_COLORS[version], ha="center", va="bottom", transform=trans)
 
 
+def hollow_handle():
+    """The legend entry of an unstable bench measurement: a hollow grey marker."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], ls="", marker="o", ms=4, mfc="white", mec="0.3", mew=1.0)
+
+
 def _seed_range(acc: pd.DataFrame) -> tuple[int, int]:
     n = acc.loc[acc["n_seeds"] > 0, "n_seeds"]
     return (int(n.min()), int(n.max())) if len(n) else (0, 0)
@@ -395,7 +402,7 @@ def fig_throughput_memory(cells: pd.DataFrame, plt):
     panels = panels_of(summary)
     multi = len({e for e, _ in panels}) > 1
     fig, axes = grid(plt, len(cols) * len(panels), ncols=len(cols), panel_h=2.0)
-    handles = {}
+    handles, unstable = {}, False
     for i, (exp, ds) in enumerate(panels):
         s = _plain_units(summary[(summary["experiment"] == exp) & (summary["dataset"] == ds)])
         ablation = bool((~s["unit"].isin(list(VERSION_UNIT.values()))).any())
@@ -415,17 +422,19 @@ def fig_throughput_memory(cells: pd.DataFrame, plt):
                 handles.setdefault(series_label(unit, ablation), h)
                 shaky = g["bench_unstable"].fillna(False).to_numpy(dtype=bool) if iqr else np.zeros(len(g), bool)
                 if shaky.any():  # hollow: the measurement stayed above bench.cv_max (resnet_bench.noise)
-                    (hh,) = ax.plot(np.asarray(xs)[shaky], y[shaky], ls="", marker=UNIT_MARKERS[unit], ms=4,
-                                    mfc="white", mec=UNIT_COLORS[unit], mew=1.0, zorder=4)
-                    handles.setdefault("hollow: unstable (CV > bench.cv_max)", hh)
+                    ax.plot(np.asarray(xs)[shaky], y[shaky], ls="", marker=UNIT_MARKERS[unit], ms=4, mfc="white",
+                            mec=UNIT_COLORS[unit], mew=1.0, zorder=4)
+                    unstable = True
             depth_axis(ax, depths)
             if not log_axis(ax, "y", s[col]):
                 ax.set_ylim(bottom=0)
             ax.set_ylabel(with_log(label, ax.get_yscale() == "log"), fontsize="small")
             if j == 0:
                 ax.set_title(panel_title(exp, ds, multi), loc="left", fontsize="small")
-    labels = [k + (": median, bars IQR over repeats" if k in VERSION_LABELS.values() or k in UNIT_LABELS.values()
-                   else "") for k in handles]
+    labels = [k + ": median, bars IQR over repeats" for k in handles]
+    if unstable:
+        handles["unstable"] = hollow_handle()
+        labels.append("hollow: unstable (CV > bench.cv_max)")
     legend_below(fig, list(handles.values()), labels, ncol_max=2)
     return fig
 
@@ -445,7 +454,7 @@ def fig_pareto(cells: pd.DataFrame, plt):
     multi = len({e for e, _ in panels}) > 1
     ablation = bool((~s["unit"].isin(list(VERSION_UNIT.values()))).any())
     fig, axes = grid(plt, len(panels), panel_h=2.6, ncols_max=2)
-    handles = {}
+    handles, unstable = {}, False
     for ax, (exp, ds) in zip(axes, panels):
         d = s[(s["experiment"] == exp) & (s["dataset"] == ds)]
         front = stats.pareto_front(d, col, "test_acc_pct")
@@ -462,9 +471,9 @@ def fig_pareto(cells: pd.DataFrame, plt):
             handles.setdefault(series_label(unit, ablation), h)
             shaky = g["bench_unstable"].fillna(False).to_numpy(dtype=bool)
             if shaky.any():  # hollow: the throughput measurement stayed above bench.cv_max
-                (hh,) = ax.plot(g[col].to_numpy(dtype=float)[shaky], y[shaky], ls="", marker=UNIT_MARKERS[unit],
-                                ms=4, mfc="white", mec=UNIT_COLORS[unit], mew=1.0, zorder=4)
-                handles.setdefault("hollow: unstable throughput", hh)
+                ax.plot(g[col].to_numpy(dtype=float)[shaky], y[shaky], ls="", marker=UNIT_MARKERS[unit], ms=4,
+                        mfc="white", mec=UNIT_COLORS[unit], mew=1.0, zorder=4)
+                unstable = True
         logged = log_axis(ax, "x", d[col])
         if not logged:
             linear_axis(ax, "x", d[col])
@@ -478,8 +487,9 @@ def fig_pareto(cells: pd.DataFrame, plt):
     n = s["n_ok"]
     what = (": one seed" if n.max() <= 1 else ": mean, bars 95% t-interval" if n.min() >= MIN_SEEDS_FOR_CI
             else f": mean (no interval under {MIN_SEEDS_FOR_CI} seeds)")
-    labels = [k + (what if not k.startswith("hollow") else "") for k in handles]
-    legend_below(fig, [*handles.values(), front_handle], [*labels, "Pareto front"], ncol_max=2)
+    extra = ([hollow_handle()], ["hollow: unstable throughput (CV > bench.cv_max)"]) if unstable else ([], [])
+    legend_below(fig, [*handles.values(), front_handle, *extra[0]], [*(k + what for k in handles), "Pareto front",
+                                                                     *extra[1]], ncol_max=2)
     return fig
 
 

@@ -151,19 +151,18 @@ class Metrics(Strict):
     saved_activation_bytes: Optional[Count] = _metric("bytes", "bytes autograd saves for backward")
     peak_rss_bytes: Optional[Count] = _metric("bytes", "peak resident set size of the bench process")
     bench_batch_size: Optional[Positive] = _metric("images", "batch the bench pass used")
-    bench_train_img_per_s_cv: Optional[NonNeg] = _metric("-", "bench train throughput CV (sd / mean over repeats)")
-    bench_infer_img_per_s_cv: Optional[NonNeg] = _metric("-", "bench inference throughput CV (sd / mean over "
-                                                              "repeats)")
+    # resnet_bench.noise: a depth's versions timed interleaved; ratios over v1 of the depth (null for v1)
+    bench_train_img_per_s_cv: Optional[NonNeg] = _metric("-", "bench train throughput CV (sd / mean, repeats)")
+    bench_infer_img_per_s_cv: Optional[NonNeg] = _metric("-", "bench inference throughput CV (sd / mean, repeats)")
     bench_unstable: Optional[bool] = _metric("-", "a bench CV stayed above bench.cv_max after every re-measurement")
-    bench_competing_cpu_frac: Optional[Fraction] = _metric("fraction 0..1", "CPU time of other processes during the "
-                                                                            "bench's train timing / machine CPU time")
-    bench_train_ratio: Optional[Rate] = _metric("-", "bench train throughput / the interleaved reference's "
-                                                     "(v1 of the depth); null for the reference")
-    bench_train_ratio_lo: Optional[Rate] = _metric("-", "lower end of bench_train_ratio's 95 % interval")
-    bench_train_ratio_hi: Optional[Rate] = _metric("-", "upper end of bench_train_ratio's 95 % interval")
-    bench_infer_ratio: Optional[Rate] = _metric("-", "bench inference throughput / the interleaved reference's")
-    bench_infer_ratio_lo: Optional[Rate] = _metric("-", "lower end of bench_infer_ratio's 95 % interval")
-    bench_infer_ratio_hi: Optional[Rate] = _metric("-", "upper end of bench_infer_ratio's 95 % interval")
+    bench_competing_cpu_frac: Optional[Fraction] = _metric("fraction 0..1", "other processes' share of the CPUs "
+                                                                            "while the bench timed training")
+    bench_train_ratio: Optional[Rate] = _metric("-", "bench train throughput / v1's of the depth (interleaved)")
+    bench_train_ratio_lo: Optional[Rate] = _metric("-", "bench_train_ratio, 95 % interval low")
+    bench_train_ratio_hi: Optional[Rate] = _metric("-", "bench_train_ratio, 95 % interval high")
+    bench_infer_ratio: Optional[Rate] = _metric("-", "bench inference throughput / v1's of the depth (interleaved)")
+    bench_infer_ratio_lo: Optional[Rate] = _metric("-", "bench_infer_ratio, 95 % interval low")
+    bench_infer_ratio_hi: Optional[Rate] = _metric("-", "bench_infer_ratio, 95 % interval high")
 
 
 class Node(Open):
