@@ -215,3 +215,72 @@ def test_dry_run_prints_the_compute_plan_and_the_seeds_the_target_needs(tmp_path
     assert "[sweep]   total: " in err and "at 2 trial(s) at a time; disk: results" in err
     need = power.seeds_needed(0.5, math.sqrt(2) * 0.2, alpha=0.05, power=0.8)
     assert f"[sweep] power: digits depth 18: 2 seed(s) in the grid; target 0.5 pp needs {need} seed pairs" in err
+
+
+# ---- the report ----------------------------------------------------------------------------------------
+
+
+def _cells(seeds, v2_unstable: bool):
+    import pandas as pd
+
+    rows = []
+    for seed, (a1, a2) in enumerate(seeds):
+        for version, unit, acc in (("v1", "original", a1), ("v2", "full_preact", a2)):
+            rows.append({"cell_id": f"{version}{seed}", "experiment": "e", "dataset": "digits",
+                         "model": f"resnet18_{version}", "version": version, "unit": unit, "depth": 18, "seed": seed,
+                         "status": "ok", "test_acc": acc, "n_test": 10_000, "params": 1000, "fwd_gflops": 0.1,
+                         "bench_unstable": v2_unstable and version == "v2",
+                         "bench_train_img_per_s_cv": 0.3 if version == "v2" else 0.02, "bench_infer_img_per_s_cv": 0.02,
+                         "bench_competing_cpu_frac": 0.5,
+                         **({"bench_train_ratio": 1.05, "bench_train_ratio_lo": 0.98, "bench_train_ratio_hi": 1.12,
+                             "bench_infer_ratio": 0.9, "bench_infer_ratio_lo": 0.85, "bench_infer_ratio_hi": 0.95}
+                            if version == "v2" else
+                            {k: None for k in ("bench_train_ratio", "bench_train_ratio_lo", "bench_train_ratio_hi",
+                                               "bench_infer_ratio", "bench_infer_ratio_lo", "bench_infer_ratio_hi")})})
+    return pd.DataFrame(rows)
+
+
+def test_report_resolution_prints_the_power_numbers_ratios_and_unstable_models():
+    from resnet_bench.report import resolution
+
+    seeds = [(0.900, 0.905), (0.910, 0.913), (0.905, 0.912)]
+    cells = _cells(seeds, v2_unstable=True)
+    exp = {"target": {"effect_pp": 0.24, "source": "He et al. 2016"}}
+    table = resolution.power_table(cells, exp)
+    diffs = [100 * (b - a) for a, b in seeds]
+    want = power.power_row(diffs, acc_v1=0, acc_v2=0, n_test=None, target_pp=0.24, seed_sd_pp=None, alpha=0.05,
+                           power=0.8)
+    row = table.iloc[0]
+    assert row["mde_pp"] == pytest.approx(want["mde_pp"]) and row["seeds_for_target"] == want["seeds_for_target"]
+    text = "\n".join(resolution.section(cells, exp))
+    assert f"3 seed(s) detects {want['mde_pp']:.2f} pp (paired t, 3 seeds)" in text
+    assert f"the target 0.24 pp (He et al. 2016) needs {want['seeds_for_target']} seed pairs" in text
+    assert "resnet18_v2 (full_preact) / resnet18_v1 train 1.050 [0.980, 1.120] (indistinguishable from 1)" in text
+    assert "**unstable**" in text and "Unstable bench measurements (hollow markers in the figures): resnet18_v2" in text
+    assert "Unstable" not in "\n".join(resolution.section(_cells(seeds, v2_unstable=False), exp))
+
+
+def test_figures_read_well_short_ticks_narrow_span_single_parentheses_and_labels_apart():
+    from resnet_bench.report import figures
+
+    _, plt = figures.pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([269_722, 272_282], [56.3, 56.2], "o")
+    figures.linear_axis(ax, "x", [269_722, 272_282])
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all(len(t) <= 5 for t in labels), labels  # 270k, not 269500270000...
+    lo, hi = ax.get_xlim()
+    assert lo == pytest.approx(0.9 * 271_002) and hi == pytest.approx(1.1 * 271_002)
+    assert figures.with_log("inference throughput (images/s)", True) == "inference throughput (images/s, log)"
+    assert figures.with_log("parameters", True) == "parameters (log)" and figures.with_log("x (a)", False) == "x (a)"
+    # Labels of nearly coincident points do not overlap.
+    fig, ax = plt.subplots(figsize=(3, 3))
+    pts = [(1.0, 1.0, "50"), (1.01, 1.0, "101"), (1.0, 1.01, "34"), (2.0, 2.0, "18")]
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o")
+    figures.place_labels(ax, pts)
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert len(boxes) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close("all")
