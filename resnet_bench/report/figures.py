@@ -36,6 +36,9 @@ PAPER_WIDTH_IN = 6.75   # two-column text width (inches), e.g. ICML / CVPR \text
 COLUMN_WIDTH_IN = 3.25  # one column of the same templates
 LOG_RANGE = 5.0         # a positive axis spanning more than this ratio (max/min) is drawn on a log scale
 NARROW_RANGE = 0.1      # values within 10 % of each other get an axis of +-10 % around them
+# An accuracy axis spans at least this (pp): 4 binomial standard errors of one accuracy near 50 % on a
+# 10,000-image test set (0.5 pp each); a smaller span would draw test-set noise as a slope.
+MIN_ACC_SPAN_PP = 2.0
 MIN_SEEDS_FOR_CI = 3    # under this many seeds the 95 % interval is not drawn (points + a note instead)
 FILE_METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}}
 
@@ -427,7 +430,8 @@ def fig_throughput_memory(cells: pd.DataFrame, plt):
                     unstable = True
             depth_axis(ax, depths)
             if not log_axis(ax, "y", s[col]):
-                ax.set_ylim(bottom=0)
+                top = float(np.nanmax(s[col].to_numpy(dtype=float)))
+                ax.set_ylim(0, 1.12 * top if top > 0 else None)  # room above the highest point and its bar
             ax.set_ylabel(with_log(label, ax.get_yscale() == "log"), fontsize="small")
             if j == 0:
                 ax.set_title(panel_title(exp, ds, multi), loc="left", fontsize="small")
@@ -478,6 +482,10 @@ def fig_pareto(cells: pd.DataFrame, plt):
         if not logged:
             linear_axis(ax, "x", d[col])
         ax.margins(x=0.12, y=0.12)
+        lo, hi = ax.get_ylim()
+        if hi - lo < MIN_ACC_SPAN_PP:  # two means 0.2 pp apart do not fill the panel
+            mid = (hi + lo) / 2
+            ax.set_ylim(mid - MIN_ACC_SPAN_PP / 2, mid + MIN_ACC_SPAN_PP / 2)
         place_labels(ax, [(float(r[col]), float(r["test_acc_pct"]), str(r["depth"]))
                           for _, r in d.sort_values(["unit", "depth"]).iterrows()])
         ax.set_xlabel(with_log(xlabel, logged), fontsize="small")
