@@ -223,8 +223,9 @@ def build_report(cells: pd.DataFrame, epochs: pd.DataFrame, out: str | Path | Ou
     if len(summary):
         out_tables.append(("models", tables.models_display(summary, multi), summary,
                            "Per model: parameters, forward GFLOPs per image, test accuracy (%, mean ± std over ok "
-                           "seeds), ok/all cells, bench train-step and inference throughput (images/s, median) and "
-                           "training memory (MiB)."))
+                           "seeds), ok/all cells, bench train-step and inference throughput (images/s, median over "
+                           "interleaved repeats; * unstable: its CV stayed above bench.cv_max) and training memory "
+                           "(MiB)."))
     for name, disp, raw, caption in out_tables:
         out.write_text(f"tables/{name}.tex", tables.to_latex(disp, caption, f"tab:{name}"))
         with out.file(f"tables/{name}.csv") as tmp:

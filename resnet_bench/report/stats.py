@@ -175,7 +175,7 @@ def model_summary(cells: pd.DataFrame) -> pd.DataFrame:
     cols = [*PANEL_KEYS, "model", "version", "unit", "depth", "n_cells", "n_ok", "n_diverged", "test_acc_pct",
             "std_pp", "ci_low", "ci_high", "params", "fwd_gflops", "train_img_per_s", "train_img_per_s_iqr",
             "infer_img_per_s", "infer_img_per_s_iqr", "loop_img_per_s", "peak_mem_mib", "mem_is_estimate",
-            "bench_unstable"]
+            "bench_unstable", "train_img_per_s_cv", "infer_img_per_s_cv"]
     rows = []
     for (exp, ds, model, version, unit, depth), g in cells.groupby(
             [*PANEL_KEYS, "model", "version", "unit", "depth"], sort=True):
@@ -188,7 +188,8 @@ def model_summary(cells: pd.DataFrame) -> pd.DataFrame:
                      _median(ok, "bench_train_img_per_s"), _median(ok, "bench_train_img_per_s_iqr"),
                      _median(ok, "bench_infer_img_per_s"), _median(ok, "bench_infer_img_per_s_iqr"),
                      _median(ok, "train_img_per_s"), _median(ok, "peak_mem_mib"), memory_is_estimate(ok),
-                     bool(ok["bench_unstable"].fillna(False).astype(bool).any()) if "bench_unstable" in ok else False])
+                     bool(ok["bench_unstable"].fillna(False).astype(bool).any()) if "bench_unstable" in ok else False,
+                     _median(ok, "bench_train_img_per_s_cv"), _median(ok, "bench_infer_img_per_s_cv")])
     return _unit_sort(pd.DataFrame(rows, columns=cols), [*PANEL_KEYS, "depth", "unit"])
 
 
