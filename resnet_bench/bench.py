@@ -19,7 +19,6 @@ import contextlib
 import os
 import re
 import resource
-import statistics
 import sys
 import time
 from typing import Callable
@@ -29,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from resnet_bench import noise
 from resnet_bench import runtime as rt
 from resnet_bench.env import environment, numeric_environment, pinned_env, set_torch_numeric_flags
 
@@ -45,11 +45,9 @@ MEMORY_NOTE = {
 }
 
 
-def summarize_times(times: list[float]) -> dict:
-    """Median, inter-quartile range, min and max of a list of durations (seconds)."""
-    ts = sorted(times)
-    q = statistics.quantiles(ts, n=4, method="inclusive") if len(ts) > 1 else [ts[0]] * 3
-    return {"median": statistics.median(ts), "iqr": q[2] - q[0], "min": ts[0], "max": ts[-1], "n": len(ts)}
+TIMING_PROTOCOL = ("models of one bench interleaved (repeat r of each before repeat r + 1 of any); median, IQR "
+                   "and CV (sd / mean) over repeats; re-measured while a CV exceeds cv_max; ratios: geometric "
+                   "mean of paired repeats, 95 % t-interval of log-ratios")
 
 
 def _inputs(batch: int, in_channels: int, img: int, num_classes: int, device, channels_last: bool):
@@ -61,24 +59,9 @@ def _inputs(batch: int, in_channels: int, img: int, num_classes: int, device, ch
     return x, y
 
 
-def _time_repeats(step: Callable[[], None], device, *, repeats: int, steps: int) -> list[float]:
-    """Seconds per step for each repeat, the device synchronised at both ends (runtime.DeviceTimer)."""
-    out = []
-    for _ in range(repeats):
-        rt.synchronize(device)
-        timer = rt.DeviceTimer(device)
-        timer.start()
-        for _ in range(steps):
-            step()
-        timer.stop()
-        rt.synchronize(device)
-        out.append(timer.seconds() / steps)
-    return out
-
-
 def _rates(name: str, secs: list[float], batch_size: int) -> dict:
-    t = summarize_times(secs)
-    rate = summarize_times([batch_size / s for s in secs])  # images/s of each repeat
+    t = noise.spread(secs)
+    rate = noise.spread([batch_size / s for s in secs])  # images/s of each repeat
     return {f"{name}_step_ms_median": t["median"] * 1e3, f"{name}_step_ms_iqr": t["iqr"] * 1e3,
             f"{name}_img_per_s": rate["median"], f"{name}_img_per_s_iqr": rate["iqr"],
             f"{name}_img_per_s_min": rate["min"], f"{name}_img_per_s_max": rate["max"]}
@@ -117,9 +100,14 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d
     param_ids = {id(p) for p in model.parameters()}
     acts: dict[int, int] = {}
     copies: dict[int, int] = {}
+    # The storages stay alive until the count is done: one freed mid-forward could hand its address to
+    # a later tensor, which would then pass for the same storage (an undercount that depends on the
+    # allocator's state). A storage holds no grad_fn, so keeping it makes no cycle.
+    alive: list = []
 
     def pack(t: torch.Tensor):
         st = t.untyped_storage()
+        alive.append(st)
         ptr = st.data_ptr()
         if ptr not in param_ptrs and ptr not in acts and ptr not in copies:
             (copies if _is_param_copy(t, param_ids) else acts)[ptr] = st.nbytes()
@@ -130,7 +118,7 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda packed: packed), rt.autocast(torch.device(device), amp):
         loss = F.cross_entropy(model(x).float(), y)
-    del loss
+    del loss, alive
     return {"saved_activation_bytes": sum(acts.values()), "saved_param_copy_bytes": sum(copies.values())}
 
 
@@ -203,24 +191,35 @@ def meta_flops(model_fn: Callable[[], nn.Module], *, batch: int, img: int, in_ch
     return {"fwd_flops": forward_flops(model, one), "train_step_flops": train_step_flops(model, x, y)}
 
 
-# ---- one model --------------------------------------------------------------------------------------------
+# ---- models, interleaved ------------------------------------------------------------------------------
 
 
-def benchmark_model(model_fn: Callable[[], nn.Module], *, batch_size: int, img_size: int, in_channels: int = 3,
-                    num_classes: int = 10, device="cpu", amp="none", channels_last=False, compile=False,
-                    compile_mode: str = "default", compile_backend: str = "inductor", tf32: bool = False,
-                    warmup=3, repeats=5, steps_per_repeat=2, min_batch: int = 1, label: str = "model") -> dict:
-    """One record: throughput, memory and FLOPs of a fresh model; halves the batch on out-of-memory.
+def benchmark_model(model_fn: Callable[[], nn.Module], *, label: str = "model", **kwargs) -> dict:
+    """`benchmark_models` of one model: its record."""
+    return benchmark_models({label: model_fn}, **kwargs)[label]
 
-    Out of memory is any allocation failure (runtime.is_out_of_memory: cuDNN and cuBLAS report theirs
-    as plain RuntimeErrors). The failed attempt's memory is released after its `except` block ends
-    (its traceback holds the attempt's frames until then). Below `min_batch` it raises
-    runtime.DoesNotFit: one line naming `label`, the batch and the device's memory.
+
+def benchmark_models(model_fns: dict[str, Callable[[], nn.Module]], *, batch_size: int, img_size: int,
+                     in_channels: int = 3, num_classes: int = 10, device="cpu", amp="none", channels_last=False,
+                     compile=False, compile_mode: str = "default", compile_backend: str = "inductor",
+                     tf32: bool = False, warmup=3, repeats=5, steps_per_repeat=2, cv_max: float = 0.1,
+                     remeasure: int = 2, min_batch: int = 1) -> dict[str, dict]:
+    """One record per model (keyed as `model_fns`): throughput, memory and FLOPs of fresh models timed
+    interleaved (resnet_bench.noise: repeat r of every model before repeat r + 1 of any, re-measured
+    while a throughput CV exceeds `cv_max`, at most `remeasure` times). The first model is the reference:
+    every other one's record has its train and inference throughput ratio to it, with a 95 % interval.
+
+    All models run at one batch, halved for all on out-of-memory (any allocation failure:
+    runtime.is_out_of_memory; cuDNN and cuBLAS report theirs as plain RuntimeErrors). The failed
+    attempt's memory is released after its `except` block ends (its traceback holds the attempt's
+    frames until then). Below `min_batch` it raises runtime.DoesNotFit: one line naming the models,
+    the batch and the device's memory.
     """
     device = torch.device(device)
     rt.set_tf32(tf32)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    label = ", ".join(model_fns)
     requested, batch, errors = batch_size, batch_size, []
     # Events, allocations and peaks on `device`, also when it is not the current GPU (cuda:N).
     on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
@@ -228,9 +227,9 @@ def benchmark_model(model_fn: Callable[[], nn.Module], *, batch_size: int, img_s
         while True:
             oom = None
             try:
-                record = _benchmark_once(model_fn, batch, img_size, in_channels, num_classes, device, amp,
-                                         channels_last, compile, compile_mode, compile_backend, warmup, repeats,
-                                         steps_per_repeat)
+                records = _benchmark_once(model_fns, batch, img_size, in_channels, num_classes, device, amp,
+                                          channels_last, compile, compile_mode, compile_backend, warmup, repeats,
+                                          steps_per_repeat, cv_max, remeasure)
                 break
             except Exception as err:
                 if not rt.is_out_of_memory(err):
@@ -244,16 +243,24 @@ def benchmark_model(model_fn: Callable[[], nn.Module], *, batch_size: int, img_s
                   file=sys.stderr)
             batch //= 2
     num = numeric_environment(device, amp=amp)
-    record.update({"batch_size_requested": requested, "batch_size": batch, "oom_retries": len(errors),
-                   "oom_errors": errors, "tf32": tf32, "matmul_fp32_precision": num["matmul_fp32_precision"],
-                   "conv_fp32_precision": num["conv_fp32_precision"]})
-    return record
+    for record in records.values():
+        record.update({"batch_size_requested": requested, "batch_size": batch, "oom_retries": len(errors),
+                       "oom_errors": errors, "tf32": tf32, "matmul_fp32_precision": num["matmul_fp32_precision"],
+                       "conv_fp32_precision": num["conv_fp32_precision"]})
+    return records
 
 
-def _benchmark_once(model_fn, batch, img, in_ch, ncls, device, amp, channels_last, compile_, compile_mode,
-                    compile_backend, warmup, repeats, steps):
+def _allocated(device: torch.device) -> int:
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+
+def _prepare(model_fn, batch, img, in_ch, ncls, device, amp, channels_last, compile_, compile_mode,
+             compile_backend, warmup, fresh: bool) -> dict:
+    """A model built, counted and warmed up for timing: its static record and its two timed callables.
+    GPU memory is counted above what the models prepared before it hold (`base`)."""
     flops = meta_flops(model_fn, batch=batch, img=img, in_channels=in_ch, num_classes=ncls,
                        channels_last=channels_last)
+    base = _allocated(device)
     model = model_fn().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -263,12 +270,15 @@ def _benchmark_once(model_fn, batch, img, in_ch, ncls, device, amp, channels_las
     model.zero_grad(set_to_none=True)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     scaler = rt.grad_scaler(device, amp)
-    compiled = rt.Compiled(model, enabled=compile_, mode=compile_mode, backend=compile_backend)
-    warmup = max(1, warmup)
+    compiled = rt.Compiled(model, enabled=compile_, mode=compile_mode, backend=compile_backend, fresh=fresh)
 
     def train_step():
         with compiled.timing(device):
             rt.train_step(compiled, opt, scaler, x, y, device=device, amp=amp)
+
+    def infer():
+        with compiled.timing(device), torch.inference_mode(), rt.autocast(device, amp):
+            compiled(x)
 
     model.train()
     _reset_peak(device)
@@ -281,42 +291,107 @@ def _benchmark_once(model_fn, batch, img, in_ch, ncls, device, amp, channels_las
     train_step()
     peak = _peak(device)
     state = _state_bytes(model, opt)
-    steady_allocated = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
-    reserved = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
-    train_s = _time_repeats(train_step, device, repeats=repeats, steps=steps)
-
-    model.eval()
-
-    def infer():
-        with compiled.timing(device), torch.inference_mode(), rt.autocast(device, amp):
-            compiled(x)
-
-    for _ in range(warmup):
-        infer()
-    infer_s = _time_repeats(infer, device, repeats=repeats, steps=steps)
-    model.train()
-    compiled.check()
-    thr = {**_rates("train", train_s, batch), **_rates("infer", infer_s, batch)}
-    return {
+    static = {
         "params": params, "fwd_gflops": flops["fwd_flops"] / 1e9, "train_step_gflops": flops["train_step_flops"] / 1e9,
-        "achieved_tflop_per_s": flops["train_step_flops"] / (thr["train_step_ms_median"] / 1e3) / 1e12,
-        **thr, "timed_repeats": repeats, "steps_per_repeat": steps, "warmup_steps": warmup,
         **saved, **state,
-        "peak_mem_bytes": peak if peak is not None else saved["saved_activation_bytes"] + sum(state.values()),
-        "first_step_peak_mem_bytes": first_peak, "steady_allocated_bytes": steady_allocated,
-        "peak_reserved_bytes": reserved,
-        "peak_mem_source": ("torch.cuda.max_memory_allocated, steady step" if peak is not None else
-                            "saved activations + parameters + gradients + optimiser state"),
-        "memory_note": MEMORY_NOTE[device.type],
-        # ru_maxrss is KiB on Linux; a process-lifetime peak, not this model's alone.
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "img_size": img, "in_channels": in_ch, "num_classes": ncls, "device": str(device), "amp": amp,
-        "grad_scaler": scaler.is_enabled(), "channels_last": channels_last, "compile": compile_,
-        "compile_mode": compiled.stats()["mode"], "compile_backend": compiled.stats()["backend"],
-        "compile_graphs": compiled.graphs, "compile_s": compiled.compile_s,
-        "timed_region_train": TRAIN_REGION, "timed_region_infer": INFER_REGION,
-        "flops_note": "FLOPs = 2 x MACs (torch.utils.flop_counter, on the meta device)",
+        "peak_mem_bytes": peak - base if peak is not None else saved["saved_activation_bytes"] + sum(state.values()),
+        "first_step_peak_mem_bytes": first_peak - base if first_peak is not None else None,
+        "steady_allocated_bytes": _allocated(device) - base if device.type == "cuda" else None,
+        # The allocator's reserve is shared by the models prepared so far: an upper bound of this one's.
+        "peak_reserved_bytes": torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None,
     }
+    return {"static": static, "train": train_step, "infer": infer, "compiled": compiled, "model": model}
+
+
+def _time(device):
+    def timer(step, n: int) -> float:
+        """Seconds of n calls of step, the device synchronised at both ends (runtime.DeviceTimer)."""
+        rt.synchronize(device)
+        clock = rt.DeviceTimer(device)
+        clock.start()
+        for _ in range(n):
+            step()
+        clock.stop()
+        rt.synchronize(device)
+        return clock.seconds()
+    return timer
+
+
+def _phase(subjects: list[dict], kind: str, batch: int, device, repeats, steps, cv_max, remeasure) -> dict:
+    return noise.stable_interleaved([s[kind] for s in subjects], batch_size=batch, repeats=repeats,
+                                    steps_per_repeat=steps, cv_max=cv_max, remeasure=remeasure,
+                                    timer=_time(device))
+
+
+def _stability(kind: str, phase: dict, secs: list[float], batch: int) -> dict:
+    rates = [batch / s for s in secs]
+    cv = noise.spread(rates)["cv"]
+    load = phase["load"]
+    # Unstable: this model's CV in the kept (least noisy) attempt is still above cv_max.
+    return {f"{kind}_img_per_s_cv": cv, f"{kind}_unstable": cv > phase["cv_max"],
+            f"{kind}_img_per_s_repeats": rates,
+            f"{kind}_attempts": phase["n_attempts"], f"{kind}_attempt_max_cv": [a["max_cv"] for a in phase["attempts"]],
+            f"{kind}_loadavg_1m_before": load["loadavg_1m_before"], f"{kind}_loadavg_1m_after": load["loadavg_1m_after"],
+            f"{kind}_competing_cpu_s": load["competing_cpu_s"], f"{kind}_competing_cpu_frac": load["competing_cpu_frac"]}
+
+
+def _ratios(kind: str, ref: list[float], secs: list[float], batch: int) -> dict:
+    r = noise.ratio_interval([batch / s for s in ref], [batch / s for s in secs])
+    return {f"{kind}_ratio": r["ratio"], f"{kind}_ratio_lo": r["lo"], f"{kind}_ratio_hi": r["hi"],
+            "ratio_pairs": r["n_pairs"], "ratio_level": r["level"]}
+
+
+def _benchmark_once(model_fns, batch, img, in_ch, ncls, device, amp, channels_last, compile_, compile_mode,
+                    compile_backend, warmup, repeats, steps, cv_max, remeasure) -> dict[str, dict]:
+    warmup = max(1, warmup)
+    labels = list(model_fns)
+    # Compiled together, the models' train and eval graphs all count against dynamo's per-code-object
+    # limit (every ResNet shares ResNet.forward): raise it to hold them all.
+    limit = contextlib.nullcontext()
+    if compile_:
+        import torch._dynamo
+
+        limit = torch._dynamo.config.patch(recompile_limit=max(8, 2 * len(labels) + 2))
+    with limit:
+        subjects = [_prepare(model_fns[name], batch, img, in_ch, ncls, device, amp, channels_last, compile_,
+                             compile_mode, compile_backend, warmup, fresh=i == 0) for i, name in enumerate(labels)]
+        train = _phase(subjects, "train", batch, device, repeats, steps, cv_max, remeasure)
+        for s in subjects:
+            s["model"].eval()
+            for _ in range(warmup):
+                s["infer"]()
+        infer = _phase(subjects, "infer", batch, device, repeats, steps, cv_max, remeasure)
+        for s in subjects:
+            s["model"].train()
+            s["compiled"].check()
+    records = {}
+    for i, (name, s) in enumerate(zip(labels, subjects)):
+        train_s, infer_s = train["secs"][i], infer["secs"][i]
+        thr = {**_rates("train", train_s, batch), **_rates("infer", infer_s, batch)}
+        rec = {**s["static"],
+               "achieved_tflop_per_s": s["static"]["train_step_gflops"] / (thr["train_step_ms_median"] / 1e3) / 1e3,
+               **thr, **_stability("train", train, train_s, batch), **_stability("infer", infer, infer_s, batch),
+               "cv_max": cv_max, "remeasure": remeasure,
+               "interleaved_with": [n for n in labels if n != name], "ratio_reference": labels[0] if i else None,
+               **(_ratios("train", train["secs"][0], train_s, batch) | _ratios("infer", infer["secs"][0], infer_s, batch)
+                  if i else {}),
+               "timed_repeats": repeats, "steps_per_repeat": steps, "warmup_steps": warmup,
+               "peak_mem_source": ("torch.cuda.max_memory_allocated, steady step" if device.type == "cuda" else
+                                   "saved activations + parameters + gradients + optimiser state"),
+               "memory_note": MEMORY_NOTE[device.type],
+               # ru_maxrss is KiB on Linux; a process-lifetime peak, not this model's alone.
+               "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+               "img_size": img, "in_channels": in_ch, "num_classes": ncls, "device": str(device), "amp": amp,
+               "grad_scaler": rt.grad_scaler(device, amp).is_enabled(), "channels_last": channels_last,
+               "compile": compile_, "compile_mode": s["compiled"].stats()["mode"],
+               "compile_backend": s["compiled"].stats()["backend"], "compile_graphs": s["compiled"].graphs,
+               "compile_s": s["compiled"].compile_s,
+               "timed_region_train": TRAIN_REGION, "timed_region_infer": INFER_REGION,
+               "timing_protocol": TIMING_PROTOCOL,
+               "flops_note": "FLOPs = 2 x MACs (torch.utils.flop_counter, on the meta device)"}
+        rec["unstable"] = rec["train_unstable"] or rec["infer_unstable"]
+        records[name] = rec
+    return records
 
 
 # ---- command line ---------------------------------------------------------------------------------------------
@@ -327,7 +402,8 @@ def parse_args(argv):
     from resnet_bench.config import COMPILE_MODES, Bench
 
     d = Bench()  # the one place bench defaults live (resnet_bench.config)
-    p = Parser(prog="resnet-bench bench", description="Throughput, memory and FLOPs of models.")
+    p = Parser(prog="resnet-bench bench", description="Throughput, memory and FLOPs of models, timed "
+               "interleaved (repeat r of each before repeat r + 1 of any); the first is the ratios' reference.")
     p.add_argument("--models", required=True, help="comma-separated registered names, e.g. resnet18_v1,resnet18_v2")
     p.add_argument("--batch", type=int, default=d.batch_size)
     p.add_argument("--img", type=int, default=32, help="input height = width, pixels")
@@ -346,6 +422,10 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps before measuring (at least 1 runs)")
     p.add_argument("--repeats", type=int, default=d.repeats)
     p.add_argument("--steps-per-repeat", type=int, default=d.steps_per_repeat)
+    p.add_argument("--cv-max", type=float, default=d.cv_max,
+                   help="re-measure while a model's throughput CV (sd / mean over repeats) exceeds this")
+    p.add_argument("--remeasure", type=int, default=d.remeasure,
+                   help="at most this many re-measurements; still above --cv-max: marked unstable")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads); recorded")
     p.add_argument("--numeric-pin", help="measure under this deterministic CPU pin, as such cells train: "
                    "portable or host (resnet_bench.env.NUMERIC_PINS; default: none); recorded")
@@ -378,9 +458,9 @@ def check_args(args) -> list[str]:
     kind = "cuda" if re.fullmatch(r"cuda(:[0-9]+)?", args.device) else args.device  # cuda:N: a GPU of this machine
     checks = [
         (cfg.Bench, {"batch_size": args.batch, "warmup": args.warmup, "repeats": args.repeats,
-                     "steps_per_repeat": args.steps_per_repeat},
+                     "steps_per_repeat": args.steps_per_repeat, "cv_max": args.cv_max, "remeasure": args.remeasure},
          {"batch_size": "--batch", "warmup": "--warmup", "repeats": "--repeats",
-          "steps_per_repeat": "--steps-per-repeat"}),
+          "steps_per_repeat": "--steps-per-repeat", "cv_max": "--cv-max", "remeasure": "--remeasure"}),
         (cfg.Arch, {"stem": args.stem, "width": args.width}, {"stem": "--stem", "width": "--width"}),
         (cfg.Runtime, {"device": kind, "amp": args.amp, "threads": args.threads, "compile_mode": args.compile_mode,
                        "numeric_pin": args.numeric_pin},
@@ -424,15 +504,18 @@ def output_file(path):
         p, lambda cols: cols[:1] == ["model"] and "timed_region_train" in cols))
 
 
-def _bench_one(name: str, args, options: dict) -> dict:
+def _bench_all(names: list[str], args, options: dict) -> dict[str, dict]:
     from resnet_bench.models import build_model
 
-    return benchmark_model(
-        lambda: build_model(name, num_classes=args.num_classes, in_channels=args.in_channels, **options),
-        batch_size=args.batch, img_size=args.img, in_channels=args.in_channels,
-        num_classes=args.num_classes, device=args.device, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, compile_mode=args.compile_mode, tf32=args.tf32, warmup=args.warmup,
-        repeats=args.repeats, steps_per_repeat=args.steps_per_repeat, label=name)
+    def builder(name):
+        return lambda: build_model(name, num_classes=args.num_classes, in_channels=args.in_channels, **options)
+
+    return benchmark_models(
+        {name: builder(name) for name in names}, batch_size=args.batch, img_size=args.img,
+        in_channels=args.in_channels, num_classes=args.num_classes, device=args.device, amp=args.amp,
+        channels_last=args.channels_last, compile=args.compile, compile_mode=args.compile_mode, tf32=args.tf32,
+        warmup=args.warmup, repeats=args.repeats, steps_per_repeat=args.steps_per_repeat, cv_max=args.cv_max,
+        remeasure=args.remeasure)
 
 
 def main(argv=None) -> int:
@@ -451,19 +534,18 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     options = {k: v for k, v in (("stem", args.stem), ("width", args.width)) if v}
     env = environment(args.device, git=True)
-    rows = []
-    for name in names:
-        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        try:
-            rec = _bench_one(name, args, options)
-        except (RuntimeError, ValueError) as err:  # e.g. BatchNorm on one value per channel (--batch 1 --img 1)
-            print(f"error: --models {name}: {type(err).__name__}: {str(err).splitlines()[0][:300]}", file=sys.stderr)
-            return 1
-        rows.append({"model": name, **options, **rec, "wall_s": time.perf_counter() - t0,
-                     "git_commit": env["git_commit"],
-                     **{f"hw_{k}": v for k, v in env["hardware"].items()},
-                     **{f"version_{k}": v for k, v in env["versions"].items()}})
+    print(f"[bench] {', '.join(names)}, interleaved ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        recs = _bench_all(names, args, options)
+    except (RuntimeError, ValueError) as err:  # e.g. BatchNorm on one value per channel (--batch 1 --img 1)
+        print(f"error: --models {args.models}: {type(err).__name__}: {str(err).splitlines()[0][:300]}",
+              file=sys.stderr)
+        return 1
+    wall_s = time.perf_counter() - t0
+    rows = [{"model": name, **options, **rec, "wall_s": wall_s, "git_commit": env["git_commit"],
+             **{f"hw_{k}": v for k, v in env["hardware"].items()},
+             **{f"version_{k}": v for k, v in env["versions"].items()}} for name, rec in recs.items()]
 
     numeric = numeric_environment()  # after computing: the settings that were in effect
     for row in rows:
@@ -475,8 +557,19 @@ def main(argv=None) -> int:
     with args.out_file.file() as tmp:
         guard_frame(df).to_csv(tmp, index=False)
     cols = ["model", "batch_size", "params", "fwd_gflops", "train_img_per_s", "train_img_per_s_iqr",
-            "infer_img_per_s", "achieved_tflop_per_s", "peak_mem_bytes", "saved_activation_bytes", "compile_graphs"]
+            "train_img_per_s_cv", "infer_img_per_s", "infer_img_per_s_cv", "unstable", "achieved_tflop_per_s",
+            "peak_mem_bytes", "saved_activation_bytes", "compile_graphs"]
+    cols += [c for c in ("train_ratio", "train_ratio_lo", "train_ratio_hi", "infer_ratio") if c in df]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    for row in rows:
+        load = (f"load average {row['train_loadavg_1m_before']:.2f} -> {row['train_loadavg_1m_after']:.2f}"
+                if row["train_loadavg_1m_before"] is not None else "load average unknown")
+        competing = row["train_competing_cpu_frac"]
+        print(f"[bench] {row['model']}: train CV {row['train_img_per_s_cv']:.3f}, inference CV "
+              f"{row['infer_img_per_s_cv']:.3f} ({row['train_attempts']} + {row['infer_attempts']} attempt(s)); "
+              f"{load}, other processes {'?' if competing is None else f'{100 * competing:.0f} %'} of the CPUs"
+              + (f"; UNSTABLE: a CV stayed above --cv-max {args.cv_max}" if row["unstable"] else ""),
+              file=sys.stderr)
     hw = env["hardware"]
     print(f"\n{hw['gpu_name'] or hw['cpu_model']} ({args.device}), torch threads {hw['torch_threads']}, "
           f"torch {env['versions']['torch']}, numeric pin {numeric['numeric_pin']}, commit {env['git_commit'][:12]}; "

@@ -131,7 +131,7 @@ class Compiled:
     """
 
     def __init__(self, model: torch.nn.Module, *, enabled: bool, mode: str = "default",
-                 backend: str = "inductor"):
+                 backend: str = "inductor", fresh: bool = True):
         self.model, self.enabled, self.mode, self.backend = model, enabled, mode, backend
         self.compile_s = 0.0
         self.fn = model
@@ -140,7 +140,8 @@ class Compiled:
         if enabled:
             import torch._dynamo
 
-            torch.compiler.reset()
+            if fresh:  # False: beside models compiled before it (an interleaved bench times them together)
+                torch.compiler.reset()
             if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit"):
                 # Only around this model's calls (dynamo reads it when it compiles), not process-wide.
                 self._strict = lambda: torch._dynamo.config.patch(fail_on_recompile_limit_hit=True)

@@ -49,11 +49,6 @@ def test_autocast_weight_copies_are_not_counted_as_activations():
                                              + 5 * 3 * 4 + 5 * 8 + 4)  # float32 log-softmax, targets, weight
 
 
-def test_summarize_times():
-    s = bench.summarize_times([4.0, 1.0, 3.0, 2.0, 5.0])
-    assert s == {"median": 3.0, "iqr": 2.0, "min": 1.0, "max": 5.0, "n": 5}
-
-
 def test_record_fields_have_units_and_sane_values():
     rec = bench.benchmark_model(lambda: build_model("resnet18_v2", 10, stem="cifar", width=4),
                                 batch_size=4, img_size=16, warmup=1, repeats=2, steps_per_repeat=1)

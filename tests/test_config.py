@@ -336,7 +336,7 @@ BENCH_CASES = [
 
 @pytest.mark.parametrize("extra, needle", BENCH_CASES, ids=[" ".join(a) for a, _ in BENCH_CASES])
 def test_bad_bench_flag_is_one_line(capsys, extra, needle, monkeypatch):
-    monkeypatch.setattr(bench, "benchmark_model", lambda *a, **k: pytest.fail("benchmarked despite a bad flag"))
+    monkeypatch.setattr(bench, "benchmark_models", lambda *a, **k: pytest.fail("benchmarked despite a bad flag"))
     args = ["--models", "resnet18_v1", "--device", "cpu", *extra]
     rc = bench.main(args)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]

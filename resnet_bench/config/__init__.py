@@ -28,7 +28,7 @@ from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
 from resnet_bench.config.schema import (COMPILE_MODES, DEVICE_RUNTIME_DEFAULTS, GRID_AXES, MAX_EPOCHS, SECTIONS,
                                         Arch, Augment, Bench, DatasetFile, Experiment, ExperimentFile, Grid, Paper,
                                         PaperResult, Params, PrepareParams, PrepareRun, Recipe, RecipeSection,
-                                        ReportParams, Resources, Runtime, SweepParams, experiment_json_schema,
+                                        ReportParams, Resources, Runtime, SweepParams, Target, experiment_json_schema,
                                         params_json_schema)
 from resnet_bench.config.yamlio import MAX_YAML_ALIASES, MAX_YAML_NODES, load_yaml, parse_yaml
 from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, OPTIMIZERS, REPORT_CONTEXTS, REPORT_FORMATS,
@@ -37,7 +37,7 @@ from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, OPTIMIZERS, R
 __all__ = [
     "Arch", "Augment", "Bench", "Cell", "ConfigError", "DataIdentity", "DatasetFile", "Experiment",
     "ExperimentFile", "Grid", "Layer", "Paper", "PaperResult", "Params", "PrepareParams", "PrepareRun", "Recipe",
-    "RecipeSection", "ReportParams", "Resolved", "Resources", "Runtime", "SweepParams",
+    "RecipeSection", "ReportParams", "Resolved", "Resources", "Runtime", "SweepParams", "Target",
     "BUILTIN_DATASETS", "COMPILE_MODES", "DATASET_FORMATS", "DEVICE_RUNTIME_DEFAULTS", "DEFAULT_RECIPE", "GRID_AXES", "MAX_EPOCHS", "MAX_YAML_ALIASES",
     "MAX_YAML_NODES", "OPTIMIZERS", "RECIPES", "REPORT_CONTEXTS", "REPORT_FORMATS", "SCHEDULES", "SECTIONS",
     "UNITS", "UNIT_VERSION", "VERSION_UNIT",

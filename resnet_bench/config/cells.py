@@ -125,9 +125,13 @@ def compute_cell_id(cell: Cell) -> str:
     """First 12 hex digits of SHA-256 of the canonical config, experiment label excluded.
 
     The experiment name is only a label: the same cell in two experiments is the
-    same computation and is trained once.
+    same computation and is trained once. The bench's re-measurement policy
+    (`bench.cv_max`, `bench.remeasure`) decides how often a measurement is repeated,
+    not what is trained or measured: it is left out too (records written before it
+    existed keep their ids).
     """
-    payload = cell.model_dump(mode="json", exclude={"experiment", "cell_id"})
+    payload = cell.model_dump(mode="json", exclude={"experiment": True, "cell_id": True,
+                                                    "bench": {"cv_max", "remeasure"}})
     # The keys added for multi-worker cells enter the hash only away from their defaults: every
     # one-process cell keeps the id it had before them. World size and BN mode fix the per-rank batch.
     if payload["world_size"] == 1:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from resnet_bench.config.errors import ConfigError, _problems, validate
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
 from resnet_bench.config.schema import (GRID_AXES, SECTIONS, Arch, Bench, Experiment, ExperimentFile, Grid, Paper,
-                                        Params, Recipe, RecipeSection, Resources, Runtime, SweepParams)
+                                        Params, Recipe, RecipeSection, Resources, Runtime, SweepParams, Target)
 from resnet_bench.config.yamlio import load_yaml
 
 def resolve_recipe(section: dict) -> Recipe:
@@ -144,7 +144,7 @@ def _sweep_overrides(sweep: SweepParams) -> dict:
 def resolve_layers(name: str, layers: list[Layer], params: Params, *, check_datasets: bool = True) -> Resolved:
     """Merge layers over the defaults, validate the whole, and record each value's source."""
     merged: dict = {"name": name, "description": "", "grid": {}, "arch": {}, "recipe": {},
-                    "runtime": {}, "bench": {}, "resources": {}, "paper": None}
+                    "runtime": {}, "bench": {}, "resources": {}, "target": {}, "paper": None}
     sources: dict[str, str] = {}
     for layer in layers:
         vals = copy.deepcopy(layer.values)
@@ -174,7 +174,7 @@ def resolve_layers(name: str, layers: list[Layer], params: Params, *, check_data
     sections: dict[str, Any] = {}
     every = " + ".join(layer.label for layer in layers) or "config"
     for key, model in (("grid", Grid), ("arch", Arch), ("runtime", Runtime), ("bench", Bench),
-                       ("resources", Resources)):
+                       ("resources", Resources), ("target", Target)):
         try:
             sections[key] = validate(model, merged[key], every, key, sources)
         except ConfigError as err:
@@ -191,7 +191,8 @@ def resolve_layers(name: str, layers: list[Layer], params: Params, *, check_data
     if not problems:
         try:
             exp = Experiment(name=name, description=merged.get("description") or "", paper=sections.get("paper"),
-                             **{k: sections[k] for k in ("grid", "arch", "recipe", "runtime", "bench", "resources")})
+                             **{k: sections[k] for k in ("grid", "arch", "recipe", "runtime", "bench", "resources",
+                                                          "target")})
         except ValidationError as err:
             problems += _problems(err, Experiment, " + ".join(layer.label for layer in layers))
     if not problems and check_datasets:

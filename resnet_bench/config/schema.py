@@ -287,6 +287,10 @@ class Bench(Strict):
     warmup: int = Field(3, ge=0, le=10_000)
     repeats: int = Field(5, ge=1, le=10_000)
     steps_per_repeat: int = Field(2, ge=1, le=10_000)
+    # Stability: re-measure (all models of the bench, interleaved) while a throughput CV (sample sd / mean
+    # over repeats) exceeds cv_max, at most `remeasure` times; then mark the measurement unstable.
+    cv_max: float = Field(0.1, gt=0, le=10, allow_inf_nan=False)
+    remeasure: int = Field(2, ge=0, le=100)
 
 
 class Resources(Strict):
@@ -363,12 +367,25 @@ class Paper(Strict):
     results: list[PaperResult] = Field(min_length=1)
 
 
+class Target(Strict):
+    """What the v1/v2 comparison should resolve (resnet_bench.power): the report and `sweep --dry-run` print
+    the minimum detectable difference at the seeds run and the seeds needed for `effect_pp`."""
+
+    effect_pp: Optional[float] = Field(None, gt=0, le=100, allow_inf_nan=False)  # v2 - v1 to resolve, pp
+    # Seed-to-seed sd of one version's test accuracy (pp), assumed where fewer than two seeds ran.
+    seed_sd_pp: Optional[float] = Field(None, gt=0, le=100, allow_inf_nan=False)
+    source: Prose = ""  # where effect_pp comes from, e.g. "He et al. 2016 Table 1, ResNet-110"
+    alpha: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)  # two-sided level of the paired t-test
+    power: float = Field(0.8, gt=0, lt=1, allow_inf_nan=False)
+
+
 # Sections as a file or override gives them: every key optional; the whole is checked once merged.
 GridSection = _partial(Grid, "GridSection")
 ArchSection = _partial(Arch, "ArchSection")
 RuntimeSection = _partial(Runtime, "RuntimeSection")
 BenchSection = _partial(Bench, "BenchSection")
 ResourcesSection = _partial(Resources, "ResourcesSection")
+TargetSection = _partial(Target, "TargetSection")
 
 
 class ExperimentFile(Strict):
@@ -381,6 +398,7 @@ class ExperimentFile(Strict):
     runtime: Optional[RuntimeSection] = None  # type: ignore[valid-type]
     bench: Optional[BenchSection] = None  # type: ignore[valid-type]
     resources: Optional[ResourcesSection] = None  # type: ignore[valid-type]
+    target: Optional[TargetSection] = None  # type: ignore[valid-type]
     paper: Optional[Paper] = None
 
 
@@ -395,6 +413,7 @@ class Experiment(Strict):
     runtime: Runtime
     bench: Bench
     resources: Resources
+    target: Target = Field(default_factory=Target)
     paper: Optional[Paper] = None
 
     @model_validator(mode="after")

@@ -35,6 +35,11 @@ SVG_HASHSALT = "resnet-bench"
 PAPER_WIDTH_IN = 6.75   # two-column text width (inches), e.g. ICML / CVPR \textwidth
 COLUMN_WIDTH_IN = 3.25  # one column of the same templates
 LOG_RANGE = 5.0         # a positive axis spanning more than this ratio (max/min) is drawn on a log scale
+NARROW_RANGE = 0.1      # values within 10 % of each other get an axis of +-10 % around them
+# An accuracy axis spans at least this (pp): 4 binomial standard errors of one accuracy near 50 % on a
+# 10,000-image test set (0.5 pp each); a smaller span would draw test-set noise as a slope.
+MIN_ACC_SPAN_PP = 2.0
+MIN_SEEDS_FOR_CI = 3    # under this many seeds the 95 % interval is not drawn (points + a note instead)
 FILE_METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}}
 
 
@@ -137,6 +142,78 @@ def log_axis(ax, axis: str, values) -> bool:
     return True
 
 
+def with_log(label: str, logged: bool) -> str:
+    """An axis label, ', log' inside its unit's parentheses when it has them: 'x (img/s, log)', never '(..) (log)'."""
+    if not logged:
+        return label
+    return label[:-1] + ", log)" if label.endswith(")") else label + " (log)"
+
+
+def tick_text(v: float, _pos=None) -> str:
+    """Linear tick text with at most 3 significant digits: 270k, 0.0812, 1.5M."""
+    if v == 0:
+        return "0"
+    return compact(v) if abs(v) >= 1e3 else f"{v:.3g}"
+
+
+def linear_axis(ax, axis: str, values) -> None:
+    """A linear axis a reader can read: at most 4 ticks with short labels (no '269500270000...'), and where the
+    values differ by under NARROW_RANGE of their size, a span of +-NARROW_RANGE around them, so that two
+    points at 0.0811 and 0.0816 are seen to be nearly equal instead of filling the axis edge to edge."""
+    import matplotlib.ticker as ticker
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    a.set_major_locator(ticker.MaxNLocator(nbins=4, min_n_ticks=2))
+    a.set_major_formatter(ticker.FuncFormatter(tick_text))
+    if len(v) and v.min() > 0 and (v.max() - v.min()) < NARROW_RANGE * v.max():
+        mid = (v.max() + v.min()) / 2
+        (ax.set_xlim if axis == "x" else ax.set_ylim)(mid * (1 - NARROW_RANGE), mid * (1 + NARROW_RANGE))
+    elif axis == "x":
+        ax.margins(x=0.12)
+
+
+def ci_yerr(g: pd.DataFrame, y: np.ndarray, n_col: str = "n_seeds") -> np.ndarray:
+    """Error bars of the 95 % t-interval, zero where fewer than MIN_SEEDS_FOR_CI seeds ran: with two, the t
+    quantile (12.7) makes a bar that swamps the panel; the seeds are drawn as points instead."""
+    err = np.nan_to_num(np.vstack([y - g["ci_low"].to_numpy(dtype=float), g["ci_high"].to_numpy(dtype=float) - y]),
+                        nan=0.0)
+    err[:, g[n_col].to_numpy() < MIN_SEEDS_FOR_CI] = 0.0
+    return err
+
+
+def place_labels(ax, points: list[tuple[float, float, str]], color="0.25") -> None:
+    """Depth labels beside their points without collisions: each label takes the first of eight offsets
+    (points) whose box overlaps no point and no label placed before it (display coordinates, fixed order)."""
+    offsets = [(4, 3), (4, -9), (-5, 3), (-5, -9), (4, 10), (-5, 10), (4, -16), (-5, -16)]
+    ax.get_xlim(), ax.get_ylim()  # autoscale now: the transform below uses the final limits
+    to_px = ax.transData
+    scale = ax.figure.dpi / 72.0
+    xy = [to_px.transform((x, y)) for x, y, _ in points]
+    boxes: list[tuple[float, float, float, float]] = []
+    marks = [(px - 3 * scale, py - 3 * scale, px + 3 * scale, py + 3 * scale) for px, py in xy]
+
+    def hits(b):
+        return any(b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3] for o in [*boxes, *marks])
+
+    for (x, y, text), (px, py) in zip(points, xy):
+        w, h = 4.6 * len(text) * scale, 7 * scale  # x-small DejaVu Sans: ~4.6 pt per digit, 7 pt high
+        chosen = offsets[0]
+        for dx, dy in offsets:
+            left = px + dx * scale if dx > 0 else px + dx * scale - w
+            b = (left, py + dy * scale, left + w, py + dy * scale + h)
+            if not hits(b):
+                chosen = (dx, dy)
+                boxes.append(b)
+                break
+        else:
+            left = px + chosen[0] * scale
+            boxes.append((left, py + chosen[1] * scale, left + w, py + chosen[1] * scale + h))
+        ax.annotate(text, (x, y), xytext=chosen, textcoords="offset points", fontsize="x-small", color=color,
+                    ha="left" if chosen[0] > 0 else "right", va="bottom")
+
+
 STATUS_SHORT = {"diverged": "div.", "failed": "fail", "missing": "miss"}
 
 
@@ -159,10 +236,30 @@ def status_marks(ax, cells: pd.DataFrame, pos: dict, offset: dict) -> None:
                 color=VERSION_COLORS[version], ha="center", va="bottom", transform=trans)
 
 
-def version_handles(versions, ci: bool):
+def hollow_handle():
+    """The legend entry of an unstable bench measurement: a hollow grey marker."""
     from matplotlib.lines import Line2D
 
-    suffix = ": mean, 95% CI" if ci else ": one seed, no interval"
+    return Line2D([], [], ls="", marker="o", ms=4, mfc="white", mec="0.3", mew=1.0)
+
+
+def _seed_range(acc: pd.DataFrame) -> tuple[int, int]:
+    n = acc.loc[acc["n_seeds"] > 0, "n_seeds"]
+    return (int(n.min()), int(n.max())) if len(n) else (0, 0)
+
+
+def version_handles(versions, n_min: int, n_max: int):
+    """Legend entries saying what the marker and its bars are, from the fewest and most seeds per point."""
+    from matplotlib.lines import Line2D
+
+    if n_max <= 1:
+        suffix = ": one seed, no interval"
+    elif n_min >= MIN_SEEDS_FOR_CI:
+        suffix = ": mean, bars 95% t-interval"
+    elif n_max < MIN_SEEDS_FOR_CI:
+        suffix = f": mean of {n_max} seeds (dots: seeds; no interval under {MIN_SEEDS_FOR_CI})"
+    else:
+        suffix = f": mean, bars 95% t-interval ({MIN_SEEDS_FOR_CI}+ seeds)"
     return ([Line2D([], [], color=VERSION_COLORS[v], marker=VERSION_MARKERS[v], ms=4) for v in versions],
             [VERSION_LABELS[v] + suffix for v in versions])
 
@@ -192,15 +289,13 @@ def fig_accuracy_by_depth(cells: pd.DataFrame, plt):
             ax.scatter([pos[int(d)] + offset[v] for d in sv["depth"]], 100 * sv["test_acc"], s=9,
                        color=VERSION_COLORS[v], marker=VERSION_MARKERS[v], alpha=0.35, linewidths=0, zorder=2)
             y = g["test_acc_pct"].to_numpy(dtype=float)
-            yerr = np.nan_to_num(np.vstack([y - g["ci_low"].to_numpy(dtype=float),
-                                            g["ci_high"].to_numpy(dtype=float) - y]), nan=0.0)
-            ax.errorbar([pos[int(d)] + offset[v] for d in g["depth"]], y, yerr=yerr, color=VERSION_COLORS[v],
+            ax.errorbar([pos[int(d)] + offset[v] for d in g["depth"]], y, yerr=ci_yerr(g, y), color=VERSION_COLORS[v],
                         marker=VERSION_MARKERS[v], ms=4, lw=1.2, elinewidth=1.0, zorder=3)
         status_marks(ax, cells[(cells["experiment"] == exp) & (cells["dataset"] == ds)], pos, offset)
         depth_axis(ax, depths)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(panel_title(exp, ds, multi))
-    legend_below(fig, *version_handles(sorted(set(acc["version"])), bool(acc["n_seeds"].max() >= 2)))
+    legend_below(fig, *version_handles(sorted(set(acc["version"])), *_seed_range(acc)))
     return fig
 
 
@@ -224,23 +319,23 @@ def fig_paired_difference(cells: pd.DataFrame, plt):
         ax.scatter([pos[int(x)] + 0.15 for x in p["depth"]], p["diff_pp"], s=9, color=DIFF_COLOR, alpha=0.4,
                    linewidths=0, zorder=2)
         y = d["diff_pp"].to_numpy(dtype=float)
-        yerr = np.nan_to_num(np.vstack([y - d["ci_low"].to_numpy(dtype=float),
-                                        d["ci_high"].to_numpy(dtype=float) - y]), nan=0.0)
-        ax.errorbar([pos[int(x)] for x in d["depth"]], y, yerr=yerr, color=DIFF_COLOR, marker="D", ms=4, lw=0,
+        ax.errorbar([pos[int(x)] for x in d["depth"]], y, yerr=ci_yerr(d, y, "n_pairs"), color=DIFF_COLOR, marker="D", ms=4, lw=0,
                     elinewidth=1.2, zorder=3)
         depth_axis(ax, depths)
         ax.set_ylabel("v2 − v1 test accuracy (pp)")
         ax.set_title(panel_title(exp, ds, multi))
     legend_below(fig, [Line2D([], [], color=DIFF_COLOR, marker="D", ms=4, ls=""),
                        Line2D([], [], color=DIFF_COLOR, marker="o", ms=3, ls="", alpha=0.4)],
-                 ["mean over pairs, 95% CI", "one seed (v2 − v1)"])
+                 ["mean over pairs, bars 95% t-interval" if diff["n_pairs"].min() >= MIN_SEEDS_FOR_CI else
+                  f"mean over pairs (no interval under {MIN_SEEDS_FOR_CI} pairs)", "one seed (v2 − v1)"])
     return fig
 
 
 def fig_accuracy_vs_cost(cells: pd.DataFrame, plt):
     """Test accuracy against parameters and against forward FLOPs, v1 and v2 as two lines (mean, 95% CI),
     log x axes; one row per dataset."""
-    acc = stats.accuracy_by_depth(cells)
+    acc, seeds = stats.accuracy_by_depth(cells), stats.version_cells(cells)
+    seeds = seeds[seeds["status"] == "ok"]
     acc = acc[acc["n_seeds"] > 0].dropna(subset=["params", "fwd_gflops"], how="all")
     if acc.empty:
         return None
@@ -256,19 +351,21 @@ def fig_accuracy_vs_cost(cells: pd.DataFrame, plt):
                 if g.empty:
                     continue
                 y = g["test_acc_pct"].to_numpy(dtype=float)
-                yerr = np.nan_to_num(np.vstack([y - g["ci_low"].to_numpy(dtype=float),
-                                                g["ci_high"].to_numpy(dtype=float) - y]), nan=0.0)
-                ax.errorbar(g[col], y, yerr=yerr, color=VERSION_COLORS[v], marker=VERSION_MARKERS[v], ms=4, lw=1.2,
-                            elinewidth=1.0)
-                for _, r in g.iterrows():
-                    ax.annotate(str(r["depth"]), (r[col], r["test_acc_pct"]), fontsize="x-small", xytext=(3, -8),
-                                textcoords="offset points", color="0.3")
+                ax.errorbar(g[col], y, yerr=ci_yerr(g, y), color=VERSION_COLORS[v], marker=VERSION_MARKERS[v], ms=4,
+                            lw=1.2, elinewidth=1.0)
+                sv = seeds[(seeds["dataset"] == ds) & (seeds["experiment"] == exp) & (seeds["version"] == v)]
+                xs = dict(zip(g["depth"], g[col]))
+                sv = sv[sv["depth"].isin(list(xs))]
+                ax.scatter([xs[d] for d in sv["depth"]], 100 * sv["test_acc"], s=9, color=VERSION_COLORS[v],
+                           marker=VERSION_MARKERS[v], alpha=0.35, linewidths=0, zorder=2)
             if not log_axis(ax, "x", a[col]):
-                ax.margins(x=0.12)
-            ax.set_xlabel(label + (" (log)" if ax.get_xscale() == "log" else ""))
+                linear_axis(ax, "x", a[col])
+            place_labels(ax, [(float(r[col]), float(r["test_acc_pct"]), str(r["depth"]))
+                              for _, r in a[a[col].notna()].sort_values(["version", "depth"]).iterrows()])
+            ax.set_xlabel(with_log(label, ax.get_xscale() == "log"))
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(panel_title(exp, ds, multi), fontsize="small")
-    legend_below(fig, *version_handles(sorted(set(acc["version"])), bool(acc["n_seeds"].max() >= 2)))
+    legend_below(fig, *version_handles(sorted(set(acc["version"])), *_seed_range(acc)))
     return fig
 
 
@@ -308,7 +405,7 @@ def fig_throughput_memory(cells: pd.DataFrame, plt):
     panels = panels_of(summary)
     multi = len({e for e, _ in panels}) > 1
     fig, axes = grid(plt, len(cols) * len(panels), ncols=len(cols), panel_h=2.0)
-    handles = {}
+    handles, unstable = {}, False
     for i, (exp, ds) in enumerate(panels):
         s = _plain_units(summary[(summary["experiment"] == exp) & (summary["dataset"] == ds)])
         ablation = bool((~s["unit"].isin(list(VERSION_UNIT.values()))).any())
@@ -322,17 +419,27 @@ def fig_throughput_memory(cells: pd.DataFrame, plt):
                     continue
                 y = g[col].to_numpy(dtype=float)
                 half = np.nan_to_num(g[iqr].to_numpy(dtype=float) / 2, nan=0.0) if iqr else np.zeros_like(y)
-                h = ax.errorbar([pos[int(d)] for d in g["depth"]], y, yerr=np.vstack([np.minimum(half, 0.95 * y),
-                                                                                       half]),
+                xs = [pos[int(d)] for d in g["depth"]]
+                h = ax.errorbar(xs, y, yerr=np.vstack([np.minimum(half, 0.95 * y), half]),
                                 color=UNIT_COLORS[unit], marker=UNIT_MARKERS[unit], ms=4, lw=1.2, elinewidth=1.0)
                 handles.setdefault(series_label(unit, ablation), h)
+                shaky = g["bench_unstable"].fillna(False).to_numpy(dtype=bool) if iqr else np.zeros(len(g), bool)
+                if shaky.any():  # hollow: the measurement stayed above bench.cv_max (resnet_bench.noise)
+                    ax.plot(np.asarray(xs)[shaky], y[shaky], ls="", marker=UNIT_MARKERS[unit], ms=4, mfc="white",
+                            mec=UNIT_COLORS[unit], mew=1.0, zorder=4)
+                    unstable = True
             depth_axis(ax, depths)
             if not log_axis(ax, "y", s[col]):
-                ax.set_ylim(bottom=0)
-            ax.set_ylabel(label + (" (log)" if ax.get_yscale() == "log" else ""), fontsize="small")
+                top = float(np.nanmax(s[col].to_numpy(dtype=float)))
+                ax.set_ylim(0, 1.12 * top if top > 0 else None)  # room above the highest point and its bar
+            ax.set_ylabel(with_log(label, ax.get_yscale() == "log"), fontsize="small")
             if j == 0:
                 ax.set_title(panel_title(exp, ds, multi), loc="left", fontsize="small")
-    legend_below(fig, list(handles.values()), list(handles))
+    labels = [k + ": median, bars IQR over repeats" for k in handles]
+    if unstable:
+        handles["unstable"] = hollow_handle()
+        labels.append("hollow: unstable (CV > bench.cv_max)")
+    legend_below(fig, list(handles.values()), labels, ncol_max=2)
     return fig
 
 
@@ -351,7 +458,7 @@ def fig_pareto(cells: pd.DataFrame, plt):
     multi = len({e for e, _ in panels}) > 1
     ablation = bool((~s["unit"].isin(list(VERSION_UNIT.values()))).any())
     fig, axes = grid(plt, len(panels), panel_h=2.6, ncols_max=2)
-    handles = {}
+    handles, unstable = {}, False
     for ax, (exp, ds) in zip(axes, panels):
         d = s[(s["experiment"] == exp) & (s["dataset"] == ds)]
         front = stats.pareto_front(d, col, "test_acc_pct")
@@ -363,21 +470,34 @@ def fig_pareto(cells: pd.DataFrame, plt):
             if g.empty:
                 continue
             y = g["test_acc_pct"].to_numpy(dtype=float)
-            yerr = np.nan_to_num(np.vstack([y - g["ci_low"].to_numpy(dtype=float),
-                                            g["ci_high"].to_numpy(dtype=float) - y]), nan=0.0)
-            h = ax.errorbar(g[col], y, yerr=yerr, color=UNIT_COLORS[unit], marker=UNIT_MARKERS[unit], ms=4, ls="",
-                            elinewidth=0.9, zorder=3)
+            h = ax.errorbar(g[col], y, yerr=ci_yerr(g.rename(columns={"n_ok": "n_seeds"}), y), color=UNIT_COLORS[unit],
+                            marker=UNIT_MARKERS[unit], ms=4, ls="", elinewidth=0.9, zorder=3)
             handles.setdefault(series_label(unit, ablation), h)
-            for _, r in g.iterrows():
-                ax.annotate(str(r["depth"]), (r[col], r["test_acc_pct"]), fontsize="x-small", xytext=(4, 3),
-                            textcoords="offset points", color="0.25")
+            shaky = g["bench_unstable"].fillna(False).to_numpy(dtype=bool)
+            if shaky.any():  # hollow: the throughput measurement stayed above bench.cv_max
+                ax.plot(g[col].to_numpy(dtype=float)[shaky], y[shaky], ls="", marker=UNIT_MARKERS[unit], ms=4,
+                        mfc="white", mec=UNIT_COLORS[unit], mew=1.0, zorder=4)
+                unstable = True
         logged = log_axis(ax, "x", d[col])
+        if not logged:
+            linear_axis(ax, "x", d[col])
         ax.margins(x=0.12, y=0.12)
-        ax.set_xlabel(xlabel + (" (log)" if logged else ""), fontsize="small")
+        lo, hi = ax.get_ylim()
+        if hi - lo < MIN_ACC_SPAN_PP:  # two means 0.2 pp apart do not fill the panel
+            mid = (hi + lo) / 2
+            ax.set_ylim(mid - MIN_ACC_SPAN_PP / 2, mid + MIN_ACC_SPAN_PP / 2)
+        place_labels(ax, [(float(r[col]), float(r["test_acc_pct"]), str(r["depth"]))
+                          for _, r in d.sort_values(["unit", "depth"]).iterrows()])
+        ax.set_xlabel(with_log(xlabel, logged), fontsize="small")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(panel_title(exp, ds, multi))
     front_handle = handles.pop("Pareto front")
-    legend_below(fig, [*handles.values(), front_handle], [*handles, "Pareto front"], ncol_max=3)
+    n = s["n_ok"]
+    what = (": one seed" if n.max() <= 1 else ": mean, bars 95% t-interval" if n.min() >= MIN_SEEDS_FOR_CI
+            else f": mean (no interval under {MIN_SEEDS_FOR_CI} seeds)")
+    extra = ([hollow_handle()], ["hollow: unstable throughput (CV > bench.cv_max)"]) if unstable else ([], [])
+    legend_below(fig, [*handles.values(), front_handle, *extra[0]], [*(k + what for k in handles), "Pareto front",
+                                                                     *extra[1]], ncol_max=2)
     return fig
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from resnet_bench.outputs import OutputDir, guard_frame
-from resnet_bench.report import figures, findings, stats, tables
+from resnet_bench.report import figures, findings, resolution, stats, tables
 from resnet_bench.report.escape import md_text
 from resnet_bench.report.stats import PANEL_KEYS
 
@@ -171,6 +171,7 @@ def build_report(cells: pd.DataFrame, epochs: pd.DataFrame, out: str | Path | Ou
                                                                                          "ours_err_mean"])
     paper_line = stats.paper_status(experiment, experiment_source)
     md += findings.findings_section(vt, cells, units_cmp, multi, len(excluded), paper_line)
+    md += resolution.section(cells, experiment) if len(cells) else []
     md += ["## Cells", "", tables.to_markdown(stats.status_counts(cells).astype(str)) if len(cells) else "No cells.",
            ""]
 
@@ -222,8 +223,9 @@ def build_report(cells: pd.DataFrame, epochs: pd.DataFrame, out: str | Path | Ou
     if len(summary):
         out_tables.append(("models", tables.models_display(summary, multi), summary,
                            "Per model: parameters, forward GFLOPs per image, test accuracy (%, mean ± std over ok "
-                           "seeds), ok/all cells, bench train-step and inference throughput (images/s, median) and "
-                           "training memory (MiB)."))
+                           "seeds), ok/all cells, bench train-step and inference throughput (images/s, median over "
+                           "interleaved repeats; * unstable: its CV stayed above bench.cv_max) and training memory "
+                           "(MiB)."))
     for name, disp, raw, caption in out_tables:
         out.write_text(f"tables/{name}.tex", tables.to_latex(disp, caption, f"tab:{name}"))
         with out.file(f"tables/{name}.csv") as tmp:

@@ -174,7 +174,8 @@ def model_summary(cells: pd.DataFrame) -> pd.DataFrame:
     """
     cols = [*PANEL_KEYS, "model", "version", "unit", "depth", "n_cells", "n_ok", "n_diverged", "test_acc_pct",
             "std_pp", "ci_low", "ci_high", "params", "fwd_gflops", "train_img_per_s", "train_img_per_s_iqr",
-            "infer_img_per_s", "infer_img_per_s_iqr", "loop_img_per_s", "peak_mem_mib", "mem_is_estimate"]
+            "infer_img_per_s", "infer_img_per_s_iqr", "loop_img_per_s", "peak_mem_mib", "mem_is_estimate",
+            "bench_unstable", "train_img_per_s_cv", "infer_img_per_s_cv"]
     rows = []
     for (exp, ds, model, version, unit, depth), g in cells.groupby(
             [*PANEL_KEYS, "model", "version", "unit", "depth"], sort=True):
@@ -186,7 +187,9 @@ def model_summary(cells: pd.DataFrame) -> pd.DataFrame:
                      mean, std(acc), lo, hi, int(params.iloc[0]) if len(params) else np.nan, _median(ok, "fwd_gflops"),
                      _median(ok, "bench_train_img_per_s"), _median(ok, "bench_train_img_per_s_iqr"),
                      _median(ok, "bench_infer_img_per_s"), _median(ok, "bench_infer_img_per_s_iqr"),
-                     _median(ok, "train_img_per_s"), _median(ok, "peak_mem_mib"), memory_is_estimate(ok)])
+                     _median(ok, "train_img_per_s"), _median(ok, "peak_mem_mib"), memory_is_estimate(ok),
+                     bool(ok["bench_unstable"].fillna(False).astype(bool).any()) if "bench_unstable" in ok else False,
+                     _median(ok, "bench_train_img_per_s_cv"), _median(ok, "bench_infer_img_per_s_cv")])
     return _unit_sort(pd.DataFrame(rows, columns=cols), [*PANEL_KEYS, "depth", "unit"])
 
 

@@ -134,8 +134,9 @@ def models_display(summary: pd.DataFrame, multi: bool) -> pd.DataFrame:
                      "params": fmt_count(r["params"]), "GFLOPs": fmt_sig(r["fwd_gflops"]),
                      "acc. (%)": fmt_mean_std(r["test_acc_pct"], r["std_pp"], digits=1),
                      "ok": f"{r['n_ok']}/{r['n_cells']}",
-                     "train/s": fmt_num(r["train_img_per_s"], 0),
-                     "infer/s": fmt_num(r["infer_img_per_s"], 0),
+                     # * an unstable bench measurement (resnet_bench.noise): its CV stayed above bench.cv_max
+                     "train/s": fmt_num(r["train_img_per_s"], 0) + ("*" if str(r.get("bench_unstable")) == "True" else ""),
+                     "infer/s": fmt_num(r["infer_img_per_s"], 0) + ("*" if str(r.get("bench_unstable")) == "True" else ""),
                      "MiB": fmt_num(r["peak_mem_mib"], 0)})
     return pd.DataFrame(rows)
 

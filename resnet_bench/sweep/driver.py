@@ -122,6 +122,27 @@ def dataset_sizes(params: cfg.Params, exp: cfg.Experiment, prepared_dir: Path) -
     return out
 
 
+def _print_plan(exp: cfg.Experiment, to_train: list[cfg.Cell], done: list[cfg.Cell], sizes: dict,
+                cells_dir: Path | None) -> None:
+    """The dry run's compute plan and power lines (resnet_bench.sweep.dryrun), after the cell list. The
+    concurrency is the configured one, else the trials this machine's CPUs (or GPUs) hold at once."""
+    from resnet_bench.sweep import dryrun
+
+    res = exp.resources
+    slots = (int((torch_gpus() or 1) // res.gpus_per_trial) if res.gpus_per_trial > 0
+             else int((os.cpu_count() or 1) // res.cpus_per_trial))
+    concurrency = min(res.max_concurrent or slots, max(1, slots), max(1, len(to_train)))
+    lines = dryrun.plan_lines(exp, to_train, len(done), sizes, cells_dir, concurrency)
+    lines += dryrun.power_lines(exp, done, cells_dir)
+    print("\n".join(lines), file=sys.stderr)
+
+
+def torch_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from resnet_bench.env import code_fingerprint
@@ -160,6 +181,7 @@ def main(argv=None) -> int:
                   "done, need the prepared data)", file=sys.stderr)
             for c in cells:
                 print(c.label())
+            _print_plan(exp, cells, [], dataset_sizes(params, exp, prepared_dir), None)
             return 0
         # The results folder and its cells/ are writable, and hold only what a sweep and collect
         # wrote, before Ray starts or anything trains.
@@ -175,6 +197,7 @@ def main(argv=None) -> int:
             print(_models_line(cells, pending, prepared_dir, keep), file=sys.stderr)
             for c in pending:
                 print(f"{c.cell_id}  {c.label()}")
+            _print_plan(exp, pending, done, dataset_sizes(params, exp, prepared_dir), results_dir / "cells")
             return 0
     except (cfg.ConfigError, OutputError) as err:
         for line in getattr(err, "problems", [str(err)]):

@@ -1,5 +1,6 @@
-"""The sweep's two phases on Ray Tune: train every pending cell, then bench every distinct
-architecture one at a time and merge the measurement into its cells' records."""
+"""The sweep's two phases on Ray Tune: train every pending cell, then bench the distinct architectures,
+one depth at a time (its versions or units timed interleaved in one trial, alone on the device), and merge
+each measurement into its cells' records."""
 
 from __future__ import annotations
 
@@ -14,14 +15,36 @@ from resnet_bench.sweep.progress import _cause_line
 from resnet_bench.sweep.records import RecordNotWritten, read_record_if_any, write_record
 from resnet_bench.sweep.storage import adopt_prior_checkpoint
 from resnet_bench.sweep.trials import bench_trial, train_trial
+from resnet_bench.vocab import UNITS
 
-def bench_key(cell: cfg.Cell, meta: dict) -> str:
-    """Cells that share architecture, input shape and bench settings share one measurement."""
-    payload = cell.model_dump(mode="json", include={"model", "unit", "arch", "bench"})
+def _key(cell: cfg.Cell, meta: dict, fields: set[str]) -> str:
+    payload = cell.model_dump(mode="json", include=fields | {"arch", "bench"})
     payload["runtime"] = cell.runtime.model_dump(mode="json", include={"device", "amp", "channels_last", "compile",
                                                                        "compile_mode", "tf32"})
     payload["input"] = [meta["channels"], meta["height"], meta["width"], meta["num_classes"]]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def bench_key(cell: cfg.Cell, meta: dict) -> str:
+    """Cells that share architecture, input shape and bench settings share one measurement."""
+    return _key(cell, meta, {"model", "unit"})
+
+
+def bench_set_key(cell: cfg.Cell, meta: dict) -> str:
+    """Architectures measured together, interleaved: the versions (or residual units) of one depth with
+    the same other settings and input shape."""
+    return _key(cell, meta, {"depth"})
+
+
+def reference_first(cell: cfg.Cell) -> tuple:
+    """Order within a bench set: v1's original unit first (the ratios' reference), then He et al. 2016's
+    unit order (a)-(e), v2 last."""
+    return (UNITS.index(cell.unit), cell.model)
+
+
+def _trial_name(trial: dict) -> str:
+    """A train trial is named by its cell id, a bench trial by its set key (both 12 hex digits)."""
+    return trial["cell"]["cell_id"] if "cell" in trial else f"set-{trial['key']}"
 
 
 def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name: str,
@@ -39,8 +62,8 @@ def _run_tuner(fn, configs: list[dict], *, resources: dict, max_concurrent, name
         trainable,
         param_space={"trial": tune.grid_search(configs)},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, num_samples=1, reuse_actors=True,
-                                    trial_name_creator=lambda t: t.config["trial"]["cell"]["cell_id"],
-                                    trial_dirname_creator=lambda t: t.config["trial"]["cell"]["cell_id"]),
+                                    trial_name_creator=lambda t: _trial_name(t.config["trial"]),
+                                    trial_dirname_creator=lambda t: _trial_name(t.config["trial"])),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, verbose=0, callbacks=[*callbacks, stop_check()], log_to_file=True,
             # A trial whose worker or node died is restarted from its latest checkpoint.
@@ -87,8 +110,8 @@ def run_train_phase(pending: list[cfg.Cell], *, paths, exp: cfg.Experiment, cell
 
 
 def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str, on_result) -> dict[str, dict]:
-    """One Tune run over bench configs; {key: {"status": ..., ...}} for those that reported.
-    `on_result(key, out)` runs in the driver the moment each measurement reports."""
+    """One Tune run over bench configs (one per bench set); {arch key: {"status": ..., ...}} for the
+    sets that reported. `on_result(arch_key, out)` runs in the driver the moment each set reports."""
     from ray import tune
 
     results: dict[str, dict] = {}
@@ -96,9 +119,11 @@ def _bench_pass(configs: list[dict], *, exp, storage_path: str, name: str, on_re
     class Collect(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get("final"):
-                key = trial.config["trial"]["key"]
-                results[key] = json.loads(result["bench_json"])
-                on_result(key, results[key])
+                out = json.loads(result["bench_json"])
+                for key in trial.config["trial"]["keys"]:
+                    results[key] = ({"status": "ok", "result": out["results"][key]} if out["status"] == "ok"
+                                    else out)
+                    on_result(key, results[key])
 
     gpus = exp.resources.gpus_per_trial
     # A timing run holds a whole GPU and runs alone (max_concurrent=1): on a node with several
@@ -133,30 +158,42 @@ def _merge_bench(group: list[cfg.Cell], out: dict, cells_dir: Path, keep_dirs=()
     return out
 
 
-def bench_groups(cells: list[cfg.Cell], cells_dir: Path, metas: dict[str, dict]) -> dict[str, list[cfg.Cell]]:
-    """Ok cells still lacking a bench measurement, grouped by what one measurement covers."""
-    groups: dict[str, list[cfg.Cell]] = {}
-    for cell in cells:
+BenchSets = dict[str, dict[str, list[cfg.Cell]]]  # {set key: {arch key: the cells one measurement covers}}
+
+
+def bench_groups(cells: list[cfg.Cell], cells_dir: Path, metas: dict[str, dict]) -> BenchSets:
+    """Bench sets with an ok cell still lacking a measurement; such a set is measured whole (its
+    measured members again too), so that every ratio in it comes from one interleaved run."""
+    sets: BenchSets = {}
+    lacking: set[str] = set()
+    for cell in sorted(cells, key=reference_first):
         rec = read_record_if_any(cells_dir / f"{cell.cell_id}.json")
         if not rec or rec.status != "ok" or not cell.bench.enabled:
             continue
-        if rec.metrics.bench_train_img_per_s is not None:
-            continue
-        groups.setdefault(bench_key(cell, metas[cell.dataset]), []).append(cell)
-    return groups
+        meta = metas[cell.dataset]
+        skey = bench_set_key(cell, meta)
+        sets.setdefault(skey, {}).setdefault(bench_key(cell, meta), []).append(cell)
+        if rec.metrics.bench_train_img_per_s is None:
+            lacking.add(skey)
+    return {k: v for k, v in sets.items() if k in lacking}
 
 
-def run_bench_phase(groups: dict[str, list[cfg.Cell]], *, metas: dict[str, dict], cells_dir: Path,
+def run_bench_phase(sets: BenchSets, *, metas: dict[str, dict], cells_dir: Path,
                     exp: cfg.Experiment, storage_path: str, stream=sys.stderr, keep_dirs=()) -> int:
-    """Bench every distinct architecture once, alone on its device; merge into cell records.
+    """Bench every distinct architecture, a depth's versions interleaved, alone on the device; merge into
+    cell records.
 
     A measurement that fails (an error, or its worker/node died) is retried once in a second
-    pass. Returns the number of measurements that failed both times.
+    pass. Returns the number of architectures whose measurement failed both times.
     """
-    if not groups:
+    if not sets:
         return 0
-    configs = {k: {"cell": g[0].to_dict(), "meta": metas[g[0].dataset], "key": k} for k, g in groups.items()}
-    print(f"[sweep] bench: {len(configs)} distinct architecture(s), one at a time", file=stream, flush=True)
+    groups = {k: g for arch in sets.values() for k, g in arch.items()}
+    configs = {skey: {"cells": [g[0].to_dict() for g in arch.values()], "keys": list(arch),
+                      "meta": metas[next(iter(arch.values()))[0].dataset], "key": skey}
+               for skey, arch in sets.items()}
+    print(f"[sweep] bench: {len(groups)} distinct architecture(s) in {len(configs)} interleaved set(s), one set "
+          "at a time", file=stream, flush=True)
 
     merged: dict[str, dict] = {}  # what each measurement was merged as
 
@@ -166,10 +203,10 @@ def run_bench_phase(groups: dict[str, list[cfg.Cell]], *, metas: dict[str, dict]
 
     results = _bench_pass(list(configs.values()), exp=exp, storage_path=storage_path, name="bench",
                           on_result=merge_ok)
-    again = [k for k in configs if results.get(k, {}).get("status") != "ok"]
+    again = [s for s, c in configs.items() if any(results.get(k, {}).get("status") != "ok" for k in c["keys"])]
     if again:
         print(f"[sweep] bench: {len(again)} measurement(s) failed, retrying once", file=stream, flush=True)
-        results.update(_bench_pass([configs[k] for k in again], exp=exp, storage_path=storage_path,
+        results.update(_bench_pass([configs[s] for s in again], exp=exp, storage_path=storage_path,
                                    name="bench-retry", on_result=merge_ok))
     failed = 0
     for key, group in groups.items():
@@ -180,5 +217,9 @@ def run_bench_phase(groups: dict[str, list[cfg.Cell]], *, metas: dict[str, dict]
                 _merge_bench(group, out, cells_dir, keep_dirs)
             failed += 1
             print(f"[sweep] bench FAILED {group[0].label()}: {_cause_line(out['error'])}", file=stream,
+                  flush=True)
+        elif out["result"].get("unstable"):
+            print(f"[sweep] bench UNSTABLE {group[0].label()}: throughput CV above {out['result'].get('cv_max')} "
+                  f"after {out['result'].get('train_attempts')} attempt(s); marked in the record", file=stream,
                   flush=True)
     return failed

@@ -155,6 +155,18 @@ class Metrics(Strict):
     saved_activation_bytes: Optional[Count] = _metric("bytes", "bytes autograd saves for backward")
     peak_rss_bytes: Optional[Count] = _metric("bytes", "peak resident set size of the bench process")
     bench_batch_size: Optional[Positive] = _metric("images", "batch the bench pass used")
+    # resnet_bench.noise: a depth's versions timed interleaved; ratios over v1 of the depth (null for v1)
+    bench_train_img_per_s_cv: Optional[NonNeg] = _metric("-", "bench train throughput CV (sd / mean, repeats)")
+    bench_infer_img_per_s_cv: Optional[NonNeg] = _metric("-", "bench inference throughput CV (sd / mean, repeats)")
+    bench_unstable: Optional[bool] = _metric("-", "a bench CV stayed above bench.cv_max after every re-measurement")
+    bench_competing_cpu_frac: Optional[Fraction] = _metric("fraction 0..1", "other processes' share of the CPUs "
+                                                                            "while the bench timed training")
+    bench_train_ratio: Optional[Rate] = _metric("-", "bench train throughput / v1's of the depth (interleaved)")
+    bench_train_ratio_lo: Optional[Rate] = _metric("-", "bench_train_ratio, 95 % interval low")
+    bench_train_ratio_hi: Optional[Rate] = _metric("-", "bench_train_ratio, 95 % interval high")
+    bench_infer_ratio: Optional[Rate] = _metric("-", "bench inference throughput / v1's of the depth (interleaved)")
+    bench_infer_ratio_lo: Optional[Rate] = _metric("-", "bench_infer_ratio, 95 % interval low")
+    bench_infer_ratio_hi: Optional[Rate] = _metric("-", "bench_infer_ratio, 95 % interval high")
 
 
 class Node(Open):
@@ -235,6 +247,18 @@ class BenchResult(Open):
     peak_rss_bytes: Count
     batch_size: Positive
     peak_mem_source: Optional[Short] = None
+    # resnet_bench.noise: the stability of an interleaved measurement (absent in older records)
+    train_img_per_s_cv: Optional[NonNeg] = None
+    infer_img_per_s_cv: Optional[NonNeg] = None
+    unstable: Optional[bool] = None
+    train_competing_cpu_frac: Optional[Fraction] = None
+    ratio_reference: Optional[Short] = None
+    train_ratio: Optional[Rate] = None
+    train_ratio_lo: Optional[Rate] = None
+    train_ratio_hi: Optional[Rate] = None
+    infer_ratio: Optional[Rate] = None
+    infer_ratio_lo: Optional[Rate] = None
+    infer_ratio_hi: Optional[Rate] = None
 
 
 class CompileStats(Open):
@@ -357,7 +381,11 @@ class CellRecord(Strict):
         metrics = self.metrics.model_copy(update={
             "bench_train_img_per_s": bench.train_img_per_s, "bench_infer_img_per_s": bench.infer_img_per_s,
             "peak_mem_bytes": bench.peak_mem_bytes, "saved_activation_bytes": bench.saved_activation_bytes,
-            "peak_rss_bytes": bench.peak_rss_bytes, "bench_batch_size": bench.batch_size})
+            "peak_rss_bytes": bench.peak_rss_bytes, "bench_batch_size": bench.batch_size,
+            "bench_train_img_per_s_cv": bench.train_img_per_s_cv, "bench_infer_img_per_s_cv": bench.infer_img_per_s_cv,
+            "bench_unstable": bench.unstable, "bench_competing_cpu_frac": bench.train_competing_cpu_frac,
+            **{f"bench_{k}": getattr(bench, k) for k in ("train_ratio", "train_ratio_lo", "train_ratio_hi",
+                                                        "infer_ratio", "infer_ratio_lo", "infer_ratio_hi")}})
         return _revalidated(self, metrics=metrics.model_dump(mode="json"), bench=bench.model_dump(mode="json"),
                             bench_error=None)
 

@@ -186,30 +186,44 @@ def train_trial(trial_config: dict) -> None:
 
 
 def bench_trial(trial_config: dict) -> None:
+    """One bench set: the architectures of one depth, timed interleaved (resnet_bench.bench.benchmark_models),
+    the first (v1) the ratios' reference. Reports {"status", "results": {arch key: measurement}}."""
     from ray import tune
 
-    from resnet_bench.bench import benchmark_model
+    from resnet_bench.bench import benchmark_models
     from resnet_bench.env import node_info
     from resnet_bench.train import build_cell_model, pin_numeric_environment
 
-    cell, meta = cfg.Cell.model_validate(trial_config["cell"]), trial_config["meta"]
-    b, rt = cell.bench, cell.runtime
+    cells = [cfg.Cell.model_validate(c) for c in trial_config["cells"]]
+    meta, keys = trial_config["meta"], trial_config["keys"]
+    b, rt = cells[0].bench, cells[0].runtime  # one set: one bench and runtime (resnet_bench.sweep.phases)
+
+    def builder(cell):
+        return lambda: build_cell_model(cell, meta["num_classes"], meta["channels"])
+
     try:
-        pin_numeric_environment(cell)  # measured as the cell trains (its variables came with the worker)
+        pin_numeric_environment(cells[0])  # measured as the cells train (their variables came with the worker)
         if rt.device == "cpu" and rt.threads:
             import torch
 
             torch.set_num_threads(rt.threads)
-        result = benchmark_model(
-            lambda: build_cell_model(cell, meta["num_classes"], meta["channels"]),
+        measured = benchmark_models(
+            {key: builder(cell) for key, cell in zip(keys, cells)},
             batch_size=b.batch_size, img_size=b.img_size or meta["height"], in_channels=meta["channels"],
             num_classes=meta["num_classes"], device=rt.device, amp=rt.amp,
             channels_last=rt.channels_last, compile=rt.compile, compile_mode=rt.compile_mode, tf32=rt.tf32,
-            warmup=b.warmup, repeats=b.repeats, steps_per_repeat=b.steps_per_repeat, label=cell.model)
-        out = {"status": "ok", "result": {**result, "node": node_info()}}
+            warmup=b.warmup, repeats=b.repeats, steps_per_repeat=b.steps_per_repeat, cv_max=b.cv_max,
+            remeasure=b.remeasure)
+        node = node_info()
+        names = dict(zip(keys, (c.model for c in cells)))
+        out = {"status": "ok", "results": {
+            key: {**rec, "node": node, "model": names[key],
+                  "interleaved_with": [names[k] for k in keys if k != key],
+                  "ratio_reference": names[rec["ratio_reference"]] if rec["ratio_reference"] else None}
+            for key, rec in measured.items()}}
     except Exception as err:
         out = {"status": "failed", "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-6)}"}
-    # the measurement's numbers for Tune's tools; the whole result (nested, with strings) as JSON
-    numbers = {k: v for k, v in out.get("result", {}).items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    # the reference's numbers for Tune's tools; every measurement (nested, with strings) as JSON
+    first = next(iter(out.get("results", {}).values()), {})
+    numbers = {k: v for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tune.report({**numbers, "final": True, "bench_json": json.dumps(out, default=str)})

@@ -1,0 +1,286 @@
+"""Measurements that know their own noise: interleaved benches, instability, load, power."""
+
+import math
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+from scipy import stats
+
+from resnet_bench import bench, noise, power
+from resnet_bench.models import build_model
+
+
+def tiny():
+    torch.manual_seed(0)
+    return build_model("resnet20_v1", 10, width=4)
+
+
+def test_spread_median_iqr_cv():
+    s = noise.spread([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert s == {"median": 3.0, "iqr": 2.0, "cv": statistics.stdev([1, 2, 3, 4, 5]) / 3.0, "min": 1.0, "max": 5.0,
+                 "n": 5}
+    assert noise.spread([7.0])["cv"] == 0.0
+
+
+def test_ratio_interval_is_the_t_interval_of_log_ratios():
+    a, b = [100.0, 110.0, 90.0, 105.0], [120.0, 125.0, 112.0, 118.0]
+    logs = [math.log(y / x) for x, y in zip(a, b)]
+    mean, sem = statistics.fmean(logs), stats.sem(logs)
+    lo, hi = stats.t.interval(0.95, len(logs) - 1, loc=mean, scale=sem)
+    got = noise.ratio_interval(a, b)
+    assert got["ratio"] == pytest.approx(math.exp(mean)) and got["n_pairs"] == 4
+    assert (got["lo"], got["hi"]) == (pytest.approx(math.exp(lo)), pytest.approx(math.exp(hi)))
+    with pytest.raises(ValueError, match="paired"):
+        noise.ratio_interval([1.0], [1.0, 2.0])
+
+
+def test_interleaved_bench_of_two_identical_models_has_a_ratio_interval_containing_one():
+    """Same architecture, same weights: whatever the machine does, a paired ratio interval holds 1.
+    The record's 95 % interval is recomputed from its own repeats; the check is at 99 % (and the record's
+    interval at 95 % would make the test fail one run in twenty by chance alone)."""
+    recs = bench.benchmark_models({"a": tiny, "b": tiny}, batch_size=4, img_size=8, warmup=2, repeats=10,
+                                  steps_per_repeat=2, cv_max=10.0, remeasure=0)
+    a, b = recs["a"], recs["b"]
+    assert a["interleaved_with"] == ["b"] and b["ratio_reference"] == "a" and "train_ratio" not in a
+    for kind in ("train", "infer"):
+        ra, rb = a[f"{kind}_img_per_s_repeats"], b[f"{kind}_img_per_s_repeats"]
+        assert len(ra) == len(rb) == 10
+        same = noise.ratio_interval(ra, rb)
+        assert (b[f"{kind}_ratio_lo"], b[f"{kind}_ratio"], b[f"{kind}_ratio_hi"]) == (same["lo"], same["ratio"],
+                                                                                      same["hi"])
+        wide = noise.ratio_interval(ra, rb, level=0.99)
+        assert wide["lo"] <= 1.0 <= wide["hi"], (kind, wide)
+    assert a["train_img_per_s_cv"] >= 0 and a["unstable"] is False  # cv_max 10: nothing is unstable
+
+
+class Disturbed(nn.Module):
+    """A model whose every other timed training step is preempted for 30 ms (a real pause in the timed
+    region, as a competing process or a frequency drop makes one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.calls = tiny(), 0
+
+    def forward(self, x):
+        if self.training and x.device.type != "meta":
+            self.calls += 1
+            if self.calls % 2:
+                time.sleep(0.03)
+        return self.inner(x)
+
+
+def test_disturbed_measurement_is_remeasured_then_marked_unstable():
+    recs = bench.benchmark_models({"calm": tiny, "disturbed": Disturbed}, batch_size=4, img_size=8, warmup=1,
+                                  repeats=4, steps_per_repeat=1, cv_max=0.2, remeasure=2)
+    d = recs["disturbed"]
+    assert d["train_attempts"] == 3 and len(d["train_attempt_max_cv"]) == 3  # measured, then 2 re-measurements
+    assert min(d["train_attempt_max_cv"]) > 0.2 and d["train_img_per_s_cv"] > 0.2
+    assert d["train_unstable"] is True and d["unstable"] is True
+    assert d["train_loadavg_1m_before"] is not None and d["train_competing_cpu_s"] is not None
+    # The record schema carries it into metrics (and so into the cells table and the report).
+    from resnet_bench.sweep.records import BenchResult
+
+    assert BenchResult.model_validate(d).unstable is True
+
+
+def test_stable_measurement_is_not_remeasured():
+    calls = []
+
+    def timer(step, n):
+        calls.append(1)
+        return 0.01 * n  # the same time every repeat: CV 0
+
+    out = noise.stable_interleaved([lambda: None, lambda: None], batch_size=4, repeats=3, steps_per_repeat=2,
+                                   cv_max=0.05, remeasure=3, timer=timer)
+    assert out["n_attempts"] == 1 and out["unstable"] is False and len(calls) == 6  # A B A B A B
+
+
+def test_competing_cpu_time_of_another_process_is_seen():
+    """A child process burning 0.5 CPU-seconds between two snapshots is other processes' CPU time."""
+    before = noise.load_snapshot()
+    subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                    "while time.process_time() - t < 0.5: pass"], check=True)
+    got = noise.load_between(before, noise.load_snapshot())
+    assert got["competing_cpu_s"] >= 0.4 and 0 < got["competing_cpu_frac"] <= 1
+    assert got["loadavg_1m_before"] >= 0 and got["wall_s"] >= 0.5
+
+
+# ---- power ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d,n", [(0.5, 34), (0.8, 15), (1.0, 10)])
+def test_seeds_needed_match_the_textbook_paired_t_sample_sizes(d, n):
+    """Cohen's d = delta / sd of the paired differences, alpha 0.05 two-sided, power 0.8: the sample sizes
+    of the one-sample/paired t-test (G*Power and statsmodels TTestPower give 34, 15, 10)."""
+    assert power.seeds_needed(d, 1.0, alpha=0.05, power=0.8) == n
+    assert power.seeds_needed(-d * 0.3, 0.3, alpha=0.05, power=0.8) == n  # sign and scale free
+
+
+def test_paired_power_is_scipys_noncentral_t_and_mde_inverts_it():
+    sd, n, delta = 0.3, 6, 0.4
+    crit = stats.t.ppf(0.975, n - 1)
+    nc = delta / (sd / math.sqrt(n))
+    want = stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc)
+    assert power.paired_power(delta, sd, n, alpha=0.05) == pytest.approx(want, rel=1e-12)
+    mde = power.paired_mde(sd, n, alpha=0.05, power=0.8)
+    assert power.paired_power(mde, sd, n, alpha=0.05) == pytest.approx(0.8, abs=1e-9)
+    # The closed-form normal approximation is a lower bound of the exact t answer at small n.
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    assert z * sd / math.sqrt(n) < mde < 1.5 * z * sd / math.sqrt(n)
+
+
+def test_he2016_gap_needs_about_ten_seeds_at_a_seed_sd_of_017_pp():
+    """The issue's arithmetic: ResNet-110's 0.24 pp gap, seed sd 0.17 pp (paired sd sqrt(2) x 0.17)."""
+    row = power.power_row([0.3], acc_v1=0.935, acc_v2=0.9376, n_test=10_000, target_pp=0.24, seed_sd_pp=0.17,
+                          alpha=0.05, power=0.8)
+    assert row["seeds_for_target"] == 10 and row["sd_basis"] == "stated seed sd x sqrt(2)"
+    # One seed: the minimum detectable difference is the binomial floor, in pp.
+    se = math.sqrt(0.935 * 0.065 / 10_000 + 0.9376 * 0.0624 / 10_000)
+    assert row["mde_pp"] == pytest.approx(100 * (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * se)
+    assert "binomial" in row["mde_basis"]
+
+
+def test_power_row_from_observed_paired_differences():
+    diffs = [0.5, -0.1, 0.3, 0.2]
+    row = power.power_row(diffs, acc_v1=0.9, acc_v2=0.9, n_test=10_000, target_pp=None, seed_sd_pp=None,
+                          alpha=0.05, power=0.8)
+    sd = statistics.stdev(diffs)
+    assert row["paired_sd_pp"] == pytest.approx(sd) and row["n_seeds"] == 4
+    assert row["mde_pp"] == pytest.approx(power.paired_mde(sd, 4, alpha=0.05, power=0.8))
+    assert row["seeds_for_observed"] == power.seeds_needed(statistics.fmean(diffs), sd, alpha=0.05, power=0.8)
+    assert row["seeds_for_target"] is None
+
+
+# ---- the compute plan -----------------------------------------------------------------------------------
+
+
+def test_makespan_schedules_longest_first():
+    from resnet_bench.sweep.costplan import makespan_s
+
+    assert makespan_s([3, 3, 2, 2, 2], 2) == 7  # 3+2+2 | 3+2
+    assert makespan_s([5, 1, 1], 4) == 5 and makespan_s([1, 2, 3], 1) == 6
+
+
+def test_compute_plan_prefers_recorded_throughput_then_flops_at_the_stated_rate():
+    from resnet_bench import config as cfg
+    from resnet_bench.sweep import costplan
+    from resnet_bench.sweep.estimate import DeviceRate
+
+    exp = cfg.resolve_layers("e", [cfg.Layer("test", {"grid": {"versions": ["v1", "v2"], "depths": [18],
+                                                              "datasets": ["digits"], "seeds": [0, 1]},
+                                                     "recipe": {"name": "quick", "epochs": 4}})],
+                             cfg.Params()).experiment
+    cells = cfg.expand_grid(exp)
+    v1 = next(c for c in cells if c.version == "v1")
+    recorded = {costplan.match_key(v1, "cpu-x"): {"s_per_image_epoch": 0.01, "n": 3}}
+    plan = costplan.compute_plan(cells, n_train={"digits": 1000}, hardware="cpu-x", recorded=recorded,
+                                 flops_of=lambda c: 7.2e12, rate=DeviceRate("test", 1e9, "stated"), concurrency=2,
+                                 cpus_per_trial=2, gpus_per_trial=0, record_bytes=100, checkpoint_bytes=lambda c: 10)
+    rows = {r["label"]: r for r in plan["rows"]}
+    r1, r2 = rows["resnet18_v1 (original) on digits"], rows["resnet18_v2 (full_preact) on digits"]
+    assert r1["wall_h"] == pytest.approx(2 * 0.01 * 4 * 1000 / 3600) and "recorded" in r1["source"]
+    assert r2["wall_h"] == pytest.approx(2 * 7.2e12 / 1e9 / 3600) and "FLOPs" in r2["source"]  # 2 h per cell
+    assert plan["unit"] == "CPU-hours" and plan["device_hours"] == pytest.approx(2 * plan["total_h"])
+    assert plan["wall_h"] == pytest.approx(2 + 40 / 3600)  # v2's two 2-hour cells on two slots, then a v1 cell
+    assert plan["results_bytes"] == 400 and plan["models_peak_bytes"] == 2 * 2 * 10
+    # another CPU model's records are not this device's
+    other = costplan.compute_plan(cells, n_train={"digits": 1000}, hardware="cpu-y", recorded=recorded,
+                                  flops_of=lambda c: 7.2e12, rate=DeviceRate("test", 1e9, "stated"), concurrency=2,
+                                  cpus_per_trial=2, gpus_per_trial=0, record_bytes=100, checkpoint_bytes=lambda c: 10)
+    assert all("FLOPs" in r["source"] for r in other["rows"])
+
+
+def test_dry_run_prints_the_compute_plan_and_the_seeds_the_target_needs(tmp_path, prepared_digits, capsys):
+    from conftest import make_project
+
+    from resnet_bench.sweep import driver
+
+    exp = {"grid": {"versions": ["v1", "v2"], "depths": [18], "datasets": ["digits"], "seeds": [0, 1]},
+           "arch": {"stem": "cifar", "width": 4}, "recipe": {"name": "quick", "epochs": 1},
+           "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 2},
+           "target": {"effect_pp": 0.5, "seed_sd_pp": 0.2, "source": "a stated gap"}}
+    project = make_project(tmp_path / "p", exp)
+    rc = driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
+                      "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results"),
+                      "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "[sweep] compute plan (0 cell(s) already done" in err
+    assert "[sweep]   resnet18_v1 (original) on digits: 2 cell(s)" in err and "CPU-hours (FLOPs at" in err
+    assert "[sweep]   total: " in err and "at 2 trial(s) at a time; disk: results" in err
+    need = power.seeds_needed(0.5, math.sqrt(2) * 0.2, alpha=0.05, power=0.8)
+    assert f"[sweep] power: digits depth 18: 2 seed(s) in the grid; target 0.5 pp needs {need} seed pairs" in err
+
+
+# ---- the report ----------------------------------------------------------------------------------------
+
+
+def _cells(seeds, v2_unstable: bool):
+    import pandas as pd
+
+    rows = []
+    for seed, (a1, a2) in enumerate(seeds):
+        for version, unit, acc in (("v1", "original", a1), ("v2", "full_preact", a2)):
+            rows.append({"cell_id": f"{version}{seed}", "experiment": "e", "dataset": "digits",
+                         "model": f"resnet18_{version}", "version": version, "unit": unit, "depth": 18, "seed": seed,
+                         "status": "ok", "test_acc": acc, "n_test": 10_000, "params": 1000, "fwd_gflops": 0.1,
+                         "bench_unstable": v2_unstable and version == "v2",
+                         "bench_train_img_per_s_cv": 0.3 if version == "v2" else 0.02, "bench_infer_img_per_s_cv": 0.02,
+                         "bench_competing_cpu_frac": 0.5,
+                         **({"bench_train_ratio": 1.05, "bench_train_ratio_lo": 0.98, "bench_train_ratio_hi": 1.12,
+                             "bench_infer_ratio": 0.9, "bench_infer_ratio_lo": 0.85, "bench_infer_ratio_hi": 0.95}
+                            if version == "v2" else
+                            {k: None for k in ("bench_train_ratio", "bench_train_ratio_lo", "bench_train_ratio_hi",
+                                               "bench_infer_ratio", "bench_infer_ratio_lo", "bench_infer_ratio_hi")})})
+    return pd.DataFrame(rows)
+
+
+def test_report_resolution_prints_the_power_numbers_ratios_and_unstable_models():
+    from resnet_bench.report import resolution
+
+    seeds = [(0.900, 0.905), (0.910, 0.913), (0.905, 0.912)]
+    cells = _cells(seeds, v2_unstable=True)
+    exp = {"target": {"effect_pp": 0.24, "source": "He et al. 2016"}}
+    table = resolution.power_table(cells, exp)
+    diffs = [100 * (b - a) for a, b in seeds]
+    want = power.power_row(diffs, acc_v1=0, acc_v2=0, n_test=None, target_pp=0.24, seed_sd_pp=None, alpha=0.05,
+                           power=0.8)
+    row = table.iloc[0]
+    assert row["mde_pp"] == pytest.approx(want["mde_pp"]) and row["seeds_for_target"] == want["seeds_for_target"]
+    text = "\n".join(resolution.section(cells, exp))
+    assert f"3 seed(s) detects {want['mde_pp']:.2f} pp (paired t, 3 seeds)" in text
+    assert f"the target 0.24 pp (He et al. 2016) needs {want['seeds_for_target']} seed pairs" in text
+    assert "resnet18_v2 (full_preact) / resnet18_v1 train 1.050 [0.980, 1.120] (indistinguishable from 1)" in text
+    assert "**unstable**" in text and "Unstable bench measurements (hollow markers in the figures): resnet18_v2" in text
+    assert "Unstable" not in "\n".join(resolution.section(_cells(seeds, v2_unstable=False), exp))
+
+
+def test_figures_read_well_short_ticks_narrow_span_single_parentheses_and_labels_apart():
+    from resnet_bench.report import figures
+
+    _, plt = figures.pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([269_722, 272_282], [56.3, 56.2], "o")
+    figures.linear_axis(ax, "x", [269_722, 272_282])
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all(len(t) <= 5 for t in labels), labels  # 270k, not 269500270000...
+    lo, hi = ax.get_xlim()
+    assert lo == pytest.approx(0.9 * 271_002) and hi == pytest.approx(1.1 * 271_002)
+    assert figures.with_log("inference throughput (images/s)", True) == "inference throughput (images/s, log)"
+    assert figures.with_log("parameters", True) == "parameters (log)" and figures.with_log("x (a)", False) == "x (a)"
+    # Labels of nearly coincident points do not overlap.
+    fig, ax = plt.subplots(figsize=(3, 3))
+    pts = [(1.0, 1.0, "50"), (1.01, 1.0, "101"), (1.0, 1.01, "34"), (2.0, 2.0, "18")]
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o")
+    figures.place_labels(ax, pts)
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert len(boxes) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close("all")
