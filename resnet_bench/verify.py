@@ -101,7 +101,7 @@ def parse_args(argv):
 
     p = Parser(prog="resnet-bench verify", description="Retrain committed cells; report whether they reproduce.")
     p.add_argument("--results", default="results/smoke", help="an experiment's results folder")
-    p.add_argument("--prepared-dir", default="data/prepared")
+    p.add_argument("--prepared-dir", default="data/prepared", help="folder of prepared datasets")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--sample", type=int, default=2, help="retrain this many ok cells, chosen at random")
     group.add_argument("--all", action="store_true", help="retrain every ok cell")

@@ -87,7 +87,8 @@ def parse_args(argv):
                                             "folders share (same dataset, model, unit and seed, both ok).")
     p.add_argument("a", help="results folder A (the baseline), e.g. results/smoke")
     p.add_argument("b", help="results folder B, e.g. results/smoke-bf16")
-    p.add_argument("--out", help="also write compare.md, compare.csv and figures/compare.* here")
+    p.add_argument("--out", help="a folder: also write compare.md, compare.csv and figures/compare.* there "
+                                 "(default: print only)")
     p.add_argument("--formats", default="pdf,png", help="figure formats with --out (pdf, png, svg)")
     return p.parse_args(argv)
 

@@ -27,15 +27,17 @@ def parse_args(argv):
     from resnet_bench.argparsing import Parser
 
     p = Parser(prog="resnet-bench sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--experiments-dir", default="experiments")
-    p.add_argument("--prepared-dir", default="data/prepared")
-    p.add_argument("--results-dir", help="this experiment's results folder (default: results/<experiment>)")
-    p.add_argument("--storage-path", help="Ray Tune storage (shared path for multi-node runs)")
+    p.add_argument("--params", default="params.yaml", help="params file: the experiment and its overrides")
+    p.add_argument("--experiments-dir", default="experiments", help="folder of experiment files")
+    p.add_argument("--prepared-dir", default="data/prepared", help="folder of prepared datasets")
+    p.add_argument("--results", help="this experiment's results folder (a folder; default: results/<experiment>)")
+    p.add_argument("--storage-path", help="Ray Tune storage (shared path for multi-node runs; default: "
+                                          "params.yaml sweep.storage_path, else scratch/ray_results)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else local)")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even if cells failed, so the report goes ahead with the gaps shown")
     p.add_argument("--dry-run", action="store_true", help="validate everything, print the plan and exit")
+    p.add_renamed("--results-dir", "--results")
     return p.parse_args(argv)
 
 
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
             return 0
         # The results folder and its cells/ are writable, and hold only what a sweep and collect
         # wrote, before Ray starts or anything trains.
-        out = OutputDir(args.results_dir or Path("results") / exp.name, writer="sweep", flag="--results-dir",
+        out = OutputDir(args.results or Path("results") / exp.name, writer="sweep", flag="--results",
                         layout=SWEEP_LAYOUT, keep=SWEEP_KEEP, siblings=(*COLLECT_LAYOUT, *DVC_FILES),
                         subdirs=["cells"])
         results_dir = out.prepare().root
