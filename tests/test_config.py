@@ -290,7 +290,7 @@ TRAIN_CASES = [
 
 @pytest.mark.parametrize("extra, needle", TRAIN_CASES, ids=[" ".join(a) for a, _ in TRAIN_CASES])
 def test_bad_train_flag_is_one_line(prepared_digits, capsys, extra, needle, monkeypatch):
-    monkeypatch.setattr(train, "train_cell", lambda *a, **k: pytest.fail("trained despite a bad flag"))
+    monkeypatch.setattr(train_cli, "train_cell", lambda *a, **k: pytest.fail("trained despite a bad flag"))
     with pytest.raises(SystemExit) if "abc" in extra else _nullcontext() as exc:
         rc = train_cli.main(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), *extra])
     rc = exc.value.code if "abc" in extra else rc
@@ -330,7 +330,7 @@ def test_bad_bench_flag_is_one_line(capsys, extra, needle, monkeypatch):
 
 CLI_CASES = [
     (["bogus"], "unknown command"),
-    (["config"], "action"),
+    (["config"], "{show,schema}"),
     (["config", "show", "--experiment", "nope"], "--experiment: unknown experiment"),
     (["config", "schema", "--of", "bogus"], "--of"),
     (["config", "schema", "--out", "/"], "--out"),
