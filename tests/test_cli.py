@@ -191,3 +191,80 @@ def test_progress_on_a_terminal_is_a_bar():
     os.close(primary)
     text = written.decode()
     assert "\r" in text and "bench: 100%" in text and "4/4" in text and "[bench]" not in text, text
+
+
+# ---- --json: one document, all of stdout; progress on stderr ----------------------------------------
+
+
+def _json_of(argv, capsys) -> tuple[dict, str]:
+    import json
+
+    assert cli.main(argv) == 0
+    out = capsys.readouterr()
+    return json.loads(out.out), out.err
+
+
+def test_models_and_summary_json(capsys):
+    doc, _ = _json_of(["models", "resnet20_v1", "resnet50_v2", "--json"], capsys)
+    assert [r["model"] for r in doc["rows"]] == ["resnet50_v2", "resnet20_v1"]  # the table's order
+    assert doc["rows"][1]["params"] == 272_474  # He et al. 2015 Table 6: 0.27M, full precision here
+    doc, _ = _json_of(["summary", "resnet20_v1", "--json", "--depth", "1"], capsys)
+    assert doc["params"] == 272_474 and doc["flops"] == 2 * doc["macs"]
+    assert doc["layers"][-1]["output_shape"] == "[1, 10]"
+
+
+def test_bench_json_full_precision_and_plain_progress(tmp_path, capsys):
+    doc, err = _json_of(["bench", "--models", "resnet20_v1", "--width", "4", "--batch-size", "4", "--image-size",
+                         "8", "--warmup", "1", "--repeats", "2", "--steps-per-repeat", "1", "--device", "cpu",
+                         "--json", "--out", str(tmp_path / "b.csv")], capsys)
+    (row,) = doc["rows"]
+    assert row["model"] == "resnet20_v1" and row["batch_size"] == 4 and row["train_img_per_s"] > 0
+    assert doc["csv"] == str(tmp_path / "b.csv")
+    assert "[bench] 1/1 models (100 %), resnet20_v1" in err and "\r" not in err
+
+
+def test_bench_console_table_is_rounded(tmp_path, capsys):
+    assert cli.main(["bench", "--models", "resnet20_v1", "--width", "4", "--batch-size", "4", "--image-size", "8",
+                     "--warmup", "1", "--repeats", "2", "--steps-per-repeat", "1", "--device", "cpu",
+                     "--out", str(tmp_path / "b.csv")]) == 0
+    out = capsys.readouterr().out
+    header, row = out.splitlines()[:2]
+    cells = dict(zip(header.split(), row.split()))
+    assert re.fullmatch(r"[\d,]+", cells["train_img_per_s"]) and re.fullmatch(r"[\d,]+", cells["params"])
+    assert re.search(r"resnet20_v1 .* \d+(\.\d+)? MiB", row), row
+    import pandas as pd
+
+    assert pd.read_csv(tmp_path / "b.csv")["train_img_per_s"].iloc[0] % 1 != 0  # the file keeps the decimals
+
+
+def test_sweep_dry_run_json(tmp_path, prepared_digits, capsys):
+    from conftest import TINY_EXPERIMENT, make_project
+
+    project = make_project(tmp_path / "p", TINY_EXPERIMENT)
+    doc, err = _json_of(["sweep", "--params", str(project / "params.yaml"), "--experiments-dir",
+                         str(project / "experiments"), "--prepared-dir", str(prepared_digits), "--results",
+                         str(tmp_path / "R"), "--dry-run", "--json"], capsys)
+    assert doc["experiment"] == "tiny" and doc["done"] == 0 and len(doc["to_train"]) == 2
+    assert all(len(c["cell_id"]) >= 12 for c in doc["to_train"]) and "[sweep]" in err
+
+
+def test_collect_and_verify_json(reproduced_tiny, tmp_path, capsys):
+    """On a real `dvc repro`'s results: collect's summary, and verify retraining one cell (epoch progress
+    as plain lines on stderr, the verdicts as the only thing on stdout)."""
+    import json
+    import shutil
+
+    project, _ = reproduced_tiny
+    results = tmp_path / "tiny"
+    shutil.copytree(project / "results" / "tiny", results)
+    doc, _ = _json_of(["collect", "--results", str(results), "--json"], capsys)
+    assert doc["cells"] == 2 and doc["status"]["ok"] == 2 and doc["metrics"] is not None
+    # a fresh process, as verify is run: its numeric libraries read the pin at start-up
+    run = dict(cwd=tmp_path, env=venv_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "resnet_bench", "verify", "--results", str(results),
+                           "--prepared-dir", str(project / "data" / "prepared"), "--sample", "1", "--json"], **run)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    (cell,) = doc["cells"]
+    assert cell["verdict"] == "identical" and cell["retrained_test_acc"] == cell["recorded_test_acc"]
+    assert re.search(r"^\[verify\] 1/1 epochs \(100 %\), ", proc.stderr, re.M), proc.stderr

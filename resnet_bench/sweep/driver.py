@@ -37,6 +37,7 @@ def parse_args(argv):
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even if cells failed, so the report goes ahead with the gaps shown")
     p.add_argument("--dry-run", action="store_true", help="validate everything, print the plan and exit")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON document")
     p.add_renamed("--results-dir", "--results")
     return p.parse_args(argv)
 
@@ -74,8 +75,26 @@ def _final_record(path: Path):
         return None
 
 
+def _print_plan(args, name: str, cells, done: int | None, results_dir) -> int:
+    """The dry run's cells to train: `CELL_ID  LABEL` lines (no ids without prepared data), or --json."""
+    if args.json:
+        from resnet_bench.console import print_json
+
+        print_json({"experiment": name, "results": str(results_dir) if results_dir else None, "done": done,
+                    "to_train": [{"cell_id": c.cell_id if results_dir else None, "label": c.label(),
+                                  "model": c.model, "dataset": c.dataset, "seed": c.seed} for c in cells]})
+        return 0
+    for c in cells:
+        print(f"{c.cell_id}  {c.label()}" if results_dir else c.label())
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.json and not args.dry_run:
+        print("error: --json: only with --dry-run (a sweep's results are the cell records; "
+              "`resnet-bench collect --json` summarises them)", file=sys.stderr)
+        return 2
     from resnet_bench.env import code_fingerprint
 
     # Validate everything before Ray starts or anything trains: the whole grid at once.
@@ -107,9 +126,7 @@ def main(argv=None) -> int:
                 print(f"note: {line}", file=sys.stderr)
             print(f"[sweep] dry run of experiment {exp.name!r}: {len(cells)} cells (their ids, and which are "
                   "done, need the prepared data)", file=sys.stderr)
-            for c in cells:
-                print(c.label())
-            return 0
+            return _print_plan(args, exp.name, cells, None, None)
         # The results folder and its cells/ are writable, and hold only what a sweep and collect
         # wrote, before Ray starts or anything trains.
         out = OutputDir(args.results or Path("results") / exp.name, writer="sweep", flag="--results",
@@ -120,9 +137,7 @@ def main(argv=None) -> int:
             done, pending = plan(cells, results_dir / "cells")
             print(f"[sweep] experiment {exp.name!r}: {len(cells)} cells, {len(done)} done, "
                   f"{len(pending)} to train -> {results_dir}", file=sys.stderr)
-            for c in pending:
-                print(f"{c.cell_id}  {c.label()}")
-            return 0
+            return _print_plan(args, exp.name, pending, len(done), results_dir)
     except (cfg.ConfigError, OutputError) as err:
         for line in getattr(err, "problems", [str(err)]):
             print(f"error: {line}", file=sys.stderr)
