@@ -122,7 +122,9 @@ FINGERPRINT_ROOTS: dict[str, set[str]] = {
                    "Compiled", "synchronize", "apply_gpu_share", "resident_budget_bytes", "is_out_of_memory",
                    "first_line", "release_memory", "memory_where", "DoesNotFit", "DeviceTimer"},
     "data/artifact.py": {"load_prepared"},
-    "data/loader.py": {"DeviceLoader", "Augment"},
+    "data/loader.py": {"DeviceLoader", "shard_indices"},
+    "data/augment.py": {"Augment", "crop_windows", "random_flip", "flip_mask", "plans", "oriented", "crop_resize",
+                        "jitter_params", "color_jitter", "lighting_offsets", "store_problems", "to_device"},
     "env.py": {"pinned_env", "set_torch_numeric_flags"},
 }
 

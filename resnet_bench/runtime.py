@@ -234,7 +234,8 @@ OOM_MARKERS = ("out of memory", "STATUS_ALLOC_FAILED", "can't allocate memory")
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    if isinstance(err, torch.OutOfMemoryError):
+    # MemoryError: the host allocator refused a Python/NumPy buffer (CPU trials, or a capped address space)
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(err, RuntimeError) and any(m in str(err) for m in OOM_MARKERS)
 

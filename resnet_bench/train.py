@@ -51,7 +51,8 @@ def lr_at(step: int, total_steps: int, recipe: cfg.Recipe) -> float:
     (fractions of training), `cosine` anneals to 0, `onecycle` rises linearly to
     `lr` over the first 30% then anneals to 0 (Smith & Topin 2019 shape).
     """
-    base = recipe.lr
+    # lr_reference_batch: lr is the rate for that batch size, scaled linearly (Goyal et al. 2017).
+    base = recipe.lr * recipe.batch_size / recipe.lr_reference_batch if recipe.lr_reference_batch else recipe.lr
     if step < recipe.warmup_iters:
         return recipe.warmup_lr
     frac = step / max(1, total_steps)
@@ -81,9 +82,16 @@ def build_cell_model(cell: cfg.Cell, num_classes: int, in_channels: int) -> torc
     return build_model(cell.model, num_classes=num_classes, in_channels=in_channels, **options)
 
 
-def make_optimizer(params, recipe: cfg.Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimiser; the schema lists only what is built here (cfg.OPTIMIZERS)."""
+def make_optimizer(model: torch.nn.Module, recipe: cfg.Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser; the schema lists only what is built here (cfg.OPTIMIZERS). With
+    `bn_weight_decay` false, BatchNorm scales and shifts form a second group without weight decay."""
     assert recipe.optimizer == "sgd", recipe.optimizer
+    params = list(model.parameters())
+    if not recipe.bn_weight_decay:
+        bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              for p in m.parameters(recurse=False)}
+        params = [{"params": [p for p in params if id(p) not in bn]},
+                  {"params": [p for p in params if id(p) in bn], "weight_decay": 0.0}]
     return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                            weight_decay=recipe.weight_decay)
 
@@ -124,27 +132,31 @@ def evaluate(model: rt.Compiled, loader, runtime: cfg.Runtime, device, topk: int
 
 
 def _loaders(cell: cfg.Cell, prepared_dir: Path, device: torch.device, max_resident_bytes: int | None = None):
+    """(train, val, test loaders, meta, notes): the train split augmented by the recipe, val/test as stored."""
     from resnet_bench.data.artifact import load_prepared
-    from resnet_bench.data.loader import Augment, DeviceLoader
+    from resnet_bench.data.augment import Augment, store_problems
+    from resnet_bench.data.loader import DeviceLoader
 
     ds = load_prepared(Path(prepared_dir) / cell.dataset)
     meta = ds.meta
     recipe = cell.recipe
-    common = {"mean": meta["mean"], "std": meta["std"], "device": device, "max_resident_bytes": max_resident_bytes}
-
-    def make(x, y, *, train: bool):
-        # A last training batch of one image cannot be trained on: BatchNorm in training mode has one
-        # value per channel and raises. Then that image is left out of the epoch (drop_last); the shuffle
-        # picks a different one each epoch. The record says so (dataset_meta.train_last_batch_dropped).
-        drop = train and len(y) > 1 and len(y) % recipe.batch_size == 1
-        return DeviceLoader(
-            torch.from_numpy(x), torch.from_numpy(y), batch_size=recipe.batch_size,
-            shuffle=train, seed=cell.seed,
-            augment=Augment(crop_pad=recipe.augment.crop_pad, flip=recipe.augment.flip) if train else None,
-            drop_last=drop, **common)
-
-    return (make(ds.train_x, ds.train_y, train=True), make(ds.val_x, ds.val_y, train=False),
-            make(ds.test_x, ds.test_y, train=False), meta)
+    augment = recipe.augment.model_dump()
+    problems, notes = store_problems(meta, augment, where=f"dataset {cell.dataset}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    common = {"mean": meta["mean"], "std": meta["std"], "device": device, "batch_size": recipe.batch_size,
+              "seed": cell.seed, "max_resident_bytes": max_resident_bytes}
+    # A last training batch of one image cannot be trained on: BatchNorm in training mode has one
+    # value per channel and raises. Then that image is left out of the epoch (drop_last); the shuffle
+    # picks a different one each epoch. The record says so (dataset_meta.train_last_batch_dropped).
+    n_train = len(ds.train_y)
+    drop = n_train > 1 and n_train % recipe.batch_size == 1
+    train = DeviceLoader(torch.from_numpy(ds.train_x), torch.from_numpy(ds.train_y), shuffle=True,
+                         augment=Augment.from_dict(augment), extents=ds.train_extents, epochs=recipe.epochs,
+                         drop_last=drop, **common)
+    val = DeviceLoader(torch.from_numpy(ds.val_x), torch.from_numpy(ds.val_y), shuffle=False, **common)
+    test = DeviceLoader(torch.from_numpy(ds.test_x), torch.from_numpy(ds.test_y), shuffle=False, **common)
+    return train, val, test, meta, notes
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -278,14 +290,14 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
            compile_backend: str, cap_bytes: int | None) -> dict:
     """The epochs and the final evaluation; the record's status, error, metrics, epochs, compile, dataset."""
     runtime, recipe = cell.runtime, cell.recipe
-    train_loader, val_loader, test_loader, meta = _loaders(
+    train_loader, val_loader, test_loader, meta, augment_notes = _loaders(
         cell, prepared_dir, device, max_resident_bytes=rt.resident_budget_bytes(device, cap_bytes))
     num_classes, in_channels = meta["num_classes"], meta["channels"]
     topk = 5 if num_classes >= 100 else 1
     model = build_cell_model(cell, num_classes, in_channels).to(device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model.parameters(), recipe)
+    optimizer = make_optimizer(model, recipe)
     scaler = rt.grad_scaler(device, runtime.amp)
     compiled = rt.Compiled(model, enabled=runtime.compile, mode=runtime.compile_mode, backend=compile_backend)
     loop = {"model": compiled, "optimizer": optimizer, "scaler": scaler, "train_loader": train_loader,
@@ -343,8 +355,10 @@ def _train(cell: cfg.Cell, prepared_dir: Path, device: torch.device, *, ckpt: Pa
         "epochs": history,
         "compile": compiled.stats(),
         "dataset_meta": {**{k: meta.get(k) for k in ("name", "num_classes", "channels", "height", "width",
-                                                      "counts", "source_sha256", "content_sha256", "split")},
+                                                      "counts", "source_sha256", "content_sha256", "split",
+                                                      "shapes", "resize")},
                          "train_last_batch_dropped": train_loader.drop_last},
+        "augment_notes": augment_notes,
     }
 
 

@@ -29,8 +29,23 @@ BOTTLENECK_STRIDES = ("1x1", "3x3")
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 OPTIMIZERS = ("sgd",)  # the only optimiser training builds; the schema lists nothing it cannot run
 
-DATASET_FORMATS = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder")
+DATASET_FORMATS = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder", "imagenet",
+                   "tinyimagenet", "imagenet_downsampled")
+# Formats of image files (decoded, resized by the store policy: image_size, max_aspect, eval_resize, eval_crop).
+IMAGE_FORMATS = ("imagefolder", "imagenet", "tinyimagenet")
 BUILTIN_DATASETS = ("digits",)
+# (train, test) images of each format's official release, for compute estimates of a grid whose data is
+# not prepared yet (image folders have none). Sources: the releases (Krizhevsky 2009; LeCun et al. 1998;
+# Xiao et al. 2017; ILSVRC2012 / torchvision ImageNet; Tiny ImageNet's 500 + 50 per class of 200;
+# Chrabaszcz et al. 2017: the ImageNet train and validation sets downsampled); digits: 1,797, 20% test.
+NOMINAL_COUNTS = {"digits": (1438, 359), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
+                  "mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000), "imagenet": (1_281_167, 50_000),
+                  "tinyimagenet": (100_000, 10_000), "imagenet_downsampled": (1_281_167, 50_000)}
+# Image side and channels of the formats whose size is fixed by the release.
+NOMINAL_SHAPE = {"digits": (1, 8), "cifar10": (3, 32), "cifar100": (3, 32), "mnist": (1, 28),
+                 "fashion_mnist": (1, 28), "tinyimagenet": (3, 64)}
+NOMINAL_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "mnist": 10, "fashion_mnist": 10,
+                   "imagenet": 1000, "tinyimagenet": 200, "imagenet_downsampled": 1000}
 
 # What a cell's result file may say, and what a table row may say (a cell with no file: missing).
 RECORD_STATUSES = ("ok", "diverged", "failed")

@@ -306,7 +306,7 @@ def step_host_syncs(ctx) -> dict:
     out = {"loader_syncs_per_batch": count_host_syncs(load, dev) / batches}
     for amp in (["bf16", "fp16"] if dev.type == "cuda" else ["none"]):
         model = train.build_cell_model(cell, 10, 3).to(dev).to(memory_format=torch.channels_last)
-        opt, scaler = train.make_optimizer(model.parameters(), cell.recipe), rt.grad_scaler(dev, amp)
+        opt, scaler = train.make_optimizer(model, cell.recipe), rt.grad_scaler(dev, amp)
         x, y = next(iter(loader))
         x = x.contiguous(memory_format=torch.channels_last)
         rt.train_step(model, opt, scaler, x, y, device=dev, amp=amp)  # first step: cuDNN, allocator
@@ -386,8 +386,10 @@ def _collect_worker(proc: subprocess.Popen, timeout: int) -> dict:
 
 
 def _last_line(proc: subprocess.Popen) -> str:
+    """The worker's error: its last line, with the frame that raised it when the log has a traceback."""
     lines = proc.log.read_text().strip().splitlines()
-    return lines[-1] if lines else ""
+    frames = [line.strip() for line in lines if line.strip().startswith("File ")]
+    return (lines[-1] + (f" (at {frames[-1]})" if frames else "")) if lines else ""
 
 
 def worker_train(args) -> None:
@@ -412,7 +414,10 @@ def worker_oom(args) -> None:
     import resource
 
     vm = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (vm + 2**27, resource.RLIM_INFINITY))  # 128 MiB more
+    # 512 MiB more: room for what any CPU's libraries map on first use (MKL/OpenMP buffers, lazy imports),
+    # while batch 1024 of ResNet-18 at 32 px (268 MB per first-stage activation) and the batch-512 cell
+    # below (about 2.7 GB of activations) still cannot fit
+    resource.setrlimit(resource.RLIMIT_AS, (vm + 2**29, resource.RLIM_INFINITY))
     # ATen's own convolutions: oneDNN reports a refused scratchpad as "could not create a primitive",
     # which says nothing about memory; the host allocator's refusal does.
     torch.backends.mkldnn.enabled = False

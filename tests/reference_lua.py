@@ -6,9 +6,11 @@ side by side; nothing here imports resnet_bench. Sources (read with the search t
 read_file; the commit is the stored version that was translated):
 
 - facebookarchive/fb.resnet.torch `models/resnet.lua`,
-  commit 2fedffcb6f741b68eeca029928868cc8384ca369 (v1; CIFAR-10 branch, shortcutType A/B/C)
+  commit 2fedffcb6f741b68eeca029928868cc8384ca369 (v1; CIFAR-10 branch, shortcutType A/B/C; ImageNet
+  branch, bottleneck with the stride on the 3x3)
 - facebookarchive/fb.resnet.torch `models/preresnet.lua`,
-  commit 7ac4a9fba461456f270fceb88ba679369e81eb21 (v2, basic blocks on CIFAR-10)
+  commit 7ac4a9fba461456f270fceb88ba679369e81eb21 (v2: basic blocks on CIFAR-10; ImageNet branch,
+  bottleneck with the stride on the 3x3, conv-BN-ReLU stem, 'no_preact' first unit, depths to 200)
 - KaimingHe/resnet-1k-layers `resnet-pre-act.lua`,
   commit 8390a4a90719d089378aa6ab60472c6f7551076b (v2 ResNet-164 / ResNet-1001)
 
@@ -106,6 +108,11 @@ def SpatialAveragePooling(kw: int, kh: int, dw: int, dh: int) -> nn.AvgPool2d:
 Avg = SpatialAveragePooling
 
 
+def Max(kw: int, kh: int, dw: int, dh: int, padw: int, padh: int) -> nn.MaxPool2d:
+    """nn.SpatialMaxPooling(kW, kH, dW, dH, padW, padH); floor mode, as Torch7's default."""
+    return nn.MaxPool2d((kh, kw), stride=(dh, dw), padding=(padh, padw))
+
+
 class View(nn.Module):
     """nn.View(n):setNumInputDims(3): N x n x 1 x 1 -> N x n."""
 
@@ -173,6 +180,63 @@ def resnet_lua_cifar(depth: int, shortcut_type: str = "A", num_classes: int = 10
     return model
 
 
+def resnet_lua_imagenet_bottleneck(depth: int, shortcut_type: str = "B", num_classes: int = 1000) -> Sequential:
+    """models/resnet.lua, createModel with opt.dataset == 'imagenet', the bottleneck depths (50, 101, 152)."""
+    i_channels = 0
+
+    def shortcut(n_input: int, n_output: int, stride: int) -> nn.Module:
+        use_conv = shortcut_type == "C" or (shortcut_type == "B" and n_input != n_output)
+        if use_conv:
+            return Sequential().add(Convolution(n_input, n_output, 1, 1, stride, stride)).add(SBatchNorm(n_output))
+        elif n_input != n_output:
+            return (Sequential()
+                    .add(SpatialAveragePooling(1, 1, stride, stride))
+                    .add(Concat(2).add(nn.Identity()).add(MulConstant(0))))
+        return nn.Identity()
+
+    def bottleneck(n: int, stride: int) -> nn.Module:
+        nonlocal i_channels
+        n_input = i_channels
+        i_channels = n * 4
+        s = Sequential()
+        s.add(Convolution(n_input, n, 1, 1, 1, 1, 0, 0))
+        s.add(SBatchNorm(n))
+        s.add(ReLU(True))
+        s.add(Convolution(n, n, 3, 3, stride, stride, 1, 1))
+        s.add(SBatchNorm(n))
+        s.add(ReLU(True))
+        s.add(Convolution(n, n * 4, 1, 1, 1, 1, 0, 0))
+        s.add(SBatchNorm(n * 4))
+        return (Sequential()
+                .add(ConcatTable().add(s).add(shortcut(n_input, n * 4, stride)))
+                .add(CAddTable())
+                .add(ReLU(True)))
+
+    def layer(block, features: int, count: int, stride: int = 1) -> Sequential:
+        s = Sequential()
+        for i in range(1, count + 1):
+            s.add(block(features, stride if i == 1 else 1))
+        return s
+
+    cfg = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+    assert depth in cfg, f"Invalid depth: {depth}"
+    d = cfg[depth]
+    i_channels = 64
+    model = Sequential()
+    model.add(Convolution(3, 64, 7, 7, 2, 2, 3, 3))
+    model.add(SBatchNorm(64))
+    model.add(ReLU(True))
+    model.add(Max(3, 3, 2, 2, 1, 1))
+    model.add(layer(bottleneck, 64, d[0]))
+    model.add(layer(bottleneck, 128, d[1], 2))
+    model.add(layer(bottleneck, 256, d[2], 2))
+    model.add(layer(bottleneck, 512, d[3], 2))
+    model.add(Avg(7, 7, 1, 1))
+    model.add(View(2048))
+    model.add(nn.Linear(2048, num_classes))
+    return model
+
+
 # --------------------------------------------------------------- fb.resnet.torch preresnet.lua
 
 
@@ -234,6 +298,73 @@ def preresnet_lua_cifar(depth: int, shortcut_type: str = "B", num_classes: int =
     model.add(Avg(8, 8, 1, 1))
     model.add(View(64))
     model.add(nn.Linear(64, num_classes))
+    return model
+
+
+def preresnet_lua_imagenet_bottleneck(depth: int, shortcut_type: str = "B", num_classes: int = 1000) -> Sequential:
+    """models/preresnet.lua, createModel with opt.dataset == 'imagenet', the bottleneck depths (50 .. 200)."""
+    i_channels = 0
+
+    def shortcut(n_input: int, n_output: int, stride: int) -> nn.Module:
+        use_conv = shortcut_type == "C" or (shortcut_type == "B" and n_input != n_output)
+        if use_conv:
+            return Sequential().add(Convolution(n_input, n_output, 1, 1, stride, stride))
+        elif n_input != n_output:
+            return (Sequential()
+                    .add(SpatialAveragePooling(1, 1, stride, stride))
+                    .add(Concat(2).add(nn.Identity()).add(MulConstant(0))))
+        return nn.Identity()
+
+    def bottleneck(n: int, stride: int, type_: str | None = None) -> nn.Module:
+        nonlocal i_channels
+        n_input = i_channels
+        i_channels = n * 4
+        block = Sequential()
+        s = Sequential()
+        if type_ == "both_preact":
+            block.add(SBatchNorm(n_input))
+            block.add(ReLU(True))
+        elif type_ != "no_preact":
+            s.add(SBatchNorm(n_input))
+            s.add(ReLU(True))
+        s.add(Convolution(n_input, n, 1, 1, 1, 1, 0, 0))
+        s.add(SBatchNorm(n))
+        s.add(ReLU(True))
+        s.add(Convolution(n, n, 3, 3, stride, stride, 1, 1))
+        s.add(SBatchNorm(n))
+        s.add(ReLU(True))
+        s.add(Convolution(n, n * 4, 1, 1, 1, 1, 0, 0))
+        return (block
+                .add(ConcatTable().add(s).add(shortcut(n_input, n * 4, stride)))
+                .add(CAddTable()))
+
+    def layer(block, features: int, count: int, stride: int, type_: str | None = None) -> Sequential:
+        s = Sequential()
+        if count < 1:
+            return s
+        s.add(block(features, stride, "no_preact" if type_ == "first" else "both_preact"))
+        for _ in range(2, count + 1):
+            s.add(block(features, 1))
+        return s
+
+    cfg = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
+    assert depth in cfg, f"Invalid depth: {depth}"
+    d = cfg[depth]
+    i_channels = 64
+    model = Sequential()
+    model.add(Convolution(3, 64, 7, 7, 2, 2, 3, 3))
+    model.add(SBatchNorm(64))
+    model.add(ReLU(True))
+    model.add(Max(3, 3, 2, 2, 1, 1))
+    model.add(layer(bottleneck, 64, d[0], 1, "first"))
+    model.add(layer(bottleneck, 128, d[1], 2))
+    model.add(layer(bottleneck, 256, d[2], 2))
+    model.add(layer(bottleneck, 512, d[3], 2))
+    model.add(SBatchNorm(i_channels))
+    model.add(ReLU(True))
+    model.add(Avg(7, 7, 1, 1))
+    model.add(View(2048))
+    model.add(nn.Linear(2048, num_classes))
     return model
 
 

@@ -126,6 +126,8 @@ EXPERIMENT_CASES = [
     ("description", 5, "description"),
 ]
 
+# Every prepare.files entry names the four store sizes (dvc.yaml passes each on the command line).
+SIZES = {"image_size": 0, "max_aspect": 1.0, "eval_resize": 0, "eval_crop": 0}
 # (dotted key in params.yaml, bad value, text the error line must contain)
 PARAMS_CASES = [
     ("prepare.builtin", ["mnist"], "prepare.builtin.0"),
@@ -134,15 +136,21 @@ PARAMS_CASES = [
     ("prepare.val_fraction", 1.5, "prepare.val_fraction"),
     ("prepare.split_seed", -1, "prepare.split_seed"),
     ("prepare.split_seed", "0", "prepare.split_seed"),
-    ("prepare.files", {"x": {"format": "bogus", "source": "a", "sha256": "", "image_size": 0}},
-     "prepare.files.x.format"),
-    ("prepare.files", {"x": {"format": "cifar10", "source": "a", "sha256": "abc", "image_size": 0}},
+    ("prepare.files", {"x": {"format": "bogus", "source": "a", "sha256": "", **SIZES}}, "prepare.files.x.format"),
+    ("prepare.files", {"x": {"format": "cifar10", "source": "a", "sha256": "abc", **SIZES}},
      "prepare.files.x.sha256"),
-    ("prepare.files", {"x": {"format": "cifar10", "sha256": "", "image_size": 0}}, "prepare.files.x.source"),
-    ("prepare.files", {"x": {"format": "imagefolder", "source": "a", "sha256": ""}}, "prepare.files.x.image_size"),
-    ("prepare.files", {"x": {"format": "imagefolder", "source": "a", "sha256": "", "image_size": -1}},
+    ("prepare.files", {"x": {"format": "cifar10", "sha256": "", **SIZES}}, "prepare.files.x.source"),
+    ("prepare.files", {"x": {"format": "imagefolder", "source": "a", "sha256": "", "max_aspect": 1.0,
+                             "eval_resize": 0, "eval_crop": 0}}, "prepare.files.x.image_size"),
+    ("prepare.files", {"x": {"format": "imagefolder", "source": "a", "sha256": "", **SIZES, "image_size": -1}},
      "prepare.files.x.image_size"),
-    ("prepare.files", {"digits": {"format": "digits", "source": "a", "sha256": "", "image_size": 0}},
+    ("prepare.files", {"x": {"format": "imagenet", "source": "a", "sha256": "", **SIZES, "max_aspect": 0.5}},
+     "prepare.files.x.max_aspect"),
+    ("prepare.files", {"x": {"format": "imagenet", "source": "a", "sha256": "", **SIZES, "image_size": 256,
+                             "eval_resize": 256, "eval_crop": 300}}, "eval_crop 300 is larger than"),
+    ("prepare.files", {"x": {"format": "cifar10", "source": "a", "sha256": "", **SIZES, "eval_crop": 24}},
+     "apply only to the image formats"),
+    ("prepare.files", {"digits": {"format": "digits", "source": "a", "sha256": "", **SIZES}},
      "both as builtin and in files"),
     ("sweep.experiment", "nope", "sweep.experiment"),
     ("sweep.depths", 18, "sweep.depths"),

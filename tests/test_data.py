@@ -16,13 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from resnet_bench.data import artifact, sources
-from resnet_bench.data import loader as device_loader
 from resnet_bench.data import prepare as prep
-from resnet_bench.data.loader import Augment, DeviceLoader
 from resnet_bench.data.sources import DatasetError
 
 SHARED_CIFAR_JPEG = Path(os.environ.get("RESNET_BENCH_SHARED_DATASETS",
@@ -223,47 +220,6 @@ def test_load_prepared_missing_names_the_stage(tmp_path):
         artifact.load_prepared(tmp_path / "cifar10")
 
 
-# ---- the on-device loader --------------------------------------------------------------------
-
-
-def loader(x, **kw):
-    args = dict(batch_size=4, shuffle=True, seed=0, mean=[0.5], std=[0.25], augment=None)
-    args.update(kw)
-    return DeviceLoader(x, torch.arange(len(x)), **args)
-
-
-def test_loader_without_augmentation_is_the_normalised_input():
-    x = torch.randint(0, 256, (10, 1, 6, 6), dtype=torch.uint8)
-    batches = list(loader(x, shuffle=False))
-    assert [len(b[1]) for b in batches] == [4, 4, 2]
-    got = torch.cat([b[0] for b in batches])
-    assert torch.allclose(got, (x.float() / 255 - 0.5) / 0.25, atol=1e-5)
-
-
-def test_loader_shuffle_is_deterministic_per_seed_and_epoch():
-    x = torch.randint(0, 256, (32, 1, 4, 4), dtype=torch.uint8)
-    order = lambda l, e: (l.set_epoch(e), torch.cat([y for _, y in l]).tolist())[1]
-    a, b, c = loader(x), loader(x), loader(x, seed=1)
-    assert order(a, 1) == order(b, 1) and order(a, 1) != order(a, 2) and order(a, 1) != order(c, 1)
-    assert sorted(order(a, 3)) == list(range(32))
-
-
-def test_flip_and_zero_padded_crop():
-    x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(64, 1, 1, 1) + 1
-    gen = torch.Generator().manual_seed(0)
-    flipped = device_loader.random_crop_flip(x, Augment(flip=True), gen)
-    is_flip = [(f == x[0].flip(2)).all().item() for f in flipped]
-    is_same = [(f == x[0]).all().item() for f in flipped]
-    assert all(a or b for a, b in zip(is_flip, is_same)) and 10 < sum(is_flip) < 54
-    cropped = device_loader.random_crop_flip(x, Augment(crop_pad=2), gen)
-    assert cropped.shape == x.shape
-    # each crop is a window of the zero-padded image: its non-zero pixels are a contiguous shift
-    padded = torch.nn.functional.pad(x[0, 0], (2, 2, 2, 2))
-    windows = {tuple(padded[i:i + 4, j:j + 4].flatten().tolist()) for i in range(5) for j in range(5)}
-    assert all(tuple(c[0].flatten().tolist()) in windows for c in cropped)
-    assert any((c == 0).any() for c in cropped) and len({tuple(c.flatten().tolist()) for c in cropped}) > 5
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_CIFAR_JPEG.exists(),
                     reason=f"the CIFAR-10 JPEG archive is not at {SHARED_CIFAR_JPEG} (only on dev machines)")
@@ -356,10 +312,15 @@ BAD_INPUTS = {
                    ["--name", "digits", "--out", str(t / "mine")])[-1], "not empty and not a prepared artifact"),
     "PostScript named .jpg": (
         lambda t: ["--name", "p", "--format", "imagefolder", "--source", str(write_source(
-            t / "p.tar.gz", {**imagefolder_items(), "root/train/cat/evil.jpg": POSTSCRIPT}))], "not a valid JPEG"),
+            t / "p.tar.gz", {**imagefolder_items(), "root/train/cat/evil.jpg": POSTSCRIPT}))],
+        "'root/train/cat/evil.jpg'", "its first bytes b'%!PS-Ado' are none of JPEG, PNG"),
     "PostScript named .png": (
         lambda t: ["--name", "p", "--format", "imagefolder", "--source", str(write_source(
-            t / "p.zip", {**imagefolder_items(), "root/train/cat/evil.png": POSTSCRIPT}))], "not a valid PNG"),
+            t / "p.zip", {**imagefolder_items(), "root/train/cat/evil.png": POSTSCRIPT}))], "none of JPEG, PNG"),
+    "PNG signature, broken body": (
+        lambda t: ["--name", "p", "--format", "imagefolder", "--source", str(write_source(
+            t / "p.zip", {**imagefolder_items(), "root/train/cat/x.jpg": b"\x89PNG\r\n\x1a\n" + bytes(40)}))],
+        "not a valid PNG file (its first bytes say PNG)"),
     "JPEG with corrupted scan data": (
         lambda t: ["--name", "p", "--format", "imagefolder", "--source", str(write_source(
             t / "p", {**imagefolder_items(), "root/test/dog/bad.jpg": corrupt_scan(noisy_jpeg())}))],
@@ -414,22 +375,31 @@ BAD_INPUTS = {
                    ["--name", "p", "--format", "imagefolder", "--source", str(t / "notes.txt")])[-1],
         "is not a folder, a tar archive"),
     "image_size for a non-image format": (
-        lambda t: ["--name", "digits", "--image-size", "16"], "applies only to imagefolder"),
+        lambda t: ["--name", "digits", "--image-size", "16"], "apply only to the image formats"),
+    "eval crop larger than the eval resize": (
+        lambda t: ["--name", "p", "--format", "imagefolder", "--image-size", "16", "--eval-resize", "12",
+                   "--eval-crop", "14", "--source", str(write_source(t / "p", imagefolder_items()))],
+        "eval_crop 14 is larger than the evaluation resize 12"),
+    "max_aspect below 1": (
+        lambda t: ["--name", "p", "--format", "imagefolder", "--image-size", "16", "--max-aspect", "0.5",
+                   "--source", str(write_source(t / "p", imagefolder_items()))], "--max-aspect", "0.5"),
 }
+# Refused by the schema's limits on the flags (exit 2, a usage error), before any source is opened.
+FLAG_CASES = ("image_size for a non-image format", "eval crop larger than the eval resize", "max_aspect below 1")
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_ends_in_one_error_line(tmp_path, monkeypatch, capsys, case):
-    build, fragment = BAD_INPUTS[case]
+    build, *fragments = BAD_INPUTS[case]
     monkeypatch.chdir(tmp_path)
     argv = build(tmp_path)
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "prepared" / "x")]
     before = {p: p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()}
-    assert prep.main(argv) == 1
+    assert prep.main(argv) == (2 if case in FLAG_CASES else 1)
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and all(f in lines[0] for f in fragments), err
     assert "<_io." not in err and "Traceback" not in err
     # nothing the user had is gone or changed, and no partial artifact is left
     assert {p: p.stat().st_size for p in before if p.exists()} == before
@@ -492,7 +462,11 @@ def test_resize_keeps_aspect_ratio_by_centre_crop(tmp_path):
     # into the neighbouring bands. Squashing to 12 x 12 would put red and blue there too.
     centre = ds.train_x[:, :, 2:10, 2:10]
     assert (centre[:, 1] == 255).all() and (centre[:, [0, 2]] == 0).all()
-    assert ds.meta["resize"]["policy"] == "shorter_side_center_crop" and ds.meta["resize"]["size"] == 12
+    assert ds.meta["resize"]["train"] == {"policy": "shorter_side_aspect_capped", "size": 12, "max_aspect": 1.0,
+                                          "slot": [12, 12], "portrait": "stored transposed",
+                                          "extents": "train_extents.npy"}
+    assert ds.meta["resize"]["eval"] == {"policy": "resize_center_crop", "resize": 12, "crop": 12}
+    assert ds.train_extents.tolist() == [[12, 12, 0], [12, 12, 0]]
 
 
 def many_images(n=120, classes=3):
@@ -507,7 +481,8 @@ def test_parallel_decode_is_byte_identical_to_serial(tmp_path):
         assert prep.main(["--name", "p", "--format", "imagefolder", "--source", str(src), "--out", str(out),
                           "--workers", workers]) == 0
         outs.append(out)
-    for f in sorted(artifact.ARTIFACT_FILES):
+    assert sorted(p.name for p in outs[0].iterdir()) == sorted(p.name for p in outs[1].iterdir())
+    for f in sorted(p.name for p in outs[0].iterdir()):
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
     ds = artifact.load_prepared(outs[0])
     assert isinstance(ds.train_x, np.memmap) and ds.train_x.shape == (108, 3, 16, 16)  # 120 - 10% val
@@ -538,7 +513,7 @@ def test_out_replaces_only_a_previous_artifact(tmp_path):
     first = (out / "meta.json").read_text()
     prepare(tmp_path, "--name", "digits", "--split-seed", "3")
     assert json.loads((out / "meta.json").read_text())["split"]["seed"] == 3 and first != (out / "meta.json").read_text()
-    assert sorted(p.name for p in out.iterdir()) == sorted(artifact.ARTIFACT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{k}.npy" for k in artifact.ARRAY_KEYS), "meta.json"])
 
 
 def test_killed_run_leaves_nothing_after_the_next_start(tmp_path):
@@ -560,79 +535,11 @@ def test_killed_run_leaves_nothing_after_the_next_start(tmp_path):
     assert artifact.load_prepared(out).meta["counts"]["test"] == 3000
 
 
-# ---- the loader on an artifact larger than its memory --------------------------------------------------
-
-
-@pytest.mark.parametrize("augment", [None, Augment(crop_pad=2, flip=True)])
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_streaming_loader_yields_the_resident_loaders_batches(augment, shuffle):
-    x = np.random.default_rng(0).integers(0, 256, (37, 3, 6, 6), dtype=np.uint8)
-    kw = dict(batch_size=8, shuffle=shuffle, seed=3, mean=[0.5] * 3, std=[0.25] * 3, augment=augment)
-    resident = DeviceLoader(torch.from_numpy(x.copy()), torch.arange(37), **kw)
-    streaming = DeviceLoader(x, torch.arange(37), max_resident_bytes=0, **kw)
-    assert resident.resident and not streaming.resident
-    for epoch in (1, 2):
-        resident.set_epoch(epoch)
-        streaming.set_epoch(epoch)
-        for (xa, ya), (xb, yb) in zip(resident, streaming, strict=True):
-            assert torch.equal(ya, yb) and torch.equal(xa, xb)
-
-
-MEMORY_PROBE = r"""
-import sys, numpy as np, torch
-from resnet_bench.data.artifact import load_prepared
-from resnet_bench.data.loader import Augment, DeviceLoader
-
-def anon_kb():  # private (anonymous) memory: excludes the file pages of the memory map
-    for line in open('/proc/self/status'):
-        if line.startswith('RssAnon:'):
-            return int(line.split()[1])
-
-torch.set_num_threads(1)
-ds = load_prepared(sys.argv[1])
-loader = DeviceLoader(ds.train_x, ds.train_y, batch_size=256, shuffle=True, seed=0, mean=[0.5] * 3,
-                      std=[0.25] * 3, augment=Augment(crop_pad=4, flip=True), max_resident_bytes=8 << 20)
-peak, seen, start = 0, 0, None
-for xb, yb in loader:
-    seen += len(yb)
-    if start is None:  # after the first batch: torch's one-time kernel/thread-pool setup is done
-        start = anon_kb()
-    peak = max(peak, anon_kb())
-print(loader.resident, seen, (peak - start) * 1024, ds.train_x.nbytes)
-"""
-
-
-def test_loader_trains_from_an_artifact_larger_than_its_memory(tmp_path):
-    n = 20_000  # 20,000 x 3 x 32 x 32 = 61 MB of train images, 8 MiB allowed resident
-    art = tmp_path / "big"
-    art.mkdir()
-    x = np.lib.format.open_memmap(art / "train_x.npy", "w+", np.uint8, (n, 3, 32, 32))
-    for i in range(0, n, 5000):
-        x[i:i + 5000] = np.random.default_rng(i).integers(0, 256, (min(5000, n - i), 3, 32, 32), dtype=np.uint8)
-    x.flush()
-    del x
-    np.save(art / "train_y.npy", np.arange(n) % 10)
-    for s in ("val", "test"):
-        np.save(art / f"{s}_x.npy", np.zeros((0, 3, 32, 32), np.uint8))
-        np.save(art / f"{s}_y.npy", np.zeros(0, np.int64))
-    (art / "meta.json").write_text(json.dumps({"name": "big", "format": "test", "counts": {"train": n, "val": 0,
-                                                                                         "test": 0}}))
-    # glibc's malloc keeps freed batch buffers in its heap (a high-water mark that varied from
-    # 12 to 18 MB between runs); a fixed mmap threshold returns every large buffer to the system
-    # when freed, so anonymous memory measures what the loader holds (about 1 MB here).
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "MALLOC_MMAP_THRESHOLD_": "65536"}
-    proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(art)], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    resident, seen, grew, nbytes = proc.stdout.split()
-    assert resident == "False" and int(seen) == n
-    # A resident copy would add the padded split (61 MB -> 98 MB); streaming adds a few batches.
-    assert int(grew) < int(nbytes) // 4, (grew, nbytes)
-
-
 @pytest.mark.slow
-def test_dvc_repro_prepares_a_varied_size_image_folder_from_params(tmp_path):
-    """The real `dvc repro` in a temp git repo: params.yaml alone sets the image folder and its size."""
+def test_dvc_repro_prepares_from_params_and_a_loader_edit_leaves_prepare_up_to_date(tmp_path):
+    """The real `dvc repro` in a temp git repo: params.yaml alone sets the image folder and its store policy;
+    editing the loader or the augmentation leaves every prepare stage up to date (they are not its deps),
+    editing the store code does not."""
     import yaml
 
     from conftest import make_project, venv_env
@@ -648,7 +555,7 @@ def test_dvc_repro_prepares_a_varied_size_image_folder_from_params(tmp_path):
                 f.write_bytes(encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "JPEG"))
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["prepare"]["files"] = {"nette": {"format": "imagefolder", "source": "data/raw/nette", "sha256": "",
-                                            "image_size": 16}}
+                                            "image_size": 16, "max_aspect": 1.5, "eval_resize": 16, "eval_crop": 14}}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = venv_env()
     run = lambda *cmd: subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
@@ -657,81 +564,22 @@ def test_dvc_repro_prepares_a_varied_size_image_folder_from_params(tmp_path):
     proc = run("dvc", "repro", "prepare_file@nette")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ds = artifact.load_prepared(project / "data" / "prepared" / "nette")
-    assert ds.train_x.shape[1:] == (3, 16, 16) and ds.meta["counts"]["test"] == 4
-    assert ds.meta["resize"] == {"policy": "shorter_side_center_crop", "size": 16,
-                                 "filter": "bilinear (Pillow, antialiased)"}
+    assert ds.train_x.shape[1:] == (3, 16, 24) and ds.test_x.shape[1:] == (3, 14, 14)
+    assert ds.meta["counts"]["test"] == 4 and ds.meta["resize"]["eval"]["crop"] == 14
+    status = lambda: json.loads(run("dvc", "status", "prepare_file@nette", "--json").stdout)  # noqa: E731
+    assert status() == {}
+    for module in ("loader.py", "augment.py"):  # a training-side edit: code that runs, not a comment
+        with open(project / "resnet_bench" / "data" / module, "a") as f:
+            f.write("\nLOADER_EDIT = 1\n")
+    assert status() == {}  # "Data and pipelines are up to date."
+    with open(project / "resnet_bench" / "data" / "images.py", "a") as f:
+        f.write("\nSTORE_EDIT = 1\n")
+    assert status()["prepare_file@nette"][0]["changed deps"] == {"resnet_bench/data/images.py": "modified"}
     first = ds.meta["content_sha256"]
-    params["prepare"]["files"]["nette"]["image_size"] = 8
+    params["prepare"]["files"]["nette"]["eval_crop"] = 12
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = run("dvc", "repro", "prepare_file@nette")
     assert proc.returncode == 0 and "Running stage 'prepare_file@nette'" in proc.stdout, proc.stdout + proc.stderr
     ds = artifact.load_prepared(project / "data" / "prepared" / "nette")
-    assert ds.train_x.shape[1:] == (3, 8, 8) and ds.meta["content_sha256"] != first
+    assert ds.test_x.shape[1:] == (3, 12, 12) and ds.meta["content_sha256"] != first
     assert sorted(p.name for p in (project / "data" / "prepared").iterdir()) == ["nette"]
-
-
-# ---- the plain tar reader: same members as tarfile, tarfile for everything else ----------------
-
-
-def _tar_of(path: Path, fmt, members, pax_global=None):
-    """A .tar.gz written by Python's tarfile: members = [(name, bytes | None for a dir | ("link", target))]."""
-    with tarfile.open(path, "w:gz", format=fmt, pax_headers=pax_global or {}) as tar:
-        for name, body in members:
-            info = tarfile.TarInfo(name)
-            if body is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif isinstance(body, tuple):
-                info.type, info.linkname = tarfile.SYMTYPE, body[1]
-                tar.addfile(info)
-            else:
-                info.size = len(body)
-                tar.addfile(info, io.BytesIO(body))
-    return path
-
-
-def _tarfile_listing(path: Path):
-    out = []
-    with tarfile.open(path) as tar:
-        for m in tar:
-            if m.isdir() or m.isfile():
-                out.append((m.name, "dir" if m.isdir() else "file", 0 if m.isdir() else m.size,
-                            tar.extractfile(m).read() if m.isfile() else None))
-    return out
-
-
-@pytest.mark.parametrize("fmt, pax_global", [
-    (tarfile.USTAR_FORMAT, None), (tarfile.GNU_FORMAT, None), (tarfile.PAX_FORMAT, None),
-    (tarfile.PAX_FORMAT, {"comment": "d7d05618061fe37d830fb0419063d113c575ccbc"}),  # as `git archive` writes
-    (tarfile.PAX_FORMAT, {"path": "elsewhere"}),
-], ids=["ustar", "gnu", "pax", "pax-global-comment", "pax-global-path"])
-def test_plain_tar_reader_lists_and_reads_what_tarfile_does(tmp_path, fmt, pax_global):
-    long = "train/" + "d" * 120 + "/c.jpg"  # over 100 bytes: prefix (ustar) / longname (gnu) / pax path
-    members = [("root", None), ("root/train", None), ("root/train/a.jpg", b"A" * 700),
-               ("root/" + long, b"B" * 10), ("root/test/b.jpg", b""), ("root/test/\u00e9t\u00e9.jpg", b"C" * 513)]
-    path = _tar_of(tmp_path / "a.tar.gz", fmt, members, pax_global)
-    got = list(sources._tar_entries(path, 1 << 20, wanted=lambda name: True))
-    assert got == _tarfile_listing(path)
-
-
-def test_plain_tar_reader_hands_a_link_to_tarfile_which_refuses_it(tmp_path):
-    path = _tar_of(tmp_path / "l.tar.gz", tarfile.USTAR_FORMAT,
-                   [("root", None), ("root/a.jpg", b"A"), ("root/evil.jpg", ("link", "/etc/passwd"))])
-    seen = []
-    with pytest.raises(sources.DatasetError, match="links refused"):
-        for name, *_ in sources._tar_entries(path, 1 << 20):
-            seen.append(name)
-    assert seen == ["root", "root/a.jpg"]  # each member once: tarfile resumed after the plain reader
-
-
-def test_plain_tar_reader_leaves_a_bad_checksum_to_tarfile(tmp_path):
-    raw = tmp_path / "c.tar"
-    with tarfile.open(raw, "w", format=tarfile.USTAR_FORMAT) as tar:
-        info = tarfile.TarInfo("root/a.jpg")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"abc"))
-    blob = bytearray(raw.read_bytes())
-    blob[0] ^= 1  # the name changes, the stored checksum does not
-    raw.write_bytes(bytes(blob))
-    with pytest.raises(sources.DatasetError):
-        list(sources._tar_entries(raw, 1 << 20))

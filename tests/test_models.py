@@ -60,7 +60,7 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor) -> nn.Module:
 def test_registry_lists_every_depth_and_version_sorted():
     names = available_models()
     assert names == sorted(names)
-    assert set(names) == {f"resnet{d}_{v}" for d in DEPTHS + CIFAR_DEPTHS for v in ("v1", "v2")}
+    assert set(names) == {f"resnet{d}_{v}" for d in DEPTHS + (200,) + CIFAR_DEPTHS for v in ("v1", "v2")}
 
 
 def test_parse_model_name():
@@ -192,6 +192,28 @@ def test_param_counts_equal_torchvision_and_timm(depth):
     tm = count_params(meta(timm.create_model, f"resnetv2_{depth}", pretrained=False))
     assert count_params(meta(build_model, f"resnet{depth}_v1", 1000)) == tv
     assert count_params(meta(build_model, f"resnet{depth}_v2", 1000)) == tm
+
+
+def test_resnet200_equals_timm_resnet200_and_resnetv2_layers():
+    # He et al. 2016 Table 5's ResNet-200 ([3, 24, 36, 3] bottlenecks; fb.resnet.torch preresnet.lua's
+    # cfg[200]). v1: timm `resnet200` (stride on the 3x3, as the modern variant), 64,673,832 parameters.
+    # v2: timm registers no resnetv2_200; its ResNetV2 class with resnetv2_152's arguments and the
+    # 200-layer counts is the reference. Counts at full size (meta device); v2 logits at width 8 (v1's
+    # are those of the one trunk that equals torchvision's at 18-152; timm's v1 stem is fixed at 64).
+    from timm.layers import BatchNormAct2d, create_conv2d
+    from timm.models.resnetv2 import ResNetV2
+
+    v2_args = {"layers": [3, 24, 36, 3], "conv_layer": create_conv2d, "norm_layer": BatchNormAct2d}
+    assert count_params(meta(build_model, "resnet200_v1", 1000)) == 64_673_832 == \
+        count_params(meta(timm.create_model, "resnet200", pretrained=False))
+    assert count_params(meta(build_model, "resnet200_v2", 1000)) == count_params(meta(ResNetV2, **v2_args))
+    torch.manual_seed(200)
+    x = torch.randn(2, 3, 64, 64)
+    reference = calibrate_bn(ResNetV2(channels=(32, 64, 128, 256), stem_chs=8, **v2_args), torch.randn(4, 3, 64, 64))
+    ours = build_model("resnet200_v2", 1000, width=8).eval()
+    ours.load_state_dict(convert_timm_resnetv2(reference.state_dict()), strict=True)
+    with torch.no_grad():
+        assert (ours(x) - reference(x)).abs().max().item() <= 1e-5
 
 
 def test_param_counts_resnet50_known_values():

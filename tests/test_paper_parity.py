@@ -24,22 +24,31 @@ INPUT_SHAPE = (2, 3, 32, 32)
 MAX_RELATIVE_DIFF = 1e-9  # float64 carries ~1e-16; summation order may differ (cuDNN vs CPU)
 
 
-def max_relative_diff(reference: nn.Module, ours: nn.Module, seed: int) -> float:
-    """Randomise `reference`, copy it into `ours`, compare logits (float64, eval mode)."""
+def relative_diffs(reference: nn.Module, candidates: list[nn.Module], seed: int, input_shape=INPUT_SHAPE) -> list[float]:
+    """Randomise `reference`, copy it into each candidate, compare logits (float64, eval mode)."""
     generator = torch.Generator().manual_seed(seed)
     reference = reference.double()
     lua.randomize(reference, generator)
-    ours = ours.double()
-    lua.copy_weights(reference, ours)
-    x = torch.randn(INPUT_SHAPE, generator=generator, dtype=torch.float64)
+    x = torch.randn(input_shape, generator=generator, dtype=torch.float64)
     reference.eval()
-    ours.eval()
     with torch.no_grad():
-        expected, got = reference(x), ours(x)
-    assert expected.shape == got.shape == (INPUT_SHAPE[0], 10)
+        expected = reference(x)
     # Logits far from zero: a test that compares two all-zero outputs would pass vacuously.
-    assert expected.abs().max().item() > 1e-3
-    return ((got - expected).abs().max() / expected.abs().max()).item()
+    assert expected.shape == (input_shape[0], 10) and expected.abs().max().item() > 1e-3
+    out = []
+    for ours in candidates:
+        ours = ours.double()
+        lua.copy_weights(reference, ours)
+        ours.eval()
+        with torch.no_grad():
+            got = ours(x)
+        assert got.shape == expected.shape
+        out.append(((got - expected).abs().max() / expected.abs().max()).item())
+    return out
+
+
+def max_relative_diff(reference: nn.Module, ours: nn.Module, seed: int, input_shape=INPUT_SHAPE) -> float:
+    return relative_diffs(reference, [ours], seed, input_shape)[0]
 
 
 # ---------------------------------------------------------------- v1: fb.resnet.torch resnet.lua
@@ -128,3 +137,41 @@ def test_v2_paper_1001_equals_resnet_pre_act_lua():
     reference = lua.resnet_pre_act_lua(1001)
     ours = build_model("resnet1001_v2", num_classes=10, variant="paper")
     assert max_relative_diff(reference, ours, seed=1001) <= MAX_RELATIVE_DIFF
+
+
+# ------------------------------------------- ImageNet bottlenecks: fb.resnet.torch resnet.lua / preresnet.lua
+# The Lua ImageNet heads hard-code Avg(7, 7): a 193 x 193 input is the smallest that ends at 7 x 7
+# (224 in the Lua's use); one image in float64 keeps it cheap.
+IMAGENET_INPUT = (1, 3, 193, 193)
+
+
+def test_v1_paper_3x3_equals_resnet_lua_imagenet():
+    # resnet.lua @ 2fedffcb6f741b68eeca029928868cc8384ca369, ImageNet branch, ResNet-50, shortcutType 'B':
+    # the stride on the 3x3 conv of a downsampling bottleneck (fb.resnet.torch's, torchvision's "V1.5").
+    # The papers' stride on the first 1x1 (the paper variant's default) is another network.
+    same, other = relative_diffs(lua.resnet_lua_imagenet_bottleneck(50, num_classes=10),
+                                 [build_model("resnet50_v1", num_classes=10, variant="paper", bottleneck_stride="3x3"),
+                                  build_model("resnet50_v1", num_classes=10, variant="paper")],
+                                 seed=50, input_shape=IMAGENET_INPUT)
+    assert same <= MAX_RELATIVE_DIFF and other > 1e-3
+
+
+def test_v2_paper_3x3_equals_preresnet_lua_imagenet():
+    # preresnet.lua @ 7ac4a9fba461456f270fceb88ba679369e81eb21, ImageNet branch, ResNet-50: conv-BN-ReLU
+    # stem before the max-pool, a 'no_preact' first unit, 'both_preact' first units of stages 2-4
+    # (projection of the pre-activated input, no BN), stride on the 3x3, final BN-ReLU. The modern
+    # (timm) network has as many layers, but its BN-ReLU comes after the pool: other logits.
+    same, modern = relative_diffs(lua.preresnet_lua_imagenet_bottleneck(50, num_classes=10),
+                                  [build_model("resnet50_v2", num_classes=10, variant="paper", bottleneck_stride="3x3"),
+                                   build_model("resnet50_v2", num_classes=10)],
+                                  seed=51, input_shape=IMAGENET_INPUT)
+    assert same <= MAX_RELATIVE_DIFF and modern > 1e-3
+
+
+def test_resnet200_v2_paper_has_preresnet_lua_layers():
+    # preresnet.lua's cfg[200] = {3, 24, 36, 3}: the same layers, in order, with the same shapes.
+    with torch.device("meta"):
+        reference = lua.preresnet_lua_imagenet_bottleneck(200, num_classes=1000)
+        ours = build_model("resnet200_v2", num_classes=1000, variant="paper", bottleneck_stride="3x3")
+    assert [type(m) for m in lua.weighted_layers(reference)] == [type(m) for m in lua.weighted_layers(ours)]
+    assert [p.shape for p in reference.parameters()] == [p.shape for p in ours.parameters()]

@@ -81,6 +81,9 @@ def test_verify_reproduces_a_committed_smoke_cell_and_flags_a_tampered_one(prepa
     ("env.py", '"MKL_CBWR": "COMPATIBLE"', '"MKL_CBWR": "AUTO"', True),
     ("env.py", '"onednn": False', '"onednn": True', True),
     ("env.py", "def cpu_caches(", "def _unused_probe():\n    return 3\n\n\ndef cpu_caches(", False),  # recording only
+    ("data/augment.py", "support = torch.where(scale >= 1, scale,", "support = torch.where(scale > 1, scale,", True),
+    ("data/augment.py", "RESIZE_TRIES = 10", "RESIZE_TRIES = 9", True),
+    ("data/images.py", "CHUNK_IMAGES = 256", "CHUNK_IMAGES = 128", False),  # prepare code: in the content hash
 ])
 def test_code_fingerprint_follows_training_code_only(tmp_path, module, old, new, changes):
     pkg = tmp_path / "resnet_bench"

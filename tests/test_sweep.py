@@ -92,7 +92,8 @@ def test_failed_cells_are_recorded_do_not_stop_others_and_are_retried(tmp_path, 
     (prepared / "broken" / "train_x.npy").unlink()
     project = make_project(tmp_path / "p")
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["prepare"]["files"] = {"broken": {"format": "digits", "source": "x", "sha256": "", "image_size": 0}}
+    params["prepare"]["files"] = {"broken": {"format": "digits", "source": "x", "sha256": "", "image_size": 0,
+                                            "max_aspect": 1.0, "eval_resize": 0, "eval_crop": 0}}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     set_params(project, datasets=["digits", "broken"])
 
@@ -352,3 +353,38 @@ def test_dashboard_binds_loopback():
         assert url.split(":")[0] == "127.0.0.1", url
         with urllib.request.urlopen(f"http://{url}/api/version", timeout=30) as resp:
             assert resp.status == 200
+
+
+def test_dry_run_prints_the_grids_gpu_hours_before_the_data_exists(tmp_path, capsys):
+    """imagenet1k-depth with ILSVRC2012 in params.yaml but not prepared: the estimate from the models' FLOPs
+    and the nominal image counts comes first, then the missing data is a note (a dry run still shows the grid)."""
+    from resnet_bench import config as cfg
+    from resnet_bench.sweep import estimate
+
+    repo = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["prepare"]["files"] = {"imagenet": {"format": "imagenet", "source": "data/raw/imagenet", "sha256": "",
+                                               "image_size": 256, "max_aspect": 1.3333333333333333,
+                                               "eval_resize": 256, "eval_crop": 224}}
+    params["sweep"]["experiment"] = "imagenet1k-depth"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    rc = driver.main(["--params", str(tmp_path / "params.yaml"), "--experiments-dir", str(repo / "experiments"),
+                      "--prepared-dir", str(tmp_path / "prepared"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 0 and any(line.startswith("note: ") and "prepared dataset missing" in line
+                           for line in err.splitlines()), err
+    head = err.splitlines()[0]
+    assert head.startswith("[sweep] estimate: 36 cells") and "GPU-hours" in head and "2470 img/s" in head
+    # One cell by hand: 90 epochs of the 1,153,050 train images (90% of 1,281,167) at 3x the forward
+    # FLOPs, plus a forward of val + test each epoch and a last test pass, at the reference rate.
+    exp = cfg.resolve_experiment(cfg.load_params(tmp_path / "params.yaml"), repo / "experiments").experiment
+    cell = next(c for c in cfg.expand_grid(exp) if c.model == "resnet50_v1")
+    sizes = driver.dataset_sizes(cfg.load_params(tmp_path / "params.yaml"), exp, tmp_path / "prepared")
+    f = estimate.forward_flops("resnet50_v1", "imagenet", None, "original", "paper", "projection", "3x3", 3, 1000, 224)
+    n_val = round(1_281_167 * 0.1)
+    flops = 90 * (3 * (1_281_167 - n_val) + n_val + 50_000) * f + 50_000 * f
+    rate = estimate.reference_rate()
+    assert estimate.cell_flops(cell, sizes["imagenet"]) == flops
+    assert rate.train_flops_per_s == pytest.approx(2470 * 3 * estimate.forward_flops(
+        "resnet50_v1", "imagenet", None, "original", "modern", "projection", "3x3", 3, 1000, 224))
+    assert f"resnet50_v1/imagenet: 3 seed(s) x {flops / rate.train_flops_per_s / 3600:,.2f} GPU-h" in err

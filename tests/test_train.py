@@ -143,11 +143,21 @@ def test_recipe_fields_reach_the_optimizer_and_schedule():
     import torch
 
     r = cfg.resolve_recipe({"name": "quick", "lr": 0.2, "momentum": 0.8, "weight_decay": 1e-3, "nesterov": False})
-    opt = train.make_optimizer([torch.nn.Parameter(torch.zeros(2))], r)
-    assert type(opt) is torch.optim.SGD
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    opt = train.make_optimizer(net, r)
+    assert type(opt) is torch.optim.SGD and len(opt.param_groups) == 1
     group = opt.param_groups[0]
     assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (0.2, 0.8, 1e-3, False)
     assert cfg.OPTIMIZERS == ("sgd",)  # the schema lists only what make_optimizer builds
+    # bn_weight_decay false: the BN scale and shift in a group of their own, without decay.
+    opt = train.make_optimizer(net, cfg.resolve_recipe({"name": "quick", "bn_weight_decay": False}))
+    decayed, free = opt.param_groups
+    assert [p.shape for p in free["params"]] == [(2,), (2,)] and free["weight_decay"] == 0.0
+    assert [p.shape for p in decayed["params"]] == [(2, 1, 1, 1), (2,)] and decayed["weight_decay"] == 5e-4
+    # lr_reference_batch: the lr of that batch size, scaled linearly (fb.resnet.torch's 0.1 x batch/256).
+    fb = cfg.resolve_recipe({"name": "fb_resnet_imagenet", "batch_size": 1024})
+    assert train.lr_at(0, 90, fb) == pytest.approx(0.4) and train.lr_at(30, 90, fb) == pytest.approx(0.04)
+    assert train.lr_at(29, 90, fb) == pytest.approx(0.4) and train.lr_at(60, 90, fb) == pytest.approx(0.004)
 
 
 def test_width_reaches_the_model():

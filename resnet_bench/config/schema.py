@@ -3,15 +3,16 @@ defaults are written) and the rules that join fields."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import re
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator, model_validator
 
 from resnet_bench.config.recipes import DEFAULT_RECIPE, RECIPES
-from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, DATASET_NAME_PATTERN, MODEL_PATTERN, NAME_PATTERN,
-                                NUMERIC_PIN_LEVELS, OPTIMIZERS, REPORT_CONTEXTS, REPORT_FORMATS, SCHEDULES, UNITS)
+from resnet_bench.vocab import (BUILTIN_DATASETS, DATASET_FORMATS, DATASET_NAME_PATTERN, IMAGE_FORMATS, MODEL_PATTERN,
+                                NAME_PATTERN, NUMERIC_PIN_LEVELS, OPTIMIZERS, REPORT_CONTEXTS, REPORT_FORMATS,
+                                SCHEDULES, UNITS)
 
 MAX_EPOCHS = 10_000  # ~60x the longest schedule in the papers (He et al. 2016: 164 epochs)
 
@@ -45,12 +46,107 @@ def _unique(values: list | None, what: str) -> None:
 # ---- recipe ------------------------------------------------------------------------------------
 
 
+def _off(value):
+    """`false` switches an optional augmentation off (a recipe's section, overridden by an experiment)."""
+    return None if value is False else value
+
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class ResizedCrop(Strict):
+    """torchvision RandomResizedCrop(size, scale, ratio) (Szegedy et al. 2015), its defaults; the box is
+    sampled inside each image's true extent (resnet_bench.data.augment)."""
+
+    size: int = Field(ge=1, le=1024)
+    scale: list[Positive] = Field(default_factory=lambda: [0.08, 1.0], min_length=2, max_length=2)
+    ratio: list[Positive] = Field(default_factory=lambda: [3 / 4, 4 / 3], min_length=2, max_length=2)
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if not self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"scale {self.scale}: need 0 < low <= high <= 1 (fractions of the image area)")
+        if self.ratio[0] > self.ratio[1]:
+            raise ValueError(f"ratio {self.ratio}: need low <= high (width / height)")
+        return self
+
+
+class ScaleJitter(Strict):
+    """He et al. 2015 Sec. 3.4: shorter side uniform in [256, 480], a random 224 x 224 crop."""
+
+    min_size: int = Field(256, ge=1, le=4096)
+    max_size: int = Field(480, ge=1, le=4096)
+    crop: int = Field(224, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if not self.crop <= self.min_size <= self.max_size:
+            raise ValueError(f"need crop <= min_size <= max_size, got {self.crop}, {self.min_size}, {self.max_size}")
+        return self
+
+
+class ColorJitter(Strict):
+    """torchvision ColorJitter(brightness, contrast, saturation); fb.resnet.torch's ImageNet values 0.4."""
+
+    brightness: float = Field(0.4, ge=0, le=10, allow_inf_nan=False)
+    contrast: float = Field(0.4, ge=0, le=10, allow_inf_nan=False)
+    saturation: float = Field(0.4, ge=0, le=10, allow_inf_nan=False)
+
+
+class Lighting(Strict):
+    """AlexNet PCA lighting noise, fb.resnet.torch's Lighting(0.1, pca.eigval, pca.eigvec)."""
+
+    alphastd: float = Field(0.1, ge=0, le=10, allow_inf_nan=False)
+
+
+class ResolutionSchedule(Strict):
+    """FFCV's progressive resizing (ffcv-imagenet rn50 configs: 160 -> 192 px, ramp over epochs 65-76 of
+    88, multiples of 32): the train crop size per epoch; the ramp ends are fractions of training."""
+
+    min_res: int = Field(160, ge=1, le=1024)
+    max_res: int = Field(192, ge=1, le=1024)
+    start_ramp: float = Field(65 / 88, ge=0, le=1, allow_inf_nan=False)
+    end_ramp: float = Field(76 / 88, ge=0, le=1, allow_inf_nan=False)
+    step: int = Field(32, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if self.min_res > self.max_res or self.start_ramp >= self.end_ramp:
+            raise ValueError("need min_res <= max_res and start_ramp < end_ramp")
+        return self
+
+
+_OPTIONAL_AUGMENTS = ("resized_crop", "scale_jitter", "color_jitter", "lighting", "resolution_schedule")
+
+
 class Augment(Strict):
-    """On-device augmentation: zero-pad `crop_pad` pixels then random-crop back (He et al. 2015,
-    Sec. 4.2: 4), and random horizontal flip."""
+    """On-device augmentation (resnet_bench.data.augment): zero-pad `crop_pad` pixels then random-crop
+    back (He et al. 2015, Sec. 4.2: 4), or a resizing crop (resized_crop, scale_jitter); flip; colour
+    (color_jitter, lighting); the crop size per epoch (resolution_schedule). `false` or null: off."""
 
     crop_pad: int = Field(0, ge=0, le=64)
     flip: bool = False
+    resized_crop: Optional[ResizedCrop] = None
+    scale_jitter: Optional[ScaleJitter] = None
+    color_jitter: Optional[ColorJitter] = None
+    lighting: Optional[Lighting] = None
+    resolution_schedule: Optional[ResolutionSchedule] = None
+
+    @field_validator(*_OPTIONAL_AUGMENTS, mode="before")
+    @classmethod
+    def _false_is_off(cls, value):
+        return _off(value)
+
+    @model_validator(mode="after")
+    def _rules(self):
+        crops = [k for k in ("resized_crop", "scale_jitter") if getattr(self, k) is not None]
+        if len(crops) > 1:
+            raise ValueError("resized_crop and scale_jitter both crop: give one")
+        if crops and self.crop_pad:
+            raise ValueError(f"crop_pad {self.crop_pad} and {crops[0]} both crop: give one (crop_pad 0)")
+        if self.resolution_schedule is not None and self.resized_crop is None:
+            raise ValueError("resolution_schedule sets resized_crop's size per epoch: it needs resized_crop")
+        return self
 
 
 class Recipe(Strict):
@@ -61,9 +157,13 @@ class Recipe(Strict):
     batch_size: int = Field(ge=2, le=65_536)  # BatchNorm cannot train on a batch of one image
     optimizer: Literal[OPTIMIZERS]  # type: ignore[valid-type]
     lr: float = Field(gt=0, le=100, allow_inf_nan=False)
+    # lr is for a batch of this many images and scales linearly with batch_size (Goyal et al. 2017:
+    # "0.1 x batch/256" in fb.resnet.torch's ImageNet recipe); None: lr as given.
+    lr_reference_batch: Optional[int] = Field(ge=1, le=65_536)
     momentum: float = Field(ge=0, lt=1, allow_inf_nan=False)
     nesterov: bool
     weight_decay: float = Field(ge=0, lt=1, allow_inf_nan=False)
+    bn_weight_decay: bool  # false: no weight decay on BatchNorm scales and shifts
     schedule: Literal[SCHEDULES]  # type: ignore[valid-type]
     milestones: list[Fraction01]  # fractions of training where `step` multiplies lr by gamma
     gamma: float = Field(gt=0, le=1, allow_inf_nan=False)
@@ -103,9 +203,16 @@ def _partial(model: type[BaseModel], model_name: str, **extra) -> type[BaseModel
     return create_model(model_name, __base__=Strict, __doc__=f"{model.__name__}, every field optional.", **fields)
 
 
+def _augment_section() -> type[BaseModel]:
+    """Augment with every field optional and each optional augmentation itself partial (or `false`)."""
+    extra = {k: (Optional[Union[_partial(Augment.model_fields[k].annotation.__args__[0], f"{k}_section"),
+                                Literal[False]]], None) for k in _OPTIONAL_AUGMENTS}
+    return _partial(Augment, "AugmentSection", **extra)
+
+
 # The `recipe:` section of an experiment: a recipe name and any fields to override.
 RecipeSection = _partial(Recipe, "RecipeSection", name=(RecipeName, DEFAULT_RECIPE),
-                         augment=(Optional[_partial(Augment, "AugmentSection")], None))
+                         augment=(Optional[_augment_section()], None))
 
 # ---- architecture, runtime, bench, resources, grid -----------------------------------------------
 
@@ -337,22 +444,41 @@ class Experiment(Strict):
 
 
 class DatasetFile(Strict):
+    """One raw dataset (params.yaml `prepare.files.<name>`). Every key is required: dvc.yaml passes each
+    on prepare's command line. The four sizes apply to the image formats only (0 for the others); see
+    resnet_bench.data.images.StorePolicy and docs/datasets.md."""
+
     format: Literal[DATASET_FORMATS]  # type: ignore[valid-type]
     source: str = Field(min_length=1)
     sha256: str = Field(pattern=r"^([0-9a-f]{64})?$")  # "" = not checked
-    # Shorter side resized to this, then centre-cropped square (resnet_bench.data); 0 = keep sizes.
-    # Required, as are the others: an entry says everything about its dataset.
+    # Train images: shorter side to this, aspect ratio kept up to max_aspect (longer / shorter side;
+    # 1 = the centre square), the true extent recorded; 0 = keep the images' own (equal) size.
     image_size: int = Field(ge=0, le=4096)
+    max_aspect: float = Field(ge=1, le=16, allow_inf_nan=False)
+    # Validation and test images: shorter side to eval_resize (0 = image_size), then the centre
+    # eval_crop square (0 = the resized square), as torchvision's Resize(256) + CenterCrop(224).
+    eval_resize: int = Field(ge=0, le=4096)
+    eval_crop: int = Field(ge=0, le=4096)
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if self.format not in IMAGE_FORMATS and (self.image_size or self.eval_resize or self.eval_crop):
+            raise ValueError(f"image_size, eval_resize and eval_crop apply only to the image formats "
+                             f"({', '.join(IMAGE_FORMATS)}); set them to 0 for {self.format!r}")
+        resize = self.eval_resize or self.image_size
+        if resize and self.eval_crop > resize:
+            raise ValueError(f"eval_crop {self.eval_crop} is larger than the evaluation resize {resize}")
+        return self
 
 
 class PrepareRun(Strict):
     """How `prepare` runs (not in params.yaml: the prepared artifact does not depend on these)."""
 
     workers: int = Field(0, ge=0, le=4096)  # decode processes; 0 = one per available core
-    # Largest raw member read into memory, MiB. The largest member of any supported release is
-    # CIFAR-100's `train` pickle (50,000 x 3,072 bytes + labels, about 155 MB), so 256 MiB admits
-    # every official file and refuses a 1 GiB member before it is read.
-    max_member_mb: float = Field(256, gt=0, le=1_048_576, allow_inf_nan=False)
+    # Largest raw member read into memory, MiB; None = the format's own cap
+    # (resnet_bench.data.prepare.member_cap_mb: 256 MiB, which admits CIFAR-100's 155 MB `train` pickle
+    # and refuses a 1 GiB member before it is read; 2048 MiB for Imagenet64's 1.57 GB batches).
+    max_member_mb: Optional[float] = Field(None, gt=0, le=1_048_576, allow_inf_nan=False)
 
 
 class PrepareParams(Strict):

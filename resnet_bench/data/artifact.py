@@ -18,7 +18,11 @@ import numpy as np
 from resnet_bench.data.sources import DatasetError, _clean
 
 ARRAY_KEYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
-ARTIFACT_FILES = frozenset([*(f"{k}.npy" for k in ARRAY_KEYS), "meta.json"])
+# Written only by a train store that keeps aspect ratios (image_size > 0): int32 N x 3, per train
+# image the height, width (of its content, top-left in the zero-padded slot) and whether it is stored
+# transposed (a portrait image). Hashed like the others when present.
+OPTIONAL_KEYS = ("train_extents",)
+ARTIFACT_FILES = frozenset([*(f"{k}.npy" for k in ARRAY_KEYS + OPTIONAL_KEYS), "meta.json"])
 # meta.json keys that affect training, hashed (with the arrays) into content_sha256.
 CONTENT_META_KEYS = ("classes", "num_classes", "channels", "height", "width", "mean", "std", "counts",
                      "split", "resize", "format", "source_sha256")
@@ -197,6 +201,7 @@ def build_artifact(train_x, train_y, test_x, test_y, classes, *, val_fraction: f
         "classes": list(classes), "num_classes": len(classes), "channels": int(c), "height": int(h),
         "width": int(w), "mean": mean, "std": std,
         "counts": {s: int(len(arrays[f"{s}_y"])) for s in ("train", "val", "test")},
+        "shapes": {s: [int(d) for d in arrays[f"{s}_x"].shape[1:]] for s in ("train", "val", "test")},
         "split": {"val_fraction": val_fraction, "seed": split_seed, "stratified": True,
                   "validation": "held out of train", "test": "official test split"},
     }
@@ -207,14 +212,15 @@ def content_sha256(path: Path, meta: dict, block: int = 1 << 22) -> str:
     """SHA-256 of what training sees, independent of file layout, paths and machine:
 
     "resnet-bench content v1\n", then for each of train_x, train_y, val_x, val_y, test_x, test_y:
-    "<key> <little-endian dtype, e.g. |u1 or <i8> [<shape>]\n" and its C-order little-endian bytes;
-    then the canonical JSON (sorted keys, no spaces) of meta's CONTENT_META_KEYS.
+    "<key> <little-endian dtype, e.g. |u1 or <i8> [<shape>]\n" and its C-order little-endian bytes
+    (then the same for train_extents, when the artifact has it); then the canonical JSON (sorted keys,
+    no spaces) of meta's CONTENT_META_KEYS.
 
     The .npy files are read with plain reads in 4 MiB blocks, not memory-mapped: mapped pages would
     count in this process's RSS and grow it with the artifact.
     """
     h = hashlib.sha256(CONTENT_HASH_VERSION.encode() + b"\n")
-    for key in ARRAY_KEYS:
+    for key in ARRAY_KEYS + tuple(k for k in OPTIONAL_KEYS if (path / f"{k}.npy").exists()):
         with open(path / f"{key}.npy", "rb") as f:
             version = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
@@ -241,6 +247,7 @@ class PreparedDataset:
     test_x: np.ndarray
     test_y: np.ndarray
     meta: dict
+    train_extents: np.ndarray | None = None  # int32 N x 3 (height, width, transposed); None: full images
 
 
 def load_prepared(path: str | Path, *, mmap: bool = True) -> PreparedDataset:
@@ -268,7 +275,13 @@ def load_prepared(path: str | Path, *, mmap: bool = True) -> PreparedDataset:
         if want is not None and len(arrays[key]) != want:
             raise DatasetError(f"{f} holds {len(arrays[key])} rows but meta.json counts {split}={want}; "
                                "rerun its prepare stage")
-    return PreparedDataset(**arrays, meta=meta)
+    extents = None
+    if (path / "train_extents.npy").exists():
+        extents = np.load(path / "train_extents.npy", allow_pickle=False)
+        if extents.shape != (len(arrays["train_x"]), 3):
+            raise DatasetError(f"{path / 'train_extents.npy'} has shape {extents.shape}, expected "
+                               f"({len(arrays['train_x'])}, 3); rerun its prepare stage")
+    return PreparedDataset(**arrays, meta=meta, train_extents=extents)
 
 
 def _write_arrays(tmp: Path, arrays: dict) -> None:

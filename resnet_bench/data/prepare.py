@@ -10,20 +10,24 @@ import sys
 import time
 from pathlib import Path
 
-
 from resnet_bench import config as cfg
 from resnet_bench.argparsing import Parser
 from resnet_bench.data.artifact import (_decoder_versions, _write_arrays, build_artifact, check_out_dir,
                                         clean_leftovers, commit_artifact, content_sha256)
-from resnet_bench.data.imagefolder import RESIZE_POLICY, write_imagefolder
-from resnet_bench.data.readers import CIFAR_FILES, DIGITS_TEST_FRACTION, MNIST_FILES, read_cifar, read_digits, read_mnist
-from resnet_bench.data.sources import DatasetError, _clean, verify_sha256
-from resnet_bench.outputs import OutputError, check_can_create, out_path
+from resnet_bench.data.images import StorePolicy, write_images
+from resnet_bench.data.readers import imagefolder, imagenet, imagenet_downsampled, tinyimagenet
+from resnet_bench.data.readers.cifar import CIFAR_FILES, read_cifar
+from resnet_bench.data.readers.digits import DIGITS_TEST_FRACTION, read_digits
+from resnet_bench.data.readers.mnist import MNIST_FILES, read_mnist
+from resnet_bench.data.sources import DEFAULT_MAX_MEMBER_MB, DatasetError, _clean, verify_sha256
 from resnet_bench.inputs import path_problem
-from resnet_bench.outputs import disk_full_message, is_disk_full
+from resnet_bench.outputs import OutputError, check_can_create, disk_full_message, is_disk_full, out_path
 from resnet_bench.vocab import DATASET_FORMATS as FORMATS
-from resnet_bench.vocab import DATASET_NAME_PATTERN
+from resnet_bench.vocab import DATASET_NAME_PATTERN, IMAGE_FORMATS
 
+IMAGE_READERS = {"imagefolder": imagefolder.read, "imagenet": imagenet.read, "tinyimagenet": tinyimagenet.read}
+# A format whose largest official member exceeds the default cap.
+FORMAT_MAX_MEMBER_MB = {"imagenet_downsampled": imagenet_downsampled.MAX_MEMBER_MB}
 
 def require_source(path: str | Path | None, fmt: str) -> Path:
     """The source path, or a DatasetError naming the expected path and how to provide it."""
@@ -35,6 +39,10 @@ def require_source(path: str | Path | None, fmt: str) -> Path:
         "mnist": f"put {', '.join(MNIST_FILES.values())} in a folder (or use --download when online) and "
                  "`dvc add` the folder",
         "imagefolder": "put the archive (.tar.gz/.tgz/.zip) or folder there and `dvc add` it",
+        "imagenet": f"put {', '.join(imagenet.FILES.values())} (from image-net.org) in one folder and `dvc add` it",
+        "tinyimagenet": "put tiny-imagenet-200.zip there and `dvc add` it",
+        "imagenet_downsampled": "put the release's zips (e.g. Imagenet32_train.zip, Imagenet32_val.zip, from "
+                                "image-net.org) in one folder and `dvc add` it",
     }
     how["fashion_mnist"] = how["mnist"]
     if path is None or str(path) == "":
@@ -57,9 +65,32 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def store_policy(fmt: str, image_size, eval_resize, eval_crop, max_aspect) -> StorePolicy:
+    """The validated store policy; one DatasetError naming every bad setting (before any work)."""
+    sizes = {"image_size": image_size or 0, "eval_resize": eval_resize or 0, "eval_crop": eval_crop or 0}
+    problems = [f"{k} {v} is invalid: a size in pixels, 0..4096 (0: see docs/datasets.md)"
+                for k, v in sizes.items() if not (isinstance(v, int) and 0 <= v <= 4096)]
+    if fmt not in IMAGE_FORMATS and any(sizes.values()):
+        given = ", ".join(f"{k} {v}" for k, v in sizes.items() if v)
+        problems.append(f"{given} is invalid for format {fmt!r}: sizes apply only to the image formats "
+                        f"({', '.join(IMAGE_FORMATS)}) (0 = keep the images' own size)")
+    if not problems:
+        policy = StorePolicy(**sizes, max_aspect=float(max_aspect))
+        problems += policy.problems()
+    if problems:
+        raise DatasetError("; ".join(problems))
+    return policy
+
+
+def member_cap_mb(fmt: str, max_member_mb: float | None) -> float:
+    """The largest raw member `prepare` reads for `fmt`, MiB: the flag's, else the format's own cap."""
+    return max_member_mb or FORMAT_MAX_MEMBER_MB.get(fmt, DEFAULT_MAX_MEMBER_MB)
+
+
 def prepare(name: str, fmt: str, *, source=None, sha256=None, download_data=False, out: Path,
-            val_fraction: float | None = None, split_seed: int | None = None, image_size=None,
-            workers: int | None = None, max_member_mb: float | None = None) -> dict:
+            val_fraction: float | None = None, split_seed: int | None = None, image_size=None, eval_resize=None,
+            eval_crop=None, max_aspect: float = 1.0, workers: int | None = None,
+            max_member_mb: float | None = None) -> dict:
     """Read a raw dataset and write its prepared artifact; returns the artifact's meta.
 
     Every check that needs no decoding (format, options, --out, source, checksum) runs first.
@@ -68,16 +99,13 @@ def prepare(name: str, fmt: str, *, source=None, sha256=None, download_data=Fals
     out = Path(out)
     val_fraction = cfg.PrepareParams().val_fraction if val_fraction is None else val_fraction
     split_seed = cfg.PrepareParams().split_seed if split_seed is None else split_seed
-    max_member_mb = cfg.PrepareRun().max_member_mb if max_member_mb is None else max_member_mb
     if fmt not in FORMATS:
         raise DatasetError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     if not 0 <= val_fraction < 1:
         raise DatasetError(f"--val-fraction: {val_fraction} is invalid: must be in [0, 1)")
-    image_size = int(image_size) if image_size else None
-    if image_size is not None and (image_size < 1 or fmt != "imagefolder"):
-        raise DatasetError(f"image_size {image_size} is invalid for format {fmt!r}: a positive size applies "
-                           "only to imagefolder (0 = keep the images' own size)")
-    cap = int(max_member_mb * 2**20)
+    policy = store_policy(fmt, image_size, eval_resize, eval_crop, max_aspect)
+    mb = member_cap_mb(fmt, max_member_mb)
+    cap = int(mb * 2**20)
     if cap < 1:
         raise DatasetError(f"--max-member-mb must be positive, got {max_member_mb}")
     src_path = None
@@ -94,9 +122,15 @@ def prepare(name: str, fmt: str, *, source=None, sha256=None, download_data=Fals
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        if fmt == "imagefolder":
-            meta = write_imagefolder(src_path, tmp, image_size=image_size, val_fraction=val_fraction,
-                                     split_seed=split_seed, workers=workers or default_workers(), cap=cap)
+        if fmt in IMAGE_READERS:
+            index, stream = IMAGE_READERS[fmt](src_path, cap)
+            meta = write_images(index, stream, source=str(src_path), tmp=tmp, policy=policy,
+                                val_fraction=val_fraction, split_seed=split_seed,
+                                workers=workers or default_workers())
+        elif fmt == "imagenet_downsampled":
+            meta = imagenet_downsampled.write_downsampled(src_path, tmp, val_fraction=val_fraction,
+                                                          split_seed=split_seed, cap=cap)
+            meta["resize"] = None
         else:
             if fmt == "digits":
                 raw = read_digits(split_seed)
@@ -106,12 +140,11 @@ def prepare(name: str, fmt: str, *, source=None, sha256=None, download_data=Fals
                 raw = read_mnist(src_path, fmt, cap)
             arrays, meta = build_artifact(*raw, val_fraction=val_fraction, split_seed=split_seed)
             _write_arrays(tmp, arrays)
+            meta["resize"] = None
             del arrays, raw
-        resize = ({"policy": RESIZE_POLICY, "size": image_size, "filter": "bilinear (Pillow, antialiased)"}
-                  if image_size else None)
         meta.update({"name": name, "format": fmt, "source": str(source) if src_path else
-                     "sklearn.datasets.load_digits", "source_sha256": digest, "image_size": image_size,
-                     "resize": resize, "decoders": _decoder_versions()})
+                     "sklearn.datasets.load_digits", "source_sha256": digest, "image_size": policy.image_size or None,
+                     "decoders": _decoder_versions()})
         if fmt == "digits":
             meta["split"]["test"] = {"fraction": DIGITS_TEST_FRACTION, "seed": split_seed + 1_000_003,
                                      "stratified": True}
@@ -143,10 +176,12 @@ def download(fmt: str, root: Path) -> Path:
 
 # Flags, by the schema key whose limits they take (one-line errors name the flag).
 FLAGS = {"val_fraction": "--val-fraction", "split_seed": "--split-seed", "image_size": "--image-size",
+         "eval_resize": "--eval-resize", "eval_crop": "--eval-crop", "max_aspect": "--max-aspect",
          "sha256": "--sha256", "source": "--source", "format": "--format", "workers": "--workers",
          "max_member_mb": "--max-member-mb"}
 # What --params supplies from params.yaml; giving them as flags too would be two truths.
-DATASET_FLAGS = ("format", "source", "sha256", "image_size", "val_fraction", "split_seed")
+DATASET_FLAGS = ("format", "source", "sha256", "image_size", "eval_resize", "eval_crop", "max_aspect",
+                 "val_fraction", "split_seed")
 
 
 def parse_args(argv):
@@ -166,11 +201,21 @@ def parse_args(argv):
     p.add_argument("--split-seed", type=int,
                    help=f"seed of the stratified validation split (default {split.split_seed})")
     p.add_argument("--image-size", type=int,
-                   help="imagefolder: shorter side to N, then centre crop N x N (default 0: keep the images' size)")
+                   help="image formats: train images' shorter side to N, aspect kept up to --max-aspect "
+                        "(default 0: keep the images' size)")
+    p.add_argument("--max-aspect", type=float,
+                   help="with --image-size: longest side kept, as a multiple of the shorter (default 1: centre "
+                        "square)")
+    p.add_argument("--eval-resize", type=int,
+                   help="val/test images' shorter side to N (default 0: --image-size, or keep the size)")
+    p.add_argument("--eval-crop", type=int,
+                   help="then the centre N x N (default 0: the resized square; keep the size when nothing is "
+                        "resized)")
     p.add_argument("--workers", type=int, help=f"decode processes (default {run.workers}: one per available core); "
                    "the output does not depend on it")
     p.add_argument("--max-member-mb", type=float,
-                   help=f"largest raw file or archive member read, MiB (default {run.max_member_mb:g})")
+                   help=f"largest raw file or archive member read, MiB (default: {DEFAULT_MAX_MEMBER_MB}, "
+                        f"{FORMAT_MAX_MEMBER_MB['imagenet_downsampled']} for imagenet_downsampled)")
     return p.parse_args(argv)
 
 
@@ -200,10 +245,12 @@ def job_from_params(args) -> dict:
     name = args.name or _dataset_of_stage(os.environ.get("DVC_STAGE"), params, args.params)
     prep = params.prepare
     if name in prep.builtin:
-        job = {"fmt": name, "source": None, "sha256": None, "image_size": None}
+        job = {"fmt": name, "source": None, "sha256": None, "image_size": None, "eval_resize": None,
+               "eval_crop": None, "max_aspect": 1.0}
     elif name in prep.files:
         f = prep.files[name]
-        job = {"fmt": f.format, "source": f.source, "sha256": f.sha256 or None, "image_size": f.image_size}
+        job = {"fmt": f.format, "source": f.source, "sha256": f.sha256 or None, "image_size": f.image_size,
+               "eval_resize": f.eval_resize, "eval_crop": f.eval_crop, "max_aspect": f.max_aspect}
     else:
         raise cfg.ConfigError(f"--name: {name[:80]!r} is not a dataset of {args.params}; valid: "
                               f"{', '.join(prep.dataset_names())} (prepare.builtin and prepare.files)")
@@ -239,11 +286,14 @@ def job_from_flags(args) -> dict:
         # The limits of a params.yaml entry; whether the source exists, and how to provide it, is
         # prepare()'s check.
         check(cfg.DatasetFile, {"format": fmt, "source": args.source or "(not given)", "sha256": args.sha256 or "",
-                                "image_size": args.image_size or 0})
+                                "image_size": args.image_size or 0, "eval_resize": args.eval_resize or 0,
+                                "eval_crop": args.eval_crop or 0,
+                                "max_aspect": 1.0 if args.max_aspect is None else args.max_aspect})
     if problems:
         raise cfg.ConfigError(problems)
     return {"name": args.name, "fmt": fmt, "source": args.source, "sha256": args.sha256 or None,
-            "image_size": args.image_size,
+            "image_size": args.image_size, "eval_resize": args.eval_resize, "eval_crop": args.eval_crop,
+            "max_aspect": 1.0 if args.max_aspect is None else args.max_aspect,
             # the one way for every path flag: `~` expanded, empty, NUL and over-long names refused
             "out": out_path(args.out, "--out") if args.out is not None else None,
             "val_fraction": 0.0 if no_holdout else split.val_fraction, "split_seed": split.split_seed,
@@ -272,10 +322,10 @@ def main(argv=None) -> int:
             f"{_clean(err.strerror or err)}: {where}"
         print(f"error: {line}", file=sys.stderr)
         return 1
-    c = meta["counts"]
-    print(f"prepared {name} ({fmt}): {c['train']} train / {c['val']} val / {c['test']} test, "
-          f"{meta['channels']}x{meta['height']}x{meta['width']}, {meta['num_classes']} classes -> {out} "
-          f"({time.perf_counter() - t0:.1f} s)")
+    c, shapes = meta["counts"], meta["shapes"]
+    print(f"prepared {name} ({fmt}): {c['train']} train / {c['val']} val / {c['test']} test, train "
+          f"{'x'.join(map(str, shapes['train']))}, val/test {'x'.join(map(str, shapes['test']))}, "
+          f"{meta['num_classes']} classes -> {out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 

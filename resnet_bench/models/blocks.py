@@ -183,12 +183,15 @@ class PreActBasicBlock(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, unit: str = "full_preact", *,
                  shortcut: str = "projection", bottleneck_stride: str = "3x3",
-                 preact_identity: bool = False) -> None:
+                 preact_identity: bool = False, preact: bool = True) -> None:
         super().__init__()
         _check_unit(unit, ("full_preact",), type(self).__name__)
         del bottleneck_stride  # no 1x1 conv here; accepted so every block has one signature
         self.preact_identity = preact_identity
-        self.bn1 = nn.BatchNorm2d(inplanes)
+        # preact False: the input is already activated (preresnet.lua's 'no_preact' first unit after
+        # an activated ImageNet stem): no BN-ReLU before conv1.
+        self.preact = preact
+        self.bn1 = nn.BatchNorm2d(inplanes) if preact else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -200,7 +203,7 @@ class PreActBasicBlock(nn.Module):
         nn.init.zeros_(self.conv2.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(x))
+        out = self.relu(self.bn1(x)) if self.preact else x
         identity = _split(x, out, self.downsample, self.preact_identity)
         out = self.conv1(out)
         out = self.conv2(self.relu(self.bn2(out)))
@@ -219,12 +222,13 @@ class PreActBottleneck(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, unit: str = "full_preact", *,
                  shortcut: str = "projection", bottleneck_stride: str = "3x3",
-                 preact_identity: bool = False) -> None:
+                 preact_identity: bool = False, preact: bool = True) -> None:
         super().__init__()
         _check_unit(unit, ("full_preact",), type(self).__name__)
         self.preact_identity = preact_identity
+        self.preact = preact  # see PreActBasicBlock
         stride1, stride3 = _bottleneck_strides(stride, bottleneck_stride)
-        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.bn1 = nn.BatchNorm2d(inplanes) if preact else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
         self.conv1 = conv1x1(inplanes, planes, stride1)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -237,7 +241,7 @@ class PreActBottleneck(nn.Module):
         nn.init.zeros_(self.conv3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(x))
+        out = self.relu(self.bn1(x)) if self.preact else x
         identity = _split(x, out, self.downsample, self.preact_identity)
         out = self.conv1(out)
         out = self.conv2(self.relu(self.bn2(out)))

@@ -26,6 +26,7 @@ IMAGENET_LAYERS: dict[int, tuple[str, tuple[int, ...]]] = {
     50: ("bottleneck", (3, 4, 6, 3)),
     101: ("bottleneck", (3, 4, 23, 3)),
     152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),  # [v2] Sec. 5 / Table 5; fb.resnet.torch preresnet.lua, timm resnet200
 }
 # CIFAR models, n units per stage in 3 stages. Basic: depth 6n+2, [v1] Sec. 4.2 / Table 6.
 # Bottleneck: depth 9n+2, [v2] Tables 3-4 and resnet-pre-act.lua. Listed explicitly
@@ -117,7 +118,10 @@ def resolve_arch(name: str, *, variant: str = "modern", unit: str | None = None,
       does not define, as [v2]'s code); stride on the first 1x1 conv of a bottleneck.
     - "paper", `_v2` names ([v2] He et al. 2016): projections from the pre-activated input
       (resnet-pre-act.lua, preresnet.lua's default 'B'), stride on the first 1x1 conv
-      (resnet-pre-act.lua), and the first activation before the split ([v2] Sec. 4.1).
+      (resnet-pre-act.lua), and the first activation before the split ([v2] Sec. 4.1). With the
+      ImageNet stem, fb.resnet.torch preresnet.lua's network (the public code of [v2]'s ImageNet
+      models): the stem keeps conv-BN-ReLU before the pool and the first unit has no pre-activation.
+      preresnet.lua puts the bottleneck stride on the 3x3: set bottleneck_stride "3x3" to build it.
       The latter also applies to unit (d) under a `_v1` name, the other pre-activation unit.
 
     A unit must agree with the name's version: (a)-(d) for `_v1`, (e) for `_v2`.
@@ -209,6 +213,9 @@ def _resnet(
         shortcut=arch["shortcut"],
         bottleneck_stride=arch["bottleneck_stride"],
         first_activation_before_split=arch["first_activation_before_split"],
+        # [v2]'s ImageNet networks as fb.resnet.torch preresnet.lua builds them (resnet-pre-act.lua is
+        # CIFAR-only): conv-BN-ReLU stem before the pool, a first unit without pre-activation.
+        activated_stem=variant == "paper" and arch["unit"] == "full_preact" and (stem or family) == "imagenet",
     )
     if variant == "paper":
         # The authors' init zeroes the classifier's bias (fb.resnet.torch resnet.lua /
@@ -271,6 +278,16 @@ def resnet152_v1(**options: Any) -> ResNet:
 @_register
 def resnet152_v2(**options: Any) -> ResNet:
     return _resnet(152, "v2", **options)
+
+
+@_register
+def resnet200_v1(**options: Any) -> ResNet:
+    return _resnet(200, "v1", **options)
+
+
+@_register
+def resnet200_v2(**options: Any) -> ResNet:
+    return _resnet(200, "v2", **options)
 
 
 # CIFAR family, default stem 'cifar', width 16. The modern variant's projection shortcuts

@@ -28,6 +28,9 @@ class ResNet(nn.Module):
       (d)     conv-BN stem, ReLU before pooling (its activation is ReLU alone);
       (e)     bare conv stem, BN-ReLU before pooling (v2, as timm's resnetv2).
 
+    `activated_stem` (unit (e) only): the stem keeps its BN-ReLU before the max-pool and the first
+    unit has no pre-activation, as fb.resnet.torch preresnet.lua builds its ImageNet networks.
+
     `shortcut` and `bottleneck_stride` are passed to every unit (see the blocks);
     `first_activation_before_split` makes the network's first unit feed its identity
     shortcut the pre-activated input ([v2] Sec. 4.1, preresnet.lua). With the pre-activation
@@ -49,6 +52,7 @@ class ResNet(nn.Module):
         shortcut: str = "projection",
         bottleneck_stride: str = "3x3",
         first_activation_before_split: bool = False,
+        activated_stem: bool = False,
     ) -> None:
         super().__init__()
         if stem not in STEMS:
@@ -65,15 +69,20 @@ class ResNet(nn.Module):
             # [v1] Sec. 4.2: one 3x3 conv, no pooling: 3x32x32 -> 16x32x32.
             self.conv1 = conv3x3(in_channels, width)
             self.maxpool = nn.Identity()
-        self.bn1 = nn.Identity() if unit == "full_preact" else nn.BatchNorm2d(width)
-        self.relu = nn.Identity() if preact else nn.ReLU(inplace=True)
+        if activated_stem and unit != "full_preact":
+            raise ValueError(f"activated_stem is the stem of unit (e) full_preact networks, not of {unit!r}")
+        # activated_stem: conv-BN-ReLU before the pool even in (e), whose first unit then has no
+        # pre-activation (fb.resnet.torch preresnet.lua, ImageNet: stem, then a 'no_preact' unit).
+        self.bn1 = nn.Identity() if unit == "full_preact" and not activated_stem else nn.BatchNorm2d(width)
+        self.relu = nn.Identity() if preact and not activated_stem else nn.ReLU(inplace=True)
 
         self.stage_names = tuple(f"layer{i + 1}" for i in range(len(layers)))
         block_options = {"shortcut": shortcut, "bottleneck_stride": bottleneck_stride}
         for i, (name, blocks) in enumerate(zip(self.stage_names, layers)):
+            first = {"preact": False} if activated_stem and i == 0 else {}
             stage = self._make_layer(block, width * 2**i, blocks, stride=1 if i == 0 else 2, unit=unit,
                                      preact_identity=first_activation_before_split and i == 0,
-                                     **block_options)
+                                     first_unit=first, **block_options)
             self.add_module(name, stage)
         channels = self.inplanes  # e.g. 2048 for ResNet-50, 64 for ResNet-110
 
@@ -96,9 +105,10 @@ class ResNet(nn.Module):
                     m.zero_init_last()
 
     def _make_layer(self, block: type[Block], planes: int, blocks: int, stride: int, unit: str, *,
-                    preact_identity: bool, **block_options: str) -> nn.Sequential:
+                    preact_identity: bool, first_unit: dict, **block_options: str) -> nn.Sequential:
         # Only the stage's first unit can change the shape or be the network's first unit.
-        layers = [block(self.inplanes, planes, stride, unit, preact_identity=preact_identity, **block_options)]
+        layers = [block(self.inplanes, planes, stride, unit, preact_identity=preact_identity, **first_unit,
+                        **block_options)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, 1, unit, **block_options) for _ in range(1, blocks)]
         return nn.Sequential(*layers)

@@ -15,6 +15,7 @@ from resnet_bench.inputs import NotRegularFileError
 from resnet_bench.sweep import lifecycle
 from resnet_bench.sweep.cluster import (RayUnavailable, check_address, check_dashboard, check_local_gpus,
                                         check_resources, ray_session)
+from resnet_bench.sweep.estimate import DatasetSize, estimate_gpu_hours, format_estimate, reference_rate
 from resnet_bench.sweep.phases import bench_groups, run_bench_phase, run_train_phase
 from resnet_bench.sweep.progress import Progress, trial_slots
 from resnet_bench.sweep.records import (COLLECT_LAYOUT, DVC_FILES, STAGING, SWEEP_KEEP, SWEEP_LAYOUT, RecordError,
@@ -36,14 +37,18 @@ def parse_args(argv):
     p.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else local)")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even if cells failed, so the report goes ahead with the gaps shown")
-    p.add_argument("--dry-run", action="store_true", help="validate everything, print the plan and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the grid's estimated GPU-hours, validate everything, print the plan and exit")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON document")
     p.add_renamed("--results-dir", "--results")
     return p.parse_args(argv)
 
 
 def check_prepared(params: cfg.Params, exp: cfg.Experiment, prepared_dir: Path) -> dict[str, cfg.DataIdentity]:
-    """Every dataset of the grid prepared, with the split params.yaml asks for; their identities."""
+    """Every dataset of the grid prepared, with the split params.yaml asks for and a train store the recipe's
+    augmentation can cut batches from; their identities."""
+    from resnet_bench.data.augment import store_problems
+
     problems, data = [], {}
     for ds in exp.grid.datasets:
         path = prepared_dir / ds
@@ -60,6 +65,11 @@ def check_prepared(params: cfg.Params, exp: cfg.Experiment, prepared_dir: Path) 
             problems.append(f"{path}: prepared with val_fraction {ident.val_fraction}, split_seed "
                             f"{ident.split_seed} but params.yaml prepare asks for {want[0]}, {want[1]}; "
                             "rerun its prepare stage (`dvc repro`)")
+            continue
+        meta = json.loads((path / "meta.json").read_text())
+        bad, _ = store_problems(meta, exp.recipe.augment.model_dump(), where=str(path))
+        if bad:
+            problems += bad
             continue
         data[ds] = ident
     if problems:
@@ -89,6 +99,34 @@ def _print_plan(args, name: str, cells, done: int | None, results_dir) -> int:
     return 0
 
 
+def dataset_sizes(params: cfg.Params, exp: cfg.Experiment, prepared_dir: Path) -> dict[str, DatasetSize]:
+    """Image counts and sides of the grid's datasets: from meta.json when prepared, else the nominal sizes of
+    the format's release (params.yaml prepare.files) with the store policy's sides."""
+    from resnet_bench.vocab import NOMINAL_CLASSES, NOMINAL_COUNTS, NOMINAL_SHAPE
+
+    out = {}
+    for ds in exp.grid.datasets:
+        meta_path = prepared_dir / ds / "meta.json"
+        if meta_path.is_file():
+            m = json.loads(meta_path.read_text())
+            shapes = m.get("shapes") or {s: [m["channels"], m["height"], m["width"]] for s in ("train", "test")}
+            out[ds] = DatasetSize(m["counts"]["train"], m["counts"]["val"], m["counts"]["test"], m["channels"],
+                                  m["num_classes"], min(shapes["train"][1:]), min(shapes["test"][1:]), "prepared")
+            continue
+        entry = params.prepare.files.get(ds)
+        fmt = entry.format if entry else ds
+        if fmt not in NOMINAL_COUNTS:
+            continue
+        n_train, n_test = NOMINAL_COUNTS[fmt]
+        channels, side = NOMINAL_SHAPE.get(fmt, (3, 0))
+        train_side = entry.image_size if entry and entry.image_size else side
+        eval_side = (entry.eval_crop or entry.eval_resize or entry.image_size) if entry else 0
+        val = round(n_train * params.prepare.val_fraction)
+        out[ds] = DatasetSize(n_train - val, val, n_test, channels, NOMINAL_CLASSES[fmt], train_side,
+                              eval_side or side, f"nominal {fmt} release")
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.json and not args.dry_run:
@@ -104,6 +142,9 @@ def main(argv=None) -> int:
         exp = resolved.experiment
         prepared_dir = Path(args.prepared_dir).resolve()
         unprepared: list[str] = []
+        if args.dry_run:  # what the grid costs, before anything is checked against the prepared data
+            est = estimate_gpu_hours(cfg.expand_grid(exp), dataset_sizes(params, exp, prepared_dir), reference_rate())
+            print("\n".join(format_estimate(est)), file=sys.stderr)
         try:
             data = check_prepared(params, exp, prepared_dir)
         except cfg.ConfigError as err:

@@ -265,6 +265,8 @@ class CellRecord(Strict):
     metrics: Metrics = Field(default_factory=Metrics)
     epochs: list[Epoch] = Field(default_factory=list, max_length=MAX_EPOCHS)
     dataset_meta: Optional[DatasetMeta] = None
+    # What the recipe's augmentation does on this store that a reader might not expect (data.augment.store_problems).
+    augment_notes: list[Short] = Field(default_factory=list, max_length=100)
     env: Optional[Env] = None
     provenance: Optional[Provenance] = None
     started_at: Optional[Timestamp] = None
