@@ -193,6 +193,16 @@ def test_progress_on_a_terminal_is_a_bar():
     assert "\r" in text and "bench: 100%" in text and "4/4" in text and "[bench]" not in text, text
 
 
+def test_prepare_shows_images_written_as_plain_lines(tmp_path, capsys):
+    from hostile_world import image_folder
+
+    src = image_folder(tmp_path, {"cat": 6, "dog": 6})  # 12 train + 12 test images
+    assert cli.main(["prepare", "--name", "pets", "--format", "imagefolder", "--source", str(src), "--out",
+                     str(tmp_path / "p"), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "[prepare] 24/24 images (100 %)" in err.splitlines() and "\r" not in err, err
+
+
 # ---- --json: one document, all of stdout; progress on stderr ----------------------------------------
 
 
