@@ -269,6 +269,8 @@ def test_collect_and_verify_json(reproduced_tiny, tmp_path, capsys):
     shutil.copytree(project / "results" / "tiny", results)
     doc, _ = _json_of(["collect", "--results", str(results), "--json"], capsys)
     assert doc["cells"] == 2 and doc["status"]["ok"] == 2 and doc["metrics"] is not None
+    doc, _ = _json_of(["compare", str(results), str(results), "--json"], capsys)  # a folder with itself
+    assert doc["pairs"] == 2 and doc["rows"]
     # a fresh process, as verify is run: its numeric libraries read the pin at start-up
     run = dict(cwd=tmp_path, env=venv_env(), capture_output=True, text=True, timeout=300)
     proc = subprocess.run([sys.executable, "-m", "resnet_bench", "verify", "--results", str(results),

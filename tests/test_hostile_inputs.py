@@ -364,6 +364,7 @@ def cli_rows() -> list[Row]:
         Row("train --label-smoothing 1", [*train, "--label-smoothing", "1"], ["--label-smoothing"]),
         Row("train --crop-pad -4", [*train, "--crop-pad", "-4"], ["--crop-pad"]),
         Row("train --schedule bogus", [*train, "--schedule", "bogus"], ["--schedule", "'cosine'"]),
+        Row("sweep --json without --dry-run", [*SWEEP[:-1], "--json"], ["--json", "--dry-run"]),
         Row("bench --batch-size not a number", ["bench", "--models", "resnet18_v1", "--batch-size", "x", "--out",
                                                 "{T}/b.csv"], ["--batch-size"]),
         Row("train: prepared meta.json a FIFO", ["train", "--model", "resnet18_v1", "--prepared-dir", "{T}/prep"],
