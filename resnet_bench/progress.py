@@ -60,15 +60,16 @@ class Progress:
         print(f"[{self.label}] {self.done:,}/{self.total:,} {self.unit}{pct}{note}", file=self.stream, flush=True)
         self._printed_done = self.done
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
+        """The last count, unless just printed; none when the loop failed (its error is the one line)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self._printed_done != self.done:  # the last count, unless it was just printed
+        elif self._printed_done != self.done and not failed:
             self._line()
 
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(failed=exc_type is not None)

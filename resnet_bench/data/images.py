@@ -287,6 +287,9 @@ def write_images(index: ImageIndex, stream: Stream, *, source: str, tmp, policy:
                                                     (counts["train"], len(EXTENT_FIELDS)))))
     spec = DecodeSpec(source, str(tmp), policy, tuple(shapes.items()), tuple(offsets))
     n_img, n_px, s1, s2 = 0, 0, [0] * 3, [0] * 3
+    from resnet_bench.progress import Progress
+
+    bar = Progress(label="prepare", total=sum(counts.values()), unit="images")  # decoded and written
     tasks = ((spec, chunk) for chunk in _chunks(stream, dest))
     if workers <= 1:
         results = map(_worker_call, tasks)
@@ -297,9 +300,7 @@ def write_images(index: ImageIndex, stream: Stream, *, source: str, tmp, policy:
         # clean server process once per pool (~0.1-0.5 s); the output is identical either way.
         pool = multiprocessing.get_context("forkserver").Pool(workers)
         results = pool.imap_unordered(_worker_call, tasks)
-    from resnet_bench.progress import Progress
-
-    bar = Progress(label="prepare", total=sum(counts.values()), unit="images")  # decoded and written
+    failed = True
     try:
         for res in results:
             if isinstance(res, DatasetError):
@@ -310,8 +311,9 @@ def write_images(index: ImageIndex, stream: Stream, *, source: str, tmp, policy:
             n_px += res[1]
             s1 = [a + b for a, b in zip(s1, res[2])]
             s2 = [a + b for a, b in zip(s2, res[3])]
+        failed = False
     finally:
-        bar.close()
+        bar.close(failed=failed)
         if pool is not None:
             pool.terminate()
             pool.join()
