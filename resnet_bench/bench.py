@@ -118,7 +118,8 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda packed: packed), rt.autocast(torch.device(device), amp):
         loss = F.cross_entropy(model(x).float(), y)
-    del loss, alive
+    del loss
+    alive.clear()
     return {"saved_activation_bytes": sum(acts.values()), "saved_param_copy_bytes": sum(copies.values())}
 
 
@@ -401,35 +402,41 @@ def parse_args(argv):
     from resnet_bench.argparsing import Parser
     from resnet_bench.config import COMPILE_MODES, Bench
 
-    d = Bench()  # the one place bench defaults live (resnet_bench.config)
+    d, shape = Bench(), BenchInput()  # the one place bench defaults live (resnet_bench.config, BenchInput)
     p = Parser(prog="resnet-bench bench", description="Throughput, memory and FLOPs of models, timed "
                "interleaved (repeat r of each before repeat r + 1 of any); the first is the ratios' reference.")
     p.add_argument("--models", required=True, help="comma-separated registered names, e.g. resnet18_v1,resnet18_v2")
-    p.add_argument("--batch", type=int, default=d.batch_size)
-    p.add_argument("--img", type=int, default=32, help="input height = width, pixels")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per timed step")
+    p.add_argument("--image-size", type=int, default=shape.image_size, help="input height = width, pixels")
     p.add_argument("--stem", help="imagenet or cifar (default: the model family's own)")
     p.add_argument("--width", type=int, help="base channels (default: the family's)")
-    p.add_argument("--in-channels", type=int, default=3)
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--in-channels", type=int, default=shape.in_channels, help="input image channels")
+    p.add_argument("--num-classes", type=int, default=shape.num_classes, help="classifier outputs")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="cpu, cuda, cuda:N (default: cuda when this machine has a GPU)")
+                   help="cpu, cuda, cuda:N (default: cuda when this machine has a GPU, else cpu)")
     p.add_argument("--amp", default="none", help="none, bf16, fp16 (fp16: CUDA only; bf16 on CPU needs AMX-BF16 "
                                                  "or AVX512-BF16)")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for inputs and weights")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time is recorded "
+                                                          "apart, not timed)")
     p.add_argument("--compile-mode", default="default", help=f"torch.compile mode ({', '.join(COMPILE_MODES)})")
     p.add_argument("--tf32", action="store_true", help="TF32 float32 matmuls and convolutions (CUDA)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps before measuring (at least 1 runs)")
-    p.add_argument("--repeats", type=int, default=d.repeats)
-    p.add_argument("--steps-per-repeat", type=int, default=d.steps_per_repeat)
+    p.add_argument("--repeats", type=int, default=d.repeats, help="timed repeats; the median and IQR are over these")
+    p.add_argument("--steps-per-repeat", type=int, default=d.steps_per_repeat, help="steps timed together per repeat")
     p.add_argument("--cv-max", type=float, default=d.cv_max,
                    help="re-measure while a model's throughput CV (sd / mean over repeats) exceeds this")
     p.add_argument("--remeasure", type=int, default=d.remeasure,
                    help="at most this many re-measurements; still above --cv-max: marked unstable")
-    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads); recorded")
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads; default: torch's); recorded")
     p.add_argument("--numeric-pin", help="measure under this deterministic CPU pin, as such cells train: "
                    "portable or host (resnet_bench.env.NUMERIC_PINS; default: none); recorded")
-    p.add_argument("--out", default="bench.csv", help="CSV written with one row per model")
+    p.add_argument("--out", default="bench.csv", help="CSV file written with one row per model (a file, "
+                   "replaced only if an earlier bench wrote it)")
+    p.add_argument("--json", action="store_true", help="print the table as one JSON document (full precision) "
+                   "instead of text; progress stays on stderr")
+    p.add_renamed("--batch", "--batch-size")
+    p.add_renamed("--img", "--image-size")
     return p.parse_args(argv)
 
 
@@ -437,9 +444,9 @@ class BenchInput(BaseModel):
     """Input shape flags of `resnet-bench bench`."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    img: int = Field(ge=1, le=4096)
-    in_channels: int = Field(ge=1, le=64)
-    num_classes: int = Field(ge=1, le=1_000_000)
+    image_size: int = Field(32, ge=1, le=4096)  # pixels, height = width
+    in_channels: int = Field(3, ge=1, le=64)
+    num_classes: int = Field(10, ge=1, le=1_000_000)
 
 
 def check_args(args) -> list[str]:
@@ -457,17 +464,17 @@ def check_args(args) -> list[str]:
                         f"valid: {', '.join(valid)}")
     kind = "cuda" if re.fullmatch(r"cuda(:[0-9]+)?", args.device) else args.device  # cuda:N: a GPU of this machine
     checks = [
-        (cfg.Bench, {"batch_size": args.batch, "warmup": args.warmup, "repeats": args.repeats,
+        (cfg.Bench, {"batch_size": args.batch_size, "warmup": args.warmup, "repeats": args.repeats,
                      "steps_per_repeat": args.steps_per_repeat, "cv_max": args.cv_max, "remeasure": args.remeasure},
-         {"batch_size": "--batch", "warmup": "--warmup", "repeats": "--repeats",
+         {"batch_size": "--batch-size", "warmup": "--warmup", "repeats": "--repeats",
           "steps_per_repeat": "--steps-per-repeat", "cv_max": "--cv-max", "remeasure": "--remeasure"}),
         (cfg.Arch, {"stem": args.stem, "width": args.width}, {"stem": "--stem", "width": "--width"}),
         (cfg.Runtime, {"device": kind, "amp": args.amp, "threads": args.threads, "compile_mode": args.compile_mode,
                        "numeric_pin": args.numeric_pin},
          {"device": "--device", "amp": "--amp", "threads": "--threads", "compile_mode": "--compile-mode",
           "numeric_pin": "--numeric-pin"}),
-        (BenchInput, {"img": args.img, "in_channels": args.in_channels, "num_classes": args.num_classes},
-         {"img": "--img", "in_channels": "--in-channels", "num_classes": "--num-classes"}),
+        (BenchInput, {"image_size": args.image_size, "in_channels": args.in_channels, "num_classes": args.num_classes},
+         {"image_size": "--image-size", "in_channels": "--in-channels", "num_classes": "--num-classes"}),
     ]
     for model, values, flags in checks:
         try:
@@ -511,7 +518,7 @@ def _bench_all(names: list[str], args, options: dict) -> dict[str, dict]:
         return lambda: build_model(name, num_classes=args.num_classes, in_channels=args.in_channels, **options)
 
     return benchmark_models(
-        {name: builder(name) for name in names}, batch_size=args.batch, img_size=args.img,
+        {name: builder(name) for name in names}, batch_size=args.batch_size, img_size=args.image_size,
         in_channels=args.in_channels, num_classes=args.num_classes, device=args.device, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, compile_mode=args.compile_mode, tf32=args.tf32,
         warmup=args.warmup, repeats=args.repeats, steps_per_repeat=args.steps_per_repeat, cv_max=args.cv_max,
@@ -534,11 +541,16 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     options = {k: v for k, v in (("stem", args.stem), ("width", args.width)) if v}
     env = environment(args.device, git=True)
+    from resnet_bench.progress import Progress
+
     print(f"[bench] {', '.join(names)}, interleaved ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
-        recs = _bench_all(names, args, options)
-    except (RuntimeError, ValueError) as err:  # e.g. BatchNorm on one value per channel (--batch 1 --img 1)
+        # measured together (interleaved): the count moves once, when the set is done
+        with Progress(label="bench", total=len(names), unit="models") as bar:
+            recs = _bench_all(names, args, options)
+            bar.update(len(names), note="interleaved set measured")
+    except (RuntimeError, ValueError) as err:  # e.g. BatchNorm on one value per channel (--batch-size 1 --image-size 1)
         print(f"error: --models {args.models}: {type(err).__name__}: {str(err).splitlines()[0][:300]}",
               file=sys.stderr)
         return 1
@@ -556,11 +568,6 @@ def main(argv=None) -> int:
 
     with args.out_file.file() as tmp:
         guard_frame(df).to_csv(tmp, index=False)
-    cols = ["model", "batch_size", "params", "fwd_gflops", "train_img_per_s", "train_img_per_s_iqr",
-            "train_img_per_s_cv", "infer_img_per_s", "infer_img_per_s_cv", "unstable", "achieved_tflop_per_s",
-            "peak_mem_bytes", "saved_activation_bytes", "compile_graphs"]
-    cols += [c for c in ("train_ratio", "train_ratio_lo", "train_ratio_hi", "infer_ratio") if c in df]
-    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     for row in rows:
         load = (f"load average {row['train_loadavg_1m_before']:.2f} -> {row['train_loadavg_1m_after']:.2f}"
                 if row["train_loadavg_1m_before"] is not None else "load average unknown")
@@ -570,10 +577,24 @@ def main(argv=None) -> int:
               f"{load}, other processes {'?' if competing is None else f'{100 * competing:.0f} %'} of the CPUs"
               + (f"; UNSTABLE: a CV stayed above --cv-max {args.cv_max}" if row["unstable"] else ""),
               file=sys.stderr)
+    if args.json:  # every column of the CSV, full precision
+        from resnet_bench.console import print_json
+
+        print_json({"csv": str(args.out_file.path), "rows": df.to_dict(orient="records")})
+        return 0
+    from resnet_bench import console as c
+
+    ratios = {col: c.sig for col in ("train_ratio", "train_ratio_lo", "train_ratio_hi", "infer_ratio") if col in df}
+    print(c.table(df.to_dict(orient="records"), {
+        "model": str, "batch_size": c.count, "params": c.count, "fwd_gflops": c.sig,
+        "train_img_per_s": c.img_per_s, "train_img_per_s_iqr": c.img_per_s, "train_img_per_s_cv": c.sig,
+        "infer_img_per_s": c.img_per_s, "infer_img_per_s_cv": c.sig, "unstable": str,
+        "achieved_tflop_per_s": c.sig, "peak_mem_bytes": c.mib, "saved_activation_bytes": c.mib,
+        "compile_graphs": c.count, **ratios}))
     hw = env["hardware"]
     print(f"\n{hw['gpu_name'] or hw['cpu_model']} ({args.device}), torch threads {hw['torch_threads']}, "
           f"torch {env['versions']['torch']}, numeric pin {numeric['numeric_pin']}, commit {env['git_commit'][:12]}; "
-          f"train region: {TRAIN_REGION}; CSV: {args.out_file.path}")
+          f"train region: {TRAIN_REGION}; CSV (full precision): {args.out_file.path}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from resnet_bench.argparsing import Parser
@@ -12,7 +13,7 @@ COMMANDS = {
     "models": ("resnet_bench.models.cli", "models_main", "table of every model: parameters, forward GFLOPs"),
     "summary": ("resnet_bench.models.cli", "summary_main", "layer-by-layer summary of one model"),
     "prepare": ("resnet_bench.data.prepare", "main", "turn a dataset into a prepared artifact"),
-    "train": ("resnet_bench.train", "main", "train one cell by hand"),
+    "train": ("resnet_bench.train_cli", "main", "train one cell by hand"),
     "bench": ("resnet_bench.bench", "main", "throughput, memory and FLOPs of models"),
     "sweep": ("resnet_bench.sweep.driver", "main", "run the experiment's grid on Ray Tune"),
     "collect": ("resnet_bench.collect", "main", "tables of all cells"),
@@ -54,14 +55,18 @@ def config_main(argv=None) -> int:
     from resnet_bench.vocab import NAME_PATTERN
 
     p = Parser(prog="resnet-bench config", description="The resolved experiment, or the JSON Schema.")
-    sub = p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    sub = p.add_subparsers(dest="action", required=True, parser_class=Parser, metavar="{show,schema}",
+                           help="show: the resolved experiment; schema: the JSON Schema")
     show = sub.add_parser("show", help="the resolved experiment, each value with where it came from")
-    show.add_argument("--params", default="params.yaml")
-    show.add_argument("--experiments-dir", default="experiments")
-    show.add_argument("--experiment", help="override params.yaml sweep.experiment")
+    show.add_argument("--params", default="params.yaml", help="params file (absent: the schema's defaults)")
+    show.add_argument("--experiments-dir", default="experiments",
+                      help="folder of experiment files (absent: the packaged experiments)")
+    show.add_argument("--experiment", help="show this experiment (default: params.yaml sweep.experiment)")
     schema = sub.add_parser("schema", help="write the JSON Schema of experiment files (or params.yaml)")
-    schema.add_argument("--of", choices=["experiment", "params"], default="experiment")
-    schema.add_argument("--out", help="file to write (default: standard output)")
+    schema.add_argument("--of", choices=["experiment", "params"], default="experiment",
+                        help="the schema of experiment files or of params.yaml")
+    schema.add_argument("--out", help="a file to write (replaced only if it is a schema this wrote; "
+                                      "default: standard output)")
     args = p.parse_args(argv)
     try:
         if args.action == "schema":
@@ -93,24 +98,53 @@ def config_main(argv=None) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed distribution's version (what `pip show resnet-bench` says), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("resnet-bench")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from resnet_bench import __version__
+
+        return __version__
+
+
 def usage() -> str:
-    lines = ["usage: resnet-bench COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: resnet-bench [--version] COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<13} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "`resnet-bench COMMAND --help` for a command's options."]
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"resnet-bench {version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(f"error: unknown command {name!r}; valid: --version, {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
     return int(getattr(importlib.import_module(module), func)(rest) or 0)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status = _dispatch(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's own flush at exit
+    except BrokenPipeError:
+        # The reader went away (`resnet-bench config show | head -1`): no traceback. As the Python docs
+        # on SIGPIPE recommend, point stdout at /dev/null so the flush at exit cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return status
 
 
 if __name__ == "__main__":

@@ -452,14 +452,18 @@ def schema_doc() -> str:
 def parse_args(argv):
     p = Parser(prog="resnet-bench collect", description="Tidy tables of every cell result.")
     p.add_argument("--results", help="the experiment's results folder (results/<experiment>): reads cells/ and "
-                                     "expected_cells.json there and writes the tables there")
+                                     "expected_cells.json there and writes the tables there (default: the one "
+                                     "--params names)")
     p.add_argument("--params", help="params file whose sweep.experiment names the results folder "
-                                    "(results/<experiment>; the DVC stage's way, no path on its command line)")
+                                    "(results/<experiment>; the DVC stage's way, no path on its command line; "
+                                    "default: none, --results is needed)")
     p.add_argument("--cells", help="folder of <cell_id>.json results (default: RESULTS/cells)")
     p.add_argument("--expected", help="expected_cells.json (default: RESULTS/expected_cells.json): cells of the "
                                       "current grid; others are excluded, expected ones without a file are missing")
-    p.add_argument("--out", help="folder for the tables, curves/ and metrics.json (default: RESULTS)")
+    p.add_argument("--out", help="a folder for the tables, curves/ and metrics.json (default: RESULTS)")
     p.add_argument("--schema-doc", action="store_true", help="print the column documentation (markdown) and exit")
+    p.add_argument("--json", action="store_true", help="print the summary (counts, exclusions, the headline "
+                                                       "metrics of metrics.json) as one JSON document")
     return p.parse_args(argv)
 
 
@@ -502,10 +506,21 @@ def main(argv=None) -> int:
         return 1 if isinstance(err, CollectError) else 2
     cells, epochs = cells_table(current, expected), epochs_table(current)
     write_outputs(cells, epochs, out, excluded)
-    counts = ", ".join(f"{s} {int((cells['status'] == s).sum())}" for s in STATUSES)
+    by_status = {s: int((cells["status"] == s).sum()) for s in STATUSES}
+    by_reason = {str(r): int(n) for r, n in excluded["reason"].value_counts(sort=False).sort_index().items()}
+    if args.json:
+        import json
+
+        from resnet_bench.console import print_json
+
+        metrics = out.root / "metrics.json"
+        print_json({"out": str(out.root), "cells": len(cells), "status": by_status, "epoch_rows": len(epochs),
+                    "excluded": by_reason, "metrics": json.loads(metrics.read_text()) if metrics.exists() else None})
+        return 0
+    counts = ", ".join(f"{s} {n}" for s, n in by_status.items())
     print(f"collected {len(cells)} cells ({counts}), {len(epochs)} epoch rows, {len(excluded)} excluded "
           f"-> {out.root}")
-    for reason, n in excluded["reason"].value_counts(sort=False).sort_index().items():
+    for reason, n in by_reason.items():
         print(f"  excluded {n}: {reason}")
     return 0
 

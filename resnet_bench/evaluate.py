@@ -78,7 +78,7 @@ def parse_args(argv):
     p.add_argument("--weights", required=True, help="a model file (results/<experiment>/cells/<cell_id>.safetensors)")
     p.add_argument("--dataset", help="a prepared dataset under --prepared-dir (default: the one the cell trained on)")
     p.add_argument("--split", default="test", help=f"{' or '.join(SPLITS)} (default test)")
-    p.add_argument("--prepared-dir", default="data/prepared")
+    p.add_argument("--prepared-dir", default="data/prepared", help="folder of prepared datasets")
     p.add_argument("--device", help="cpu or cuda (default: the cell's device; cpu where it has no GPU)")
     return p.parse_args(argv)
 

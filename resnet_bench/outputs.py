@@ -1,6 +1,6 @@
 """The output policy: what every command that writes may create, replace and delete.
 
-One policy for every writer (`report --out`, `collect --out`, `compare --out`, `sweep --results-dir`,
+One policy for every writer (`report --out`, `collect --out`, `compare --out`, `sweep --results`,
 `prepare --out`, `train --out`, `bench --out`, `models --csv`, `config schema --out`), independent
 of flag names (a writer passes its flag only for messages):
 

@@ -10,14 +10,11 @@ figures come from `resnet_bench.bench`, run separately so that timing is not dis
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import io
 import math
 import os
 import random
-import re
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -462,163 +459,7 @@ def _fwd_gflops(cell: cfg.Cell, num_classes: int, in_channels: int, input_shape)
     return model_flops(model, input_shape) / 1e9
 
 
-# Flags that set a config value: flag -> key path. They default to None ("not given"),
-# so the recipe (and the schema's defaults) decide anything not on the command line.
-FLAG_KEYS = {
-    "recipe": "recipe.name", "epochs": "recipe.epochs", "batch_size": "recipe.batch_size", "lr": "recipe.lr",
-    "schedule": "recipe.schedule", "stem": "arch.stem", "width": "arch.width",
-    "amp": "runtime.amp", "channels_last": "runtime.channels_last", "compile": "runtime.compile",
-    "compile_mode": "runtime.compile_mode", "tf32": "runtime.tf32",
-    "threads": "runtime.threads", "deterministic": "runtime.deterministic",
-}
+if __name__ == "__main__":  # `python -m resnet_bench.train` is `resnet-bench train`
+    from resnet_bench.train_cli import main
 
-
-def parse_args(argv):
-    from resnet_bench.argparsing import Parser
-
-    p = Parser(prog="resnet-bench train", description="Train one grid cell by hand.")
-    p.add_argument("--model", required=True, help="registered model name, e.g. resnet18_v2")
-    p.add_argument("--dataset", default="digits", help="a prepared dataset under --prepared-dir")
-    p.add_argument("--prepared-dir", default="data/prepared")
-    p.add_argument("--recipe", help=f"named recipe ({', '.join(cfg.RECIPES)}; default {cfg.DEFAULT_RECIPE})")
-    p.add_argument("--epochs", type=int, help="default: the recipe's")
-    p.add_argument("--batch-size", type=int, help="default: the recipe's")
-    p.add_argument("--lr", type=float, help="default: the recipe's")
-    p.add_argument("--schedule", help=f"default: the recipe's ({', '.join(cfg.SCHEDULES)})")
-    p.add_argument("--unit", help=f"residual unit at the model's depth ({', '.join(cfg.UNITS)})")
-    p.add_argument("--stem", help="cifar or imagenet (default cifar)")
-    p.add_argument("--width", type=int, help="base channels (default: the family's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="auto (this machine's GPU if any), cpu, cuda, cuda:N (GPU N of this "
-                                    "machine; the cell records cuda)")
-    p.add_argument("--amp", help="none, bf16, fp16 (fp16: CUDA only; bf16 on CPU needs AMX-BF16 or AVX512-BF16); "
-                                 "default: the device's (bf16 on CUDA, none on CPU), as in an experiment")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="default: the device's (on for CUDA, off for CPU)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction)
-    p.add_argument("--compile-mode", help=f"torch.compile mode ({', '.join(cfg.COMPILE_MODES)})")
-    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, help="TF32 float32 matmuls and convolutions "
-                                                                       "(CUDA; default off)")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
-                   help="default: the device's (on for CPU float32, off for CUDA)")
-    p.add_argument("--out", help="write the result record to this JSON file")
-    return p.parse_args(argv)
-
-
-def _nested(path: str, value) -> dict:
-    out: dict = value
-    for part in reversed(path.split(".")):
-        out = {part: out}
-    return out
-
-
-def cell_from_args(args) -> cfg.Cell:
-    """A one-cell experiment from command-line flags, validated by the same schema as a sweep."""
-    from resnet_bench.env import code_fingerprint
-    from resnet_bench.models import available_models, parse_model_name
-
-    valid = available_models()
-    if args.model not in valid:
-        raise cfg.ConfigError(f"--model: unknown model {args.model!r}; valid: {', '.join(valid)}")
-    name = parse_model_name(args.model)
-    if args.unit is not None:
-        if args.unit not in cfg.UNITS:
-            raise cfg.ConfigError(f"--unit: {args.unit!r} is invalid; valid: {', '.join(cfg.UNITS)}")
-        if cfg.UNIT_VERSION[args.unit] != name.version:
-            raise cfg.ConfigError(f"--unit: {args.unit!r} is a {cfg.UNIT_VERSION[args.unit]} unit but --model "
-                                  f"{args.model} is {name.version}; pick a {cfg.UNIT_VERSION[args.unit]} model")
-        grid = {"units": [args.unit], "depths": [name.depth]}
-    else:
-        grid = {"models": [args.model]}
-    # One layer per flag, so that a bad value is reported against its flag (`--dataset: grid.datasets.0: ...`).
-    layers = [cfg.Layer("--unit" if args.unit is not None else "--model", {"grid": grid}),
-              cfg.Layer("--dataset", {"grid": {"datasets": [args.dataset]}}),
-              cfg.Layer("--seed", {"grid": {"seeds": [args.seed]}})]
-    for flag, path in FLAG_KEYS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            layers.append(cfg.Layer(f"--{flag.replace('_', '-')}", _nested(path, value)))
-    # By hand, `auto` means this machine's GPU when it has one (a sweep decides by trial resources);
-    # `cuda:N` picks GPU N of this machine (main() makes it the current device) and the cell says cuda.
-    device = args.device or "auto"
-    cell_device = "cuda" if re.fullmatch(r"cuda:[0-9]+", device) else device  # else the schema judges it
-    if cell_device == "cuda":
-        problem = rt.local_device_problem(device)
-        if problem:
-            raise cfg.ConfigError(f"--device: {problem}; valid here: auto, cpu")
-    if cell_device != "auto":
-        layers.append(cfg.Layer("--device", {"runtime": {"device": cell_device}}))
-    if cell_device == "cuda" or (cell_device == "auto" and torch.cuda.is_available()):
-        layers.append(cfg.Layer("this machine's GPU", {"resources": {"gpus_per_trial": 1}}))
-    resolved = cfg.resolve_layers("manual", layers, cfg.Params(), check_datasets=False)
-    prepared = Path(args.prepared_dir)
-    available = sorted(p.name for p in prepared.glob("*") if (p / "meta.json").exists())
-    if args.dataset not in available:
-        raise cfg.ConfigError(f"--dataset: {args.dataset!r} is not prepared under {prepared}; prepared: "
-                              f"{', '.join(available) or '(none: run `dvc repro` or `resnet-bench prepare`)'}")
-    (cell,) = cfg.expand_grid(resolved.experiment, data={args.dataset: cfg.data_identity(prepared / args.dataset)},
-                              code_fingerprint=code_fingerprint())
-    problem = rt.cpu_bf16_problem(cell.runtime.device, cell.runtime.amp)
-    if problem:
-        raise cfg.ConfigError(f"--amp: {problem}")
-    return cell
-
-
-def _is_our_record(path) -> bool:
-    """An existing --out file `train` may replace: a cell record (a JSON object with cell_id and config)."""
-    from resnet_bench.inputs import InputError, read_json
-
-    try:
-        doc = read_json(path)
-    except InputError:
-        return False
-    return isinstance(doc, dict) and {"cell_id", "status", "config"} <= set(doc)
-
-
-def main(argv=None) -> int:
-    from tqdm import tqdm
-
-    from resnet_bench.outputs import OutputError, OutputFile
-    from resnet_bench.sweep.records import parse_record
-
-    args = parse_args(argv)
-    try:
-        cell = cell_from_args(args)
-        # a file, writable before training
-        out = OutputFile(args.out, writer="train", flag="--out", ours=_is_our_record).prepare() if args.out else None
-    except (cfg.ConfigError, OutputError) as err:
-        print("\n".join(f"error: {line}" for line in getattr(err, "problems", [str(err)])), file=sys.stderr)
-        return 2
-    pin_numeric_environment(cell)
-    if args.device and re.fullmatch(r"cuda:[0-9]+", args.device):
-        torch.cuda.set_device(torch.device(args.device))  # events, allocations and the record name GPU N
-    bar = tqdm(total=cell.recipe.epochs, desc=cell.model, unit="epoch", file=sys.stderr)
-
-    def on_epoch(r):
-        bar.update(1)
-        bar.set_postfix(loss=f"{r['train_loss']:.3f}", val_acc=f"{r['val_acc']:.3f}",
-                        img_s=f"{r['steady_train_img_per_s'] or r['train_img_per_s']:.0f}")
-
-    from resnet_bench.env import code_fingerprint, git_info
-
-    try:
-        record = train_cell(cell, args.prepared_dir, on_epoch=on_epoch,
-                            provenance={"git": git_info(), "code_fingerprint": code_fingerprint()})
-    except rt.DoesNotFit as err:
-        bar.close()
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    bar.close()
-    if out is not None:  # through the record schema, as the sweep writes it
-        out.write_text(parse_record(record, "the trained record").to_json())
-    m = record["metrics"]
-    print(f"{cell.model} on {cell.dataset} (seed {cell.seed}): status={record['status']} "
-          f"test_acc={m.get('test_acc')} best_val_acc={m.get('best_val_acc')} "
-          f"(epoch {m.get('best_val_epoch')}) train_img_per_s={m.get('train_img_per_s') or float('nan'):.1f} "
-          f"params={m['params']:,}")
-    return 0 if record["status"] == "ok" else 1
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

@@ -126,13 +126,15 @@ def parse_args(argv):
 
     p = Parser(prog="resnet-bench verify", description="Retrain committed cells; report whether they reproduce.")
     p.add_argument("--results", default="results/smoke", help="an experiment's results folder")
-    p.add_argument("--prepared-dir", default="data/prepared")
+    p.add_argument("--prepared-dir", default="data/prepared", help="folder of prepared datasets")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--sample", type=int, default=2, help="retrain this many ok cells, chosen at random")
     group.add_argument("--all", action="store_true", help="retrain every ok cell")
     p.add_argument("--seed", type=int, default=0, help="seed of the random sample")
     p.add_argument("--eval", action="store_true", help="retrain nothing: re-evaluate every ok cell's stored model "
                                                       "files (cells/*.safetensors) against its record")
+    p.add_argument("--json", action="store_true", help="print the verdicts as one JSON document (full "
+                                                       "precision) instead of one line per cell")
     return p.parse_args(argv)
 
 
@@ -224,6 +226,10 @@ def eval_main(args) -> int:
     return 0 if set(counts) == {"identical"} else 1
 
 
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f} %"  # 4 significant digits: what a seed's difference moves
+
+
 def main(argv=None) -> int:
     from resnet_bench import config as cfg
     from resnet_bench.env import code_fingerprint
@@ -253,24 +259,45 @@ def main(argv=None) -> int:
         return 2
     code_now = code_fingerprint()
     pin_numeric_environment(by_id[chosen[0]])  # before any computation; the same for every cell here
+    from resnet_bench.progress import Progress
+
     print(f"[verify] {len(chosen)} of {len(ids)} ok cells of {args.results}", file=sys.stderr)
     counts: dict[str, int] = {}
-    for cid in chosen:
-        cell, row = by_id[cid], ok.loc[cid]
-        if cell.code_fingerprint != code_now or cell.data != data_now[cell.dataset]:
-            why = "code" if cell.code_fingerprint != code_now else "prepared data"
-            result, detail = "not verifiable", f"the record's {why} differs from this checkout's (run `make repro`)"
-        else:
-            record = train_cell(cell, prepared) if cell.world_size == 1 else _train_on_local_ranks(cell, prepared)
-            tol, how = tolerance(cells, row)
-            result = verdict(row, record, tol)
-            diff = record["metrics"]["test_acc"] - row["test_acc"]
-            env = env_differences(row, environment_now(cell.runtime.device))
-            detail = (f"test_acc {row['test_acc']:.6f} -> {record['metrics']['test_acc']:.6f} "
-                      f"(diff {diff:+.6f}, tolerance {tol:.4f}: {how})"
-                      + (f"; numeric environment differs: {', '.join(env)}" if env else "; same numeric environment"))
-        counts[result] = counts.get(result, 0) + 1
-        print(f"{cid}  {cell.label():<40} {result}: {detail}", flush=True)
+    verdicts = []
+    # Progress in epochs retrained (a cell can take minutes), named by the cell being trained.
+    with Progress(label="verify", total=sum(by_id[i].recipe.epochs for i in chosen), unit="epochs") as bar:
+        for cid in chosen:
+            cell, row = by_id[cid], ok.loc[cid]
+            entry = {"cell_id": cid, "label": cell.label(), "recorded_test_acc": float(row["test_acc"])}
+            if cell.code_fingerprint != code_now or cell.data != data_now[cell.dataset]:
+                why = "code" if cell.code_fingerprint != code_now else "prepared data"
+                result, detail = "not verifiable", f"the record's {why} differs from this checkout's (run `make repro`)"
+                bar.update(cell.recipe.epochs, note=f"{cell.label()}: {result}")
+            else:
+                if cell.world_size == 1:
+                    record = train_cell(cell, prepared,
+                                        on_epoch=lambda r, label=cell.label(): bar.update(1, note=label))
+                else:  # a multi-worker cell on local ranks: its epochs counted when it is done
+                    record = _train_on_local_ranks(cell, prepared)
+                    bar.update(cell.recipe.epochs, note=cell.label())
+                tol, how = tolerance(cells, row)
+                result = verdict(row, record, tol)
+                got = record["metrics"]["test_acc"]
+                env = env_differences(row, environment_now(cell.runtime.device))
+                entry.update(retrained_test_acc=got, diff_test_acc=got - row["test_acc"], tolerance=tol,
+                             tolerance_basis=how, numeric_env_differences=env)
+                detail = (f"test acc {_pct(row['test_acc'])} -> {_pct(got)} (diff {100 * (got - row['test_acc']):+.2f}"
+                          f" pp, tolerance {100 * tol:.2f} pp: {how})"
+                          + (f"; numeric environment differs: {', '.join(env)}" if env else
+                             "; same numeric environment"))
+            counts[result] = counts.get(result, 0) + 1
+            verdicts.append({**entry, "verdict": result, "detail": detail})
+            if not args.json:
+                print(f"{cid}  {cell.label():<40} {result}: {detail}", flush=True)
+    if args.json:
+        from resnet_bench.console import print_json
+
+        print_json({"results": str(args.results), "ok_cells": len(ids), "counts": counts, "cells": verdicts})
     print("[verify] " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=sys.stderr)
     return 1 if counts.get("outside") or counts.get("not verifiable") else 0
 

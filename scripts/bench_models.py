@@ -11,7 +11,7 @@ the IQR of those ratios as its spread. Target: ratio <= 1.02. The last column co
 aten operators one step dispatches (ours / reference): equal counts mean the same kernels
 run, so any timing difference is the machine's noise, not the model code.
 
-    .venv/bin/python scripts/bench_models.py --batch 8 --img 64 --threads 2
+    .venv/bin/python scripts/bench_models.py --batch-size 8 --image-size 64 --threads 2
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ def quartiles(values: list[float]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--img", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=31)
@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, args.img, args.img)
-    y = torch.randint(0, 1000, (args.batch,))
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    y = torch.randint(0, 1000, (args.batch_size,))
 
     print(f"- command: `{' '.join(['.venv/bin/python', *sys.argv])}`")
     print(f"- CPU: {cpu_model()}; torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"timm {timm.__version__}; torch threads {torch.get_num_threads()}")
-    print(f"- step = forward + cross-entropy + backward, train mode, batch {args.batch}, "
-          f"{args.img}x{args.img}, fp32; {args.warmup} warm-up + {args.repeats} timed steps per model")
+    print(f"- step = forward + cross-entropy + backward, train mode, batch {args.batch_size}, "
+          f"{args.image_size}x{args.image_size}, fp32; {args.warmup} warm-up + {args.repeats} timed steps per model")
     print()
     print("| model | reference | ours ms: median (IQR) | reference ms: median (IQR) | ratio: median (IQR) "
           "| aten ops |")

@@ -9,7 +9,7 @@ every batch goes through the prefetching loader: host ring, side-stream copy, ba
 already on the device) of the same model, batch, size, AMP and memory format. The goal: within 5 %.
 
     python scripts/gpu_loop_vs_bench.py --images 12800 --epochs 2            # on a CUDA machine
-    python scripts/gpu_loop_vs_bench.py --device cpu --images 64 --img 64 --batch 16 --epochs 1 \
+    python scripts/gpu_loop_vs_bench.py --device cpu --images 64 --image-size 64 --batch-size 16 --epochs 1 \
         --warmup 1 --repeats 1                                                  # smoke test
 """
 
@@ -70,21 +70,21 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--images", type=int, default=12_800)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--img", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--model", default="resnet50_v1")
     p.add_argument("--warmup", type=int, default=10, help="bench steps before timing")
     p.add_argument("--repeats", type=int, default=20, help="timed bench repeats of 5 steps")
     args = p.parse_args(argv)
     cuda = args.device.startswith("cuda")
-    store = round(args.img * 256 / 224)
+    store = round(args.image_size * 256 / 224)
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = synthetic_store(Path(tmp), args.images, store, args.img)
+        prepared = synthetic_store(Path(tmp), args.images, store, args.image_size)
         layer = cfg.Layer("gpu_loop_vs_bench", {
             "grid": {"models": [args.model], "datasets": ["synthetic"], "seeds": [0]},
             "arch": {"stem": "imagenet", "variant": "paper", "bottleneck_stride": "3x3"},
-            "recipe": {"name": "fb_resnet_imagenet", "epochs": args.epochs, "batch_size": args.batch,
-                       "augment": {"resized_crop": {"size": args.img}}},
+            "recipe": {"name": "fb_resnet_imagenet", "epochs": args.epochs, "batch_size": args.batch_size,
+                       "augment": {"resized_crop": {"size": args.image_size}}},
             "runtime": {"device": args.device, "amp": "bf16" if cuda else "none", "channels_last": cuda,
                         "deterministic": not cuda},
             "bench": {"enabled": False}, "resources": {"gpus_per_trial": 1 if cuda else 0}})
@@ -95,11 +95,11 @@ def main(argv=None) -> int:
     model = build_model(args.model, 1000, variant="paper", bottleneck_stride="3x3").to(args.device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    bench = measure_throughput(model, batch_size=args.batch, img_size=args.img, in_channels=3, num_classes=1000,
+    bench = measure_throughput(model, batch_size=args.batch_size, img_size=args.image_size, in_channels=3, num_classes=1000,
                                device=args.device, amp="bf16" if cuda else "none", channels_last=cuda,
                                warmup=args.warmup, repeats=args.repeats, steps_per_repeat=5)["train_img_per_s"]
     gpu = torch.cuda.get_device_name() if cuda else hardware()["cpu_model"]
-    print(f"{args.model} at {args.img}, batch {args.batch}, {gpu}: training loop {loop:,.0f} img/s (epoch "
+    print(f"{args.model} at {args.image_size}, batch {args.batch_size}, {gpu}: training loop {loop:,.0f} img/s (epoch "
           f"{len(record['epochs'])} of {args.epochs}), bench step {bench:,.0f} img/s: loop / bench = {loop / bench:.3f} "
           f"({'within' if loop >= 0.95 * bench else 'NOT within'} 5 %)")
     return 0

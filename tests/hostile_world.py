@@ -96,7 +96,7 @@ def build_world(root: Path, prepared_digits: Path):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         assert driver.main(["--params", str(project / "params.yaml"), "--experiments-dir",
                             str(project / "experiments"), "--prepared-dir", str(prepared_digits),
-                            "--results-dir", str(root / "plan"), "--dry-run"]) == 0
+                            "--results", str(root / "plan"), "--dry-run"]) == 0
     planned = [line.split()[0] for line in out.getvalue().splitlines()]
     ro = root / "ro"
     readonly = ro if _mount_readonly(ro) else None

@@ -180,7 +180,7 @@ def test_oom_below_min_batch_is_one_line_and_other_errors_propagate():
 
 def test_cli_writes_csv_and_rejects_unknown_models(tmp_path, capsys):
     out = tmp_path / "b.csv"
-    rc = bench.main(["--models", "resnet20_v1,resnet20_v2", "--batch", "4", "--img", "16", "--width", "4",
+    rc = bench.main(["--models", "resnet20_v1,resnet20_v2", "--batch-size", "4", "--image-size", "16", "--width", "4",
                      "--warmup", "1", "--repeats", "2", "--steps-per-repeat", "1", "--out", str(out)])
     assert rc == 0
     df = pd.read_csv(out)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet_bench import bench, cli, config as cfg, train
+from resnet_bench import bench, cli, config as cfg, train_cli
 from resnet_bench.sweep import cluster, driver
 
 GOOD_EXPERIMENT = {
@@ -210,7 +210,7 @@ def write(project: Path, experiment=GOOD_EXPERIMENT, params=GOOD_PARAMS, raw_par
 
 def run_sweep(project: Path, prepared: Path, capsys) -> tuple[int, list[str]]:
     rc = driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
-                     "--prepared-dir", str(prepared), "--results-dir", str(project / "results")])
+                     "--prepared-dir", str(prepared), "--results", str(project / "results")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     return rc, err
 
@@ -305,9 +305,9 @@ TRAIN_CASES = [
 
 @pytest.mark.parametrize("extra, needle", TRAIN_CASES, ids=[" ".join(a) for a, _ in TRAIN_CASES])
 def test_bad_train_flag_is_one_line(prepared_digits, capsys, extra, needle, monkeypatch):
-    monkeypatch.setattr(train, "train_cell", lambda *a, **k: pytest.fail("trained despite a bad flag"))
+    monkeypatch.setattr(train_cli, "train_cell", lambda *a, **k: pytest.fail("trained despite a bad flag"))
     with pytest.raises(SystemExit) if "abc" in extra else _nullcontext() as exc:
-        rc = train.main(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), *extra])
+        rc = train_cli.main(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), *extra])
     rc = exc.value.code if "abc" in extra else rc
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert_one_line(rc, lines, needle)
@@ -315,11 +315,11 @@ def test_bad_train_flag_is_one_line(prepared_digits, capsys, extra, needle, monk
 
 BENCH_CASES = [
     (["--models", "foo"], "--models"),
-    (["--batch", "0"], "--batch"),
+    (["--batch-size", "0"], "--batch-size"),
     (["--warmup", "-1"], "--warmup"),
     (["--repeats", "0"], "--repeats"),
     (["--steps-per-repeat", "0"], "--steps-per-repeat"),
-    (["--img", "0"], "--img"),
+    (["--image-size", "0"], "--image-size"),
     (["--width", "0"], "--width"),
     (["--stem", "x"], "--stem"),
     (["--num-classes", "0"], "--num-classes"),
@@ -345,7 +345,7 @@ def test_bad_bench_flag_is_one_line(capsys, extra, needle, monkeypatch):
 
 CLI_CASES = [
     (["bogus"], "unknown command"),
-    (["config"], "action"),
+    (["config"], "{show,schema}"),
     (["config", "show", "--experiment", "nope"], "--experiment: unknown experiment"),
     (["config", "schema", "--of", "bogus"], "--of"),
     (["config", "schema", "--out", "/"], "--out"),
@@ -389,13 +389,13 @@ def resolve(experiment=GOOD_EXPERIMENT, tmp_path=None, **sweep_overrides) -> cfg
 
 
 def test_train_recipe_flag_resolves_the_recipes_epochs(prepared_digits):
-    args = train.parse_args(["--model", "resnet20_v1", "--recipe", "he2016_cifar",
+    args = train_cli.parse_args(["--model", "resnet20_v1", "--recipe", "he2016_cifar",
                              "--prepared-dir", str(prepared_digits)])
-    cell = train.cell_from_args(args)
+    cell = train_cli.cell_from_args(args)
     assert cell.recipe.epochs == 164 and cell.recipe.milestones == [0.5, 0.75]
-    args = train.parse_args(["--model", "resnet20_v1", "--recipe", "he2016_cifar", "--epochs", "2",
+    args = train_cli.parse_args(["--model", "resnet20_v1", "--recipe", "he2016_cifar", "--epochs", "2",
                              "--prepared-dir", str(prepared_digits)])
-    assert train.cell_from_args(args).recipe.epochs == 2
+    assert train_cli.cell_from_args(args).recipe.epochs == 2
 
 
 def test_sources_name_default_recipe_file_and_params(tmp_path):

@@ -188,7 +188,7 @@ def driver_pending_ids(project: Path) -> list[str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
-                     "--prepared-dir", os.environ["_HOSTILE_PREPARED"], "--results-dir",
+                     "--prepared-dir", os.environ["_HOSTILE_PREPARED"], "--results",
                      str(project / "results" / "tiny"), "--dry-run"])
     return [line.split()[0] for line in out.getvalue().splitlines() if line.strip()]
 

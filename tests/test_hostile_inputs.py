@@ -44,7 +44,7 @@ COLLECT = ["collect", "--results", "{T}/R"]
 REPORT = ["report", "--results", "{T}/R", "--out", "{T}/out", "--formats", "png"]
 VERIFY = ["verify", "--results", "{T}/R", "--prepared-dir", "{D}"]
 SWEEP = ["sweep", "--params", "{P}/params.yaml", "--experiments-dir", "{P}/experiments", "--prepared-dir", "{D}",
-         "--results-dir", "{T}/R", "--dry-run"]
+         "--results", "{T}/R", "--dry-run"]
 REC = "{REC}"  # the spoilt record's path
 
 
@@ -245,9 +245,9 @@ def reader_rows() -> list[Row]:
         Row("sweep planner: copied under another id", SWEEP, ["cells/", "holds cell"], setup=lambda w, t: (
             t / "R" / "cells" / f"{w.planned[0]}.json").write_bytes(
                 json.dumps(make_record(planned_config(w, 1), acc=0.9)).encode())),
-        Row("sweep: --results-dir holds a paper", [*SWEEP[:-3], "--results-dir", "{HOME}/paper", "--dry-run"],
-            ["--results-dir", "paper", "did not write"]),
-        Row("sweep: a file where cells/ goes", SWEEP, ["--results-dir", "cells"],
+        Row("sweep: --results holds a paper", [*SWEEP[:-3], "--results", "{HOME}/paper", "--dry-run"],
+            ["--results", "paper", "did not write"]),
+        Row("sweep: a file where cells/ goes", SWEEP, ["--results", "cells"],
             setup=lambda w, t: (shutil.rmtree(t / "R" / "cells"), (t / "R" / "cells").write_text("x"))),
     ]
     return rows
@@ -301,8 +301,8 @@ def output_rows() -> list[Row]:
         ("report --out", [*REPORT[:3], "--out", ro + "/r"], ["--out"]),
         ("collect --out", [*COLLECT, "--out", ro], ["--out"]),
         ("compare --out", ["compare", "{GOOD}", "{GOOD}", "--out", ro + "/c"], ["--out"]),
-        ("sweep --results-dir (cells/ read-only, before Ray)", [*SWEEP[:-3], "--results-dir", ro, "--dry-run"],
-         ["--results-dir"]),
+        ("sweep --results (cells/ read-only, before Ray)", [*SWEEP[:-3], "--results", ro, "--dry-run"],
+         ["--results"]),
         ("train --out", ["train", "--model", "resnet18_v1", "--prepared-dir", "{D}", "--out", ro + "/r.json"],
          ["--out"]),
         ("bench --out", ["bench", "--models", "resnet18_v1", "--out", ro + "/b.csv"], ["--out"]),
@@ -317,13 +317,13 @@ def cli_rows() -> list[Row]:
     train = ["train", "--model", "resnet18_v1", "--prepared-dir", "{D}"]
     show = ["config", "show", "--params", "{P}/params.yaml", "--experiments-dir", "{P}/experiments"]
     rows = [
-        Row("summary --img -3", ["summary", "resnet18_v1", "--img", "-3"], ["--img"]),
+        Row("summary --image-size -3", ["summary", "resnet18_v1", "--image-size", "-3"], ["--image-size"]),
         Row("summary --depth -1", ["summary", "resnet18_v1", "--depth", "-1"], ["--depth"]),
         Row("summary --in-channels 0", ["summary", "resnet18_v1", "--in-channels", "0"], ["--in-channels"]),
         Row("summary --num-classes 0", ["summary", "resnet18_v1", "--num-classes", "0"], ["--num-classes"]),
-        Row("summary --img not a number", ["summary", "resnet18_v1", "--img", "1e9"], ["--img"]),
+        Row("summary --image-size not a number", ["summary", "resnet18_v1", "--image-size", "1e9"], ["--image-size"]),
         Row("summary unknown model", ["summary", "resnet18_v9"], ["resnet18_v9"]),
-        Row("models --img 0", ["models", "--img", "0"], ["--img"]),
+        Row("models --image-size 0", ["models", "--image-size", "0"], ["--image-size"]),
         Row("models --num-classes -1", ["models", "--num-classes", "-1"], ["--num-classes"]),
         Row("models unknown model with a payload", ["models", SHELL], ["unknown model"]),
         Row("config show --experiment ../../etc/passwd", [*show, "--experiment", "../../etc/passwd"],
@@ -348,6 +348,26 @@ def cli_rows() -> list[Row]:
         Row("train --unit unknown", [*train, "--unit", "bogus"], ["--unit"]),
         Row("train --threads 0", [*train, "--threads", "0"], ["--threads"]),
         Row("train --width 0", [*train, "--width", "0"], ["--width"]),
+        Row("train --variant bogus", [*train, "--variant", "bogus"], ["--variant", "'modern'", "'paper'"]),
+        Row("train --shortcut B", [*train, "--shortcut", "B"], ["--shortcut", "'zero_pad'", "'projection'"]),
+        Row("train --bottleneck-stride 2x2", [*train, "--bottleneck-stride", "2x2"], ["--bottleneck-stride", "'1x1'"]),
+        Row("train --warmup-iters -1", [*train, "--warmup-iters", "-1"], ["--warmup-iters"]),
+        Row("train --warmup-iters without --warmup-lr", [*train, "--warmup-iters", "5"], ["--warmup-iters",
+                                                                                          "warmup_lr"]),
+        Row("train --milestones not numbers", [*train, "--milestones", "half"], ["--milestones"]),
+        Row("train --milestones 1.5", [*train, "--schedule", "step", "--milestones", "1.5"], ["--milestones"]),
+        Row("train --milestones decreasing", [*train, "--schedule", "step", "--milestones", "0.7,0.3"],
+            ["milestones must increase"]),
+        Row("train --milestones with cosine", [*train, "--milestones", "0.5"], ["only used by schedule 'step'"]),
+        Row("train --gamma 0", [*train, "--gamma", "0"], ["--gamma"]),
+        Row("train --momentum 1", [*train, "--momentum", "1"], ["--momentum"]),
+        Row("train --weight-decay nan", [*train, "--weight-decay", "nan"], ["--weight-decay"]),
+        Row("train --label-smoothing 1", [*train, "--label-smoothing", "1"], ["--label-smoothing"]),
+        Row("train --crop-pad -4", [*train, "--crop-pad", "-4"], ["--crop-pad"]),
+        Row("train --schedule bogus", [*train, "--schedule", "bogus"], ["--schedule", "'cosine'"]),
+        Row("sweep --json without --dry-run", [*SWEEP[:-1], "--json"], ["--json", "--dry-run"]),
+        Row("bench --batch-size not a number", ["bench", "--models", "resnet18_v1", "--batch-size", "x", "--out",
+                                                "{T}/b.csv"], ["--batch-size"]),
         Row("train: prepared meta.json a FIFO", ["train", "--model", "resnet18_v1", "--prepared-dir", "{T}/prep"],
             ["meta.json", "is a FIFO"], setup=lambda w, t: ((t / "prep" / "digits").mkdir(parents=True),
                                                             fifo(t / "prep" / "digits" / "meta.json"))),
@@ -360,13 +380,13 @@ def cli_rows() -> list[Row]:
             ["meta.json", "not valid JSON"], setup=lambda w, t: (
                 shutil.copytree(w.prepared / "digits", t / "prep" / "digits"),
                 (t / "prep" / "digits" / "meta.json").write_text("{"))),
-        Row("bench --img 0", ["bench", "--models", "resnet18_v1", "--img", "0", "--out", "{T}/b.csv"], ["--img"]),
-        Row("bench --batch 0", ["bench", "--models", "resnet18_v1", "--batch", "0", "--out", "{T}/b.csv"], ["--batch"]),
+        Row("bench --image-size 0", ["bench", "--models", "resnet18_v1", "--image-size", "0", "--out", "{T}/b.csv"], ["--image-size"]),
+        Row("bench --batch-size 0", ["bench", "--models", "resnet18_v1", "--batch-size", "0", "--out", "{T}/b.csv"], ["--batch-size"]),
         Row("bench --models payload", ["bench", "--models", SHELL, "--out", "{T}/b.csv"], ["--models"]),
         Row("bench --threads 0", ["bench", "--models", "resnet18_v1", "--threads", "0", "--out", "{T}/b.csv"],
             ["--threads"]),
         Row("bench: a batch of one 1x1 image (BatchNorm cannot train on it)",
-            ["bench", "--models", "resnet18_v1", "--batch", "1", "--img", "1", "--warmup", "0", "--repeats", "1",
+            ["bench", "--models", "resnet18_v1", "--batch-size", "1", "--image-size", "1", "--warmup", "0", "--repeats", "1",
              "--out", "{T}/b.csv"], ["--models resnet18_v1", "Expected more than 1 value per channel"]),
         Row("train --batch-size 1", [*train, "--batch-size", "1"], ["--batch-size"]),
         Row("bench --device cuda:99", ["bench", "--models", "resnet18_v1", "--device", "cuda:99", "--out",

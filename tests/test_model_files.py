@@ -19,12 +19,12 @@ from resnet_bench.env import pinned_env
 TRAIN_AND_KEEP = """
 import json, sys
 from pathlib import Path
-from resnet_bench import train
+from resnet_bench import train, train_cli
 from resnet_bench.models.files import write_cell_models
 prepared, out, model = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-args = train.parse_args(["--model", model, "--width", "4", "--epochs", "2", "--prepared-dir", prepared,
+args = train_cli.parse_args(["--model", model, "--width", "4", "--epochs", "2", "--prepared-dir", prepared,
                          "--threads", "1"])
-cell = train.cell_from_args(args)
+cell = train_cli.cell_from_args(args)
 train.pin_numeric_environment(cell)
 states = {}
 rec = train.train_cell(cell, prepared, keep_models="best", on_models=states.update)
@@ -147,10 +147,10 @@ def test_the_planner_retrains_an_ok_cell_whose_model_file_is_gone(kept, tmp_path
 def imagenet_model_file(tmp_path, prepared, model: str) -> Path:
     """A model file of a modern ImageNet-stem network at width 64 on 3 channels, random weights and
     BatchNorm statistics moved off their initial values (so a mis-mapped buffer changes the logits)."""
-    from resnet_bench import train
+    from resnet_bench import train, train_cli
     from resnet_bench.models.files import model_bytes
 
-    cell = train.cell_from_args(train.parse_args(["--model", model, "--stem", "imagenet", "--width", "64",
+    cell = train_cli.cell_from_args(train_cli.parse_args(["--model", model, "--stem", "imagenet", "--width", "64",
                                                   "--epochs", "1", "--prepared-dir", str(prepared)]))
     torch.manual_seed(0)
     net = train.build_cell_model(cell, 10, 3)

@@ -388,7 +388,7 @@ def test_model_flops_meta_equals_cpu_and_torchvision_figure():
 
 def test_models_main_table_and_csv(tmp_path, capsys):
     csv_path = tmp_path / "models.csv"
-    argv = ["resnet110_v1", "resnet50_v2", "--img", "32", "--num-classes", "10", "--csv", str(csv_path)]
+    argv = ["resnet110_v1", "resnet50_v2", "--image-size", "32", "--num-classes", "10", "--csv", str(csv_path)]
     assert models_cli.models_main(argv) == 0
     out = capsys.readouterr().out
     assert "FLOPs = 2 x MACs" in out and "GMACs" in out and "GFLOPs" in out
@@ -403,7 +403,7 @@ def test_models_main_table_and_csv(tmp_path, capsys):
 
 
 def test_models_main_uses_each_familys_input(tmp_path):
-    # No --img / --num-classes: CIFAR models at 32 px and 10 classes, ImageNet at 224 / 1000.
+    # No --image-size / --num-classes: CIFAR models at 32 px and 10 classes, ImageNet at 224 / 1000.
     csv_path = tmp_path / "models.csv"
     assert models_cli.models_main(["resnet20_v1", "resnet50_v1", "--csv", str(csv_path)]) == 0
     rows = {r["model"]: r for r in _csv_rows(csv_path)}
@@ -437,7 +437,7 @@ def test_models_main_paper_variant_prints_he_2015_table6(tmp_path, capsys):
     assert {r["shortcut"] for r in rows} == {"zero_pad"}
 
 
-@pytest.mark.parametrize("argv", [["--img", "0"], ["--num-classes", "-3"], ["--in-channels", "x"],
+@pytest.mark.parametrize("argv", [["--image-size", "0"], ["--num-classes", "-3"], ["--in-channels", "x"],
                                   ["--variant", "old"], ["--shortcut", "A"]])
 def test_models_main_rejects_bad_options(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -447,7 +447,7 @@ def test_models_main_rejects_bad_options(argv, capsys):
 
 
 def test_summary_main(capsys):
-    assert models_cli.summary_main(["resnet18_v2", "--img", "64"]) == 0
+    assert models_cli.summary_main(["resnet18_v2", "--image-size", "64"]) == 0
     out = capsys.readouterr().out
     assert "layer4.1.conv2" in out and "[1, 512, 2, 2]" in out and "bn_final" in out
     assert "Total params: 11,687,720" in out

@@ -43,7 +43,11 @@ def test_interleaved_bench_of_two_identical_models_has_a_ratio_interval_containi
     """Same architecture, same weights: whatever the machine does, a paired ratio interval holds 1.
     The record's 95 % interval is recomputed from its own repeats; the check is at 99 % (and the record's
     interval at 95 % would make the test fail one run in twenty by chance alone)."""
-    recs = bench.benchmark_models({"a": tiny, "b": tiny}, batch_size=4, img_size=8, warmup=2, repeats=10,
+    def same():  # the same weights every build (the bench builds each model more than once)
+        torch.manual_seed(0)
+        return tiny()
+
+    recs = bench.benchmark_models({"a": same, "b": same}, batch_size=4, img_size=8, warmup=2, repeats=10,
                                   steps_per_repeat=2, cv_max=10.0, remeasure=0)
     a, b = recs["a"], recs["b"]
     assert a["interleaved_with"] == ["b"] and b["ratio_reference"] == "a" and "train_ratio" not in a
@@ -206,7 +210,7 @@ def test_dry_run_prints_the_compute_plan_and_the_seeds_the_target_needs(tmp_path
            "target": {"effect_pp": 0.5, "seed_sd_pp": 0.2, "source": "a stated gap"}}
     project = make_project(tmp_path / "p", exp)
     rc = driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
-                      "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results"),
+                      "--prepared-dir", str(prepared_digits), "--results", str(project / "results"),
                       "--dry-run"])
     err = capsys.readouterr().err
     assert rc == 0, err

@@ -123,8 +123,8 @@ def test_each_pin_is_in_effect_when_its_process_sets_it_before_computing(pin, tm
     """`resnet-bench bench --numeric-pin` sets the pin as `train`, `verify` and the trials do (in the
     process, before any computation) and records what was in effect."""
     out = tmp_path / "bench.csv"
-    run_child([], ["-m", "resnet_bench", "bench", "--models", "resnet20_v1", "--width", "2", "--batch", "4",
-                   "--img", "8", "--device", "cpu", "--threads", "1", "--warmup", "1", "--repeats", "1",
+    run_child([], ["-m", "resnet_bench", "bench", "--models", "resnet20_v1", "--width", "2", "--batch-size", "4",
+                   "--image-size", "8", "--device", "cpu", "--threads", "1", "--warmup", "1", "--repeats", "1",
                    "--numeric-pin", pin, "--out", str(out)])
     import pandas as pd
 

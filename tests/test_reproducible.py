@@ -71,7 +71,7 @@ def test_verify_reproduces_a_committed_smoke_cell_and_flags_a_tampered_one(prepa
 
 @pytest.mark.parametrize("module, old, new, changes", [
     ("train.py", "def lr_at(", "# a comment\ndef lr_at(", False),
-    ("train.py", '"Train one grid cell by hand."', '"Train one cell."', False),  # CLI text
+    ("train_cli.py", '"Train one grid cell by hand."', '"Train one cell."', False),  # CLI text
     ("train.py", "passed = sum(frac >= m for m in recipe.milestones)",
      "passed = sum(frac > m for m in recipe.milestones)", True),
     ("models/cli.py", "def models_main(", "def _unused():\n    return 1\n\n\ndef models_main(", False),

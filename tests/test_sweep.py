@@ -244,7 +244,7 @@ def test_bad_max_failures_fails_before_ray_with_one_line(tmp_path, prepared_digi
     project = make_project(tmp_path / "p")
     set_params(project, max_failures=bad)
     rc = driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
-                     "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results")])
+                     "--prepared-dir", str(prepared_digits), "--results", str(project / "results")])
     assert rc == 2
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "sweep.max_failures" in errors[0] and repr(bad) in errors[0], errors
@@ -272,7 +272,7 @@ def test_ray_client_address_is_refused_before_anything_runs(tmp_path, prepared_d
     project = make_project(tmp_path / "p")
     monkeypatch.setenv("RAY_ADDRESS", "ray://head.example:10001")
     rc = driver.main(["--params", str(project / "params.yaml"), "--experiments-dir", str(project / "experiments"),
-                     "--prepared-dir", str(prepared_digits), "--results-dir", str(project / "results")])
+                     "--prepared-dir", str(prepared_digits), "--results", str(project / "results")])
     assert rc == 2
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "ray://head.example:10001" in errors[0] and "<head-ip>:6379" in errors[0]

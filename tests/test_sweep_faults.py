@@ -247,7 +247,7 @@ def test_full_results_disk_is_one_line_and_the_rerun_finishes_the_cell(tmp_path,
     disk = tmpfs("results", "1m")
     results = disk / "tiny"
     argv = [sys.executable, "-m", "resnet_bench.sweep", "--prepared-dir", str(prepared_digits),
-            "--results-dir", str(results)]
+            "--results", str(results)]
     proc = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: list((project / "scratch" / "ray_results" / "train").glob("*/checkpoint_000000")), proc)
     filler = disk / "filler"
@@ -353,7 +353,7 @@ def test_work_dirs_of_dead_trials_are_removed_and_live_ones_kept(tmp_path):
 
 
 def test_a_write_into_a_mount_point_keeps_its_temp_on_that_disk(tmpfs):
-    disk = tmpfs("disk", "1m")  # `--results-dir` a mount point: its parent is another disk
+    disk = tmpfs("disk", "1m")  # `--results` a mount point: its parent is another disk
     assert record_files.staging_dir(disk / "expected_cells.json") == disk
     record_files.staged_write(disk / "expected_cells.json", b'{"cells": 2}')
     assert json.loads((disk / "expected_cells.json").read_text()) == {"cells": 2}

@@ -2,12 +2,13 @@
 
 import json
 import math
+import re
 
 import pytest
 
 from conftest import strip_timing
 from resnet_bench import config as cfg
-from resnet_bench import train
+from resnet_bench import train, train_cli
 
 
 def tiny_cell(arch=None, runtime=None, **recipe) -> cfg.Cell:
@@ -91,15 +92,45 @@ def test_nan_loss_marks_the_cell_diverged(prepared_digits):
 
 def test_train_cli_prints_and_writes_the_result(prepared_digits, tmp_path, capsys):
     out = tmp_path / "r.json"
-    rc = train.main(["--model", "resnet18_v2", "--dataset", "digits", "--epochs", "1", "--width", "4",
+    rc = train_cli.main(["--model", "resnet18_v2", "--dataset", "digits", "--epochs", "1", "--width", "4",
                      "--prepared-dir", str(prepared_digits), "--out", str(out)])
     assert rc == 0
-    assert "test_acc=" in capsys.readouterr().out
-    assert json.loads(out.read_text())["config"]["model"] == "resnet18_v2"
+    captured = capsys.readouterr()
+    # rounded for a person (the record keeps full precision); progress on stderr, as plain lines off a terminal
+    assert re.search(r"test acc \d{1,3}\.\d %, best val acc \d{1,3}\.\d % \(epoch 1\), [\d,]+ train img/s, "
+                     r"[\d,]+ params", captured.out), captured.out
+    assert re.search(r"^\[train resnet18_v2\] 1/1 epochs \(100 %\), loss [\d.]+, val [\d.]+ %", captured.err, re.M)
+    assert "\r" not in captured.err
+    record = json.loads(out.read_text())
+    assert record["config"]["model"] == "resnet18_v2" and isinstance(record["metrics"]["test_acc"], float)
+
+
+def test_train_flags_set_every_recipe_and_arch_key(prepared_digits):
+    """Each recipe/arch flag reaches the validated cell; keys not given keep the recipe's values."""
+    args = train_cli.parse_args([
+        "--model", "resnet20_v1", "--prepared-dir", str(prepared_digits), "--recipe", "he2016_cifar",
+        "--variant", "paper", "--shortcut", "projection", "--zero-init-residual", "--warmup-iters", "7",
+        "--warmup-lr", "0.02", "--schedule", "step", "--milestones", "0.3,0.6", "--gamma", "0.2",
+        "--momentum", "0.8", "--nesterov", "--weight-decay", "0.001", "--label-smoothing", "0.1",
+        "--crop-pad", "2", "--no-flip", "--lr", "0.05", "--batch-size", "32", "--epochs", "2"])
+    cell = train_cli.cell_from_args(args)
+    r, a = cell.recipe, cell.arch
+    assert (a.variant, a.shortcut, a.zero_init_residual) == ("paper", "projection", True)
+    assert (r.warmup_iters, r.warmup_lr, r.schedule, r.milestones, r.gamma) == (7, 0.02, "step", [0.3, 0.6], 0.2)
+    assert (r.momentum, r.nesterov, r.weight_decay, r.label_smoothing) == (0.8, True, 0.001, 0.1)
+    assert (r.augment.crop_pad, r.augment.flip, r.lr, r.batch_size, r.epochs) == (2, False, 0.05, 32, 2)
+    plain = train_cli.cell_from_args(train_cli.parse_args(["--model", "resnet20_v1", "--prepared-dir",
+                                                           str(prepared_digits), "--recipe", "he2016_cifar"]))
+    assert plain.arch.variant == "modern" and plain.recipe.warmup_iters == 400  # the recipe's
+    # cosine needs the step milestones cleared: '' is none
+    cosine = train_cli.cell_from_args(train_cli.parse_args([
+        "--model", "resnet20_v1", "--prepared-dir", str(prepared_digits), "--recipe", "he2016_cifar",
+        "--schedule", "cosine", "--milestones", ""]))
+    assert (cosine.recipe.schedule, cosine.recipe.milestones) == ("cosine", [])
 
 
 def test_train_cli_rejects_unknown_model(prepared_digits, capsys):
-    rc = train.main(["--model", "resnet19_v2", "--prepared-dir", str(prepared_digits)])
+    rc = train_cli.main(["--model", "resnet19_v2", "--prepared-dir", str(prepared_digits)])
     assert rc == 2
     err = capsys.readouterr().err
     assert "resnet19_v2" in err and "resnet18_v2" in err
@@ -156,19 +187,22 @@ def test_bench_settings_reach_the_measurement(monkeypatch):
     from resnet_bench import bench
     from resnet_bench.models import build_model
 
-    timed = []
-    real = bench._time_repeats
+    from resnet_bench import noise
 
-    def spy(step, device, *, repeats, steps):
-        out = real(step, device, repeats=repeats, steps=steps)
-        timed.append((len(out), steps))
+    timed = []
+    real = noise.time_interleaved
+
+    def spy(steps, *, repeats, steps_per_repeat, timer):
+        out = real(steps, repeats=repeats, steps_per_repeat=steps_per_repeat, timer=timer)
+        timed.append((len(out[0]), steps_per_repeat))
         return out
 
-    monkeypatch.setattr(bench, "_time_repeats", spy)
+    monkeypatch.setattr(noise, "time_interleaved", spy)
     settings = cfg.Bench(batch_size=4, warmup=2, repeats=3, steps_per_repeat=2)
     r = bench.benchmark_model(lambda: build_model("resnet20_v1", num_classes=10, width=2),
                               batch_size=settings.batch_size, img_size=8, warmup=settings.warmup,
-                              repeats=settings.repeats, steps_per_repeat=settings.steps_per_repeat)
+                              repeats=settings.repeats, steps_per_repeat=settings.steps_per_repeat,
+                              remeasure=0)
     assert timed == [(3, 2), (3, 2)]  # train and inference: 3 timed repeats of 2 steps each
     assert r["batch_size"] == 4 and r["warmup_steps"] == 2
 
@@ -243,7 +277,7 @@ def test_cpu_bf16_trains_outside_the_pin_and_is_recorded(prepared_digits, capsys
     from resnet_bench import runtime as rt
 
     if rt.cpu_bf16_isa() is None:  # this CPU cannot: the CLI refuses it in one line
-        assert train.main(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), "--device", "cpu",
+        assert train_cli.main(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), "--device", "cpu",
                            "--amp", "bf16"]) == 2
         assert "neither AMX-BF16 nor AVX512-BF16" in capsys.readouterr().err
         return
@@ -286,8 +320,8 @@ def test_train_cli_gpu_defaults_are_an_experiments(monkeypatch, prepared_digits)
                               code_fingerprint=code_fingerprint())
     assert (want.runtime.amp, want.runtime.channels_last, want.runtime.deterministic) == ("bf16", True, False)
     for device in ("auto", "cuda", "cuda:1"):
-        args = train.parse_args(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), "--device", device])
-        assert train.cell_from_args(args).cell_id == want.cell_id, device
-    args = train.parse_args(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), "--device", "cuda:2"])
+        args = train_cli.parse_args(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), "--device", device])
+        assert train_cli.cell_from_args(args).cell_id == want.cell_id, device
+    args = train_cli.parse_args(["--model", "resnet18_v2", "--prepared-dir", str(prepared_digits), "--device", "cuda:2"])
     with pytest.raises(cfg.ConfigError, match="has 2 GPU"):
-        train.cell_from_args(args)
+        train_cli.cell_from_args(args)

@@ -227,8 +227,9 @@ def decode_chunk(spec: DecodeSpec, chunk: list[tuple[str, int, str, bytes]]):
 
 
 def _worker_call(args):
+    """(images written: every split's, for the progress line, decode_chunk's result), or the error."""
     try:
-        return decode_chunk(*args)
+        return len(args[1]), decode_chunk(*args)
     except DatasetError as err:
         return err  # returned, not raised: the parent reports it as one line
 
@@ -286,6 +287,9 @@ def write_images(index: ImageIndex, stream: Stream, *, source: str, tmp, policy:
                                                     (counts["train"], len(EXTENT_FIELDS)))))
     spec = DecodeSpec(source, str(tmp), policy, tuple(shapes.items()), tuple(offsets))
     n_img, n_px, s1, s2 = 0, 0, [0] * 3, [0] * 3
+    from resnet_bench.progress import Progress
+
+    bar = Progress(label="prepare", total=sum(counts.values()), unit="images")  # decoded and written
     tasks = ((spec, chunk) for chunk in _chunks(stream, dest))
     if workers <= 1:
         results = map(_worker_call, tasks)
@@ -296,15 +300,20 @@ def write_images(index: ImageIndex, stream: Stream, *, source: str, tmp, policy:
         # clean server process once per pool (~0.1-0.5 s); the output is identical either way.
         pool = multiprocessing.get_context("forkserver").Pool(workers)
         results = pool.imap_unordered(_worker_call, tasks)
+    failed = True
     try:
         for res in results:
             if isinstance(res, DatasetError):
                 raise res
+            written, res = res
+            bar.update(written)
             n_img += res[0]
             n_px += res[1]
             s1 = [a + b for a, b in zip(s1, res[2])]
             s2 = [a + b for a, b in zip(s2, res[3])]
+        failed = False
     finally:
+        bar.close(failed=failed)
         if pool is not None:
             pool.terminate()
             pool.join()

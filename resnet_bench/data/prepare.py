@@ -188,13 +188,16 @@ def parse_args(argv):
     split, run = cfg.PrepareParams(), cfg.PrepareRun()  # the defaults, for the help text
     p = Parser(prog="resnet-bench prepare", description="Prepare one dataset artifact.")
     p.add_argument("--params", help="take the dataset's settings from this params file's `prepare:` section; the "
-                   "dataset is --name, or, run by DVC, its stage's (prepare@NAME, prepare_file@NAME in $DVC_STAGE)")
-    p.add_argument("--name", help="artifact name, e.g. digits, cifar10_jpeg (a dataset of --params, if given)")
+                   "dataset is --name, or, run by DVC, its stage's (prepare@NAME, prepare_file@NAME in $DVC_STAGE); default: none, the "
+                   "flags below")
+    p.add_argument("--name", help="artifact name, e.g. digits, cifar10_jpeg (a dataset of --params, if given; "
+                                  "default: the DVC stage's)")
     p.add_argument("--format", choices=FORMATS, help="defaults to --name when that is a format")
-    p.add_argument("--source", help="file or folder with the raw data")
+    p.add_argument("--source", help="file or folder with the raw data (default: --params' entry; none for "
+                                    "the built-in datasets)")
     p.add_argument("--sha256", help="expected SHA-256 of the source file (default: no check)")
     p.add_argument("--download", action="store_true", help="fetch the official files (needs internet)")
-    p.add_argument("--out", help="artifact folder (default with --params: data/prepared/NAME); must be absent, "
+    p.add_argument("--out", help="a folder: the artifact (default with --params: data/prepared/NAME); must be absent, "
                    "empty or a previous artifact")
     p.add_argument("--val-fraction", type=float,
                    help=f"of train, held out for model selection (default {split.val_fraction})")

@@ -107,16 +107,18 @@ def models_main(argv: Sequence[str] | None = None) -> int:
     """`resnet-bench models`: parameters, MACs and FLOPs of registered models, each at its family's input."""
     p = Parser(prog="resnet-bench models", description=models_main.__doc__)
     p.add_argument("names", nargs="*", metavar="NAME", help="models to list (default: all)")
-    p.add_argument("--img", type=_IMG,
-                   help="input height = width for every model (default: 224 ImageNet family, 32 CIFAR)")
-    p.add_argument("--in-channels", type=_CHANNELS, default=3)
+    p.add_argument("--image-size", type=_IMG,
+                   help="input height = width, pixels, for every model (default: 224 ImageNet family, 32 CIFAR)")
+    p.add_argument("--in-channels", type=_CHANNELS, default=3, help="input image channels")
     p.add_argument("--num-classes", type=_CLASSES,
                    help="classes for every model (default: 1000 ImageNet family, 10 CIFAR)")
     p.add_argument("--variant", choices=VARIANTS, default="modern",
                    help="modern (torchvision/timm) or paper (the defining paper's network)")
     p.add_argument("--shortcut", choices=SHORTCUTS, help="default: the variant's")
     p.add_argument("--bottleneck-stride", choices=BOTTLENECK_STRIDES, help="default: the variant's")
-    p.add_argument("--csv", metavar="PATH", help="also write the table as CSV")
+    p.add_argument("--csv", metavar="PATH", help="also write the table to this CSV file (default: no file)")
+    p.add_argument("--json", action="store_true", help="print the table as one JSON document instead of text")
+    p.add_renamed("--img", "--image-size")
     args = p.parse_args(argv)
     unknown = [name for name in args.names if name not in _MODELS]
     if unknown:
@@ -132,9 +134,22 @@ def models_main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
 
-    rows = [model_row(name, img=args.img, num_classes=args.num_classes, in_channels=args.in_channels,
+    rows = [model_row(name, img=args.image_size, num_classes=args.num_classes, in_channels=args.in_channels,
                       variant=args.variant, shortcut=args.shortcut, bottleneck_stride=args.bottleneck_stride)
             for name in sorted(args.names or available_models(), key=_table_order)]
+    if out is not None:
+        from resnet_bench.outputs import csv_guard
+
+        with out.file() as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({k: csv_guard(v) for k, v in r.items()} for r in rows)
+    if args.json:
+        from resnet_bench.console import print_json
+
+        print_json({"variant": args.variant, "in_channels": args.in_channels, "rows": rows})
+        return 0
+    from resnet_bench.console import sig
 
     print(f"# variant {args.variant}; input 1x{args.in_channels}xIMGxIMG; default stem and width of each family; "
           "params (M) at the papers' precision; MACs = multiply-accumulates of conv and linear layers per "
@@ -147,14 +162,7 @@ def models_main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         print(f"{r['model']:<14} {r['block']:<10} {r['units']:<12} {r['unit']:<16} {r['shortcut']:<10} "
               f"{r['bottleneck_stride'] or '-':<6} {r['img']:>4} {r['num_classes']:>7} {r['params']:>11,} "
-              f"{r['params_m']:>10} {r['macs'] / 1e9:>8.3f} {r['flops'] / 1e9:>8.3f}")
-    if out is not None:
-        from resnet_bench.outputs import csv_guard
-
-        with out.file() as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows({k: csv_guard(v) for k, v in r.items()} for r in rows)
+              f"{r['params_m']:>10} {sig(r['macs'] / 1e9):>8} {sig(r['flops'] / 1e9):>8}")
     return 0
 
 
@@ -193,14 +201,17 @@ def summary_main(argv: Sequence[str] | None = None) -> int:
     """`resnet-bench summary NAME`: layer-by-layer output shapes and parameters of one model."""
     p = Parser(prog="resnet-bench summary", description=summary_main.__doc__)
     p.add_argument("name", help="registered model name, e.g. resnet50_v2")
-    p.add_argument("--img", type=_IMG, help="input height = width (default 224 ImageNet family, 32 CIFAR)")
-    p.add_argument("--in-channels", type=_CHANNELS, default=3)
+    p.add_argument("--image-size", type=_IMG, help="input height = width, pixels (default 224 ImageNet family, "
+                                                   "32 CIFAR)")
+    p.add_argument("--in-channels", type=_CHANNELS, default=3, help="input image channels")
     p.add_argument("--num-classes", type=_CLASSES, help="default 1000 ImageNet family, 10 CIFAR")
     p.add_argument("--unit", choices=UNITS, help="residual unit (default: by version)")
     p.add_argument("--stem", choices=STEMS, help="default: by family")
     p.add_argument("--width", type=_positive_int, help="base channels (default 64 ImageNet family, 16 CIFAR)")
     p.add_argument("--variant", choices=VARIANTS, default="modern", help="modern (default) or paper")
-    p.add_argument("--depth", type=_DEPTH, default=3, help="deepest module level shown (default 3)")
+    p.add_argument("--depth", type=_DEPTH, default=3, help="deepest module level shown")
+    p.add_argument("--json", action="store_true", help="print the layers and totals as one JSON document")
+    p.add_renamed("--img", "--image-size")
     args = p.parse_args(argv)
     try:
         family = parse_model_name(args.name).family
@@ -208,7 +219,7 @@ def summary_main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     imagenet = family == "imagenet" if args.stem is None else args.stem == "imagenet"
-    img = args.img or (224 if imagenet else 32)
+    img = args.image_size or (224 if imagenet else 32)
     num_classes = args.num_classes or (1000 if family == "imagenet" else 10)
     options = {k: v for k, v in (("unit", args.unit), ("stem", args.stem), ("width", args.width)) if v is not None}
     try:  # a unit that contradicts the name: one line, before building anything
@@ -221,6 +232,17 @@ def summary_main(argv: Sequence[str] | None = None) -> int:
     input_shape = (1, args.in_channels, img, img)
     rows = _layer_rows(model, torch.zeros(input_shape, device="meta"), args.depth)
 
+    total = count_params(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    flops = model_flops(model, input_shape)
+    if args.json:
+        from resnet_bench.console import print_json
+
+        print_json({"model": args.name, "input_shape": list(input_shape), "params": total,
+                    "trainable_params": trainable, "macs": flops // 2, "flops": flops,
+                    "layers": [{"name": n, "type": t, "output_shape": sh, "params": pc, "depth": d}
+                               for n, t, sh, pc, d in rows]})
+        return 0
     name_w = max(len("  " * d + n) for n, _, _, _, d in rows) + 2
     type_w = max(len(t) for _, t, _, _, _ in rows) + 2
     header = f"{'Layer':<{name_w}}{'Type':<{type_w}}{'Output shape':<22}{'Param #':>12}"
@@ -231,11 +253,8 @@ def summary_main(argv: Sequence[str] | None = None) -> int:
     for name, typ, shape, params, depth in rows:
         print(f"{'  ' * depth + name:<{name_w}}{typ:<{type_w}}{shape:<22}{params:>12,}")
     print(rule)
-    total = count_params(model)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"Input shape: {list(input_shape)}")
     print(f"Total params: {total:,}  (trainable {trainable:,}, non-trainable {total - trainable:,})")
-    flops = model_flops(model, input_shape)
     print(f"Forward: {flops / 2e9:.3f} GMACs, {flops / 1e9:.3f} GFLOPs (FLOPs = 2 x MACs)")
     print(rule)
     return 0

@@ -127,7 +127,7 @@ def parse_args(argv):
     p = Parser(prog="resnet-bench export", description="A stored model's weights under torchvision's or timm's names.")
     p.add_argument("--weights", required=True, help="a model file (results/<experiment>/cells/<cell_id>.safetensors)")
     p.add_argument("--to", required=True, help=f"{' or '.join(LIBRARIES)} (v1 -> torchvision, v2 -> timm)")
-    p.add_argument("--out", required=True, help="the safetensors file to write")
+    p.add_argument("--out", required=True, help="the safetensors file to write (a file; an existing one is replaced only if export wrote it)")
     return p.parse_args(argv)
 
 

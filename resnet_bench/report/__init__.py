@@ -84,6 +84,9 @@ def load_settings(params_path: str | None) -> dict:
 
 
 def parse_args(argv):
+    from resnet_bench.config import ReportParams
+
+    d = ReportParams()  # the defaults when no --params file sets them
     p = Parser(prog="resnet-bench report",
                                 description="Findings, figures, LaTeX tables and report.md from one results folder "
                                             "(cells.parquet + epochs.parquet [+ excluded.csv, experiment.json]); "
@@ -92,11 +95,15 @@ def parse_args(argv):
                                      "of --params' sweep.experiment, else results)")
     p.add_argument("--out", help="folder for figures/, tables/ and report.md (default: reports/<experiment> of "
                                  "--params, else reports)")
-    p.add_argument("--params", help="take settings from this YAML file's `report:` section (flags override)")
-    p.add_argument("--formats", help=f"comma-separated figure formats: {', '.join(FORMATS)} (default pdf,png)")
-    p.add_argument("--dpi", type=int, help="raster resolution for PNG (default 150)")
-    p.add_argument("--context", choices=CONTEXTS, help="seaborn context: font scale (default paper)")
-    p.add_argument("--pdf", action=argparse.BooleanOptionalAction, default=None, help="also write PDF figures")
+    p.add_argument("--params", help="take settings from this YAML file's `report:` section (flags override; "
+                                    "default: none, the schema's defaults)")
+    p.add_argument("--formats", help=f"comma-separated figure formats: {', '.join(FORMATS)} "
+                                     f"(default: --params', else {','.join(d.formats)})")
+    p.add_argument("--dpi", type=int, help=f"raster resolution for PNG (default: --params', else {d.dpi})")
+    p.add_argument("--context", choices=CONTEXTS, help=f"seaborn context: font scale (default: --params', "
+                                                       f"else {d.context})")
+    p.add_argument("--pdf", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"also write PDF figures (default: --params', else {'on' if d.pdf else 'off'})")
     p.add_argument("--allow-missing", dest="allow_missing", action=argparse.BooleanOptionalAction, default=None,
                    help="with --no-allow-missing, exit 1 (after writing the report) when any cell is missing or "
                         "failed (default: allowed, the gaps are listed)")

@@ -87,8 +87,11 @@ def parse_args(argv):
                                             "folders share (same dataset, model, unit and seed, both ok).")
     p.add_argument("a", help="results folder A (the baseline), e.g. results/smoke")
     p.add_argument("b", help="results folder B, e.g. results/smoke-bf16")
-    p.add_argument("--out", help="also write compare.md, compare.csv and figures/compare.* here")
+    p.add_argument("--out", help="a folder: also write compare.md, compare.csv and figures/compare.* there "
+                                 "(default: print only)")
     p.add_argument("--formats", default="pdf,png", help="figure formats with --out (pdf, png, svg)")
+    p.add_argument("--json", action="store_true", help="print the table as one JSON document (full precision) "
+                                                       "instead of markdown")
     return p.parse_args(argv)
 
 
@@ -132,7 +135,12 @@ def main(argv=None) -> int:
     shown = display(table)
     head = [f"A = {md_text(args.a)}, B = {md_text(args.b)}: B − A in test accuracy (pp), paired on dataset, model, "
             f"unit and seed; {len(pairs)} pairs.", ""]
-    print("\n".join(head + [tables.to_markdown(shown)]))
+    if args.json:
+        from resnet_bench.console import print_json
+
+        print_json({"a": str(args.a), "b": str(args.b), "pairs": len(pairs), "rows": table.to_dict(orient="records")})
+    else:
+        print("\n".join(head + [tables.to_markdown(shown)]))
     if out is not None:
         matplotlib, plt = figures.pyplot()
         with matplotlib.rc_context():

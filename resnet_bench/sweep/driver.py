@@ -28,16 +28,19 @@ def parse_args(argv):
     from resnet_bench.argparsing import Parser
 
     p = Parser(prog="resnet-bench sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--experiments-dir", default="experiments")
-    p.add_argument("--prepared-dir", default="data/prepared")
-    p.add_argument("--results-dir", help="this experiment's results folder (default: results/<experiment>)")
-    p.add_argument("--storage-path", help="Ray Tune storage (shared path for multi-node runs)")
+    p.add_argument("--params", default="params.yaml", help="params file: the experiment and its overrides")
+    p.add_argument("--experiments-dir", default="experiments", help="folder of experiment files")
+    p.add_argument("--prepared-dir", default="data/prepared", help="folder of prepared datasets")
+    p.add_argument("--results", help="this experiment's results folder (a folder; default: results/<experiment>)")
+    p.add_argument("--storage-path", help="Ray Tune storage (shared path for multi-node runs; default: "
+                                          "params.yaml sweep.storage_path, else scratch/ray_results)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else local)")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even if cells failed, so the report goes ahead with the gaps shown")
     p.add_argument("--dry-run", action="store_true",
                    help="print the grid's estimated GPU-hours, validate everything, print the plan and exit")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON document")
+    p.add_renamed("--results-dir", "--results")
     return p.parse_args(argv)
 
 
@@ -94,6 +97,20 @@ def _final_record(path: Path):
         return None
 
 
+def _print_cells(args, name: str, cells, done: int | None, results_dir) -> int:
+    """The dry run's cells to train: `CELL_ID  LABEL` lines (no ids without prepared data), or --json."""
+    if args.json:
+        from resnet_bench.console import print_json
+
+        print_json({"experiment": name, "results": str(results_dir) if results_dir else None, "done": done,
+                    "to_train": [{"cell_id": c.cell_id if results_dir else None, "label": c.label(),
+                                  "model": c.model, "dataset": c.dataset, "seed": c.seed} for c in cells]})
+        return 0
+    for c in cells:
+        print(f"{c.cell_id}  {c.label()}" if results_dir else c.label())
+    return 0
+
+
 def dataset_sizes(params: cfg.Params, exp: cfg.Experiment, prepared_dir: Path) -> dict[str, DatasetSize]:
     """Image counts and sides of the grid's datasets: from meta.json when prepared, else the nominal sizes of
     the format's release (params.yaml prepare.files) with the store policy's sides."""
@@ -130,7 +147,7 @@ def _print_plan(exp: cfg.Experiment, to_train: list[cfg.Cell], done: list[cfg.Ce
 
     res = exp.resources
     slots = (int((torch_gpus() or 1) // res.gpus_per_trial) if res.gpus_per_trial > 0
-             else int((os.cpu_count() or 1) // res.cpus_per_trial))
+             else int((os.cpu_count() or 1) // (res.cpus_per_trial * res.workers_per_trial)))
     concurrency = min(res.max_concurrent or slots, max(1, slots), max(1, len(to_train)))
     lines = dryrun.plan_lines(exp, to_train, len(done), sizes, cells_dir, concurrency)
     lines += dryrun.power_lines(exp, done, cells_dir)
@@ -145,6 +162,10 @@ def torch_gpus() -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.json and not args.dry_run:
+        print("error: --json: only with --dry-run (a sweep's results are the cell records; "
+              "`resnet-bench collect --json` summarises them)", file=sys.stderr)
+        return 2
     from resnet_bench.env import code_fingerprint
 
     # Validate everything before Ray starts or anything trains: the whole grid at once.
@@ -179,13 +200,12 @@ def main(argv=None) -> int:
                 print(f"note: {line}", file=sys.stderr)
             print(f"[sweep] dry run of experiment {exp.name!r}: {len(cells)} cells (their ids, and which are "
                   "done, need the prepared data)", file=sys.stderr)
-            for c in cells:
-                print(c.label())
+            _print_cells(args, exp.name, cells, None, None)
             _print_plan(exp, cells, [], dataset_sizes(params, exp, prepared_dir), None)
             return 0
         # The results folder and its cells/ are writable, and hold only what a sweep and collect
         # wrote, before Ray starts or anything trains.
-        out = OutputDir(args.results_dir or Path("results") / exp.name, writer="sweep", flag="--results-dir",
+        out = OutputDir(args.results or Path("results") / exp.name, writer="sweep", flag="--results",
                         layout=SWEEP_LAYOUT, keep=SWEEP_KEEP, siblings=(*COLLECT_LAYOUT, *DVC_FILES),
                         subdirs=["cells"])
         results_dir = out.prepare().root
@@ -195,8 +215,7 @@ def main(argv=None) -> int:
             print(f"[sweep] experiment {exp.name!r}: {len(cells)} cells, {len(done)} done, "
                   f"{len(pending)} to train -> {results_dir}", file=sys.stderr)
             print(_models_line(cells, pending, prepared_dir, keep), file=sys.stderr)
-            for c in pending:
-                print(f"{c.cell_id}  {c.label()}")
+            _print_cells(args, exp.name, pending, len(done), results_dir)
             _print_plan(exp, pending, done, dataset_sizes(params, exp, prepared_dir), results_dir / "cells")
             return 0
     except (cfg.ConfigError, OutputError) as err:
