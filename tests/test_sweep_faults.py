@@ -274,9 +274,11 @@ def test_full_results_disk_is_one_line_and_the_rerun_finishes_the_cell(tmp_path,
 
 
 def test_bench_measurements_are_kept_when_the_driver_is_killed(tmp_path, env, prepared_digits):
-    # Two distinct architectures (v1, v2): two measurements, one after the other, seconds each.
-    exp = {**TINY_EXPERIMENT, "bench": {"enabled": True, "batch_size": 32, "warmup": 1, "repeats": 10,
-                                        "steps_per_repeat": 5}}
+    # Two depths of v1: two interleaved sets (one per depth), measured one after the other, seconds each
+    # (v1 and v2 of one depth would be one set, both measured at once).
+    exp = {**TINY_EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "versions": ["v1"], "depths": [18, 34]},
+           "bench": {"enabled": True, "batch_size": 32, "warmup": 1, "repeats": 10, "steps_per_repeat": 5,
+                     "remeasure": 0}}
     project = make_project(tmp_path / "p", exp)
 
     def benched() -> list[dict]:
