@@ -155,9 +155,27 @@ def test_power_row_from_observed_paired_differences():
                           alpha=0.05, power=0.8)
     sd = statistics.stdev(diffs)
     assert row["paired_sd_pp"] == pytest.approx(sd) and row["n_seeds"] == 4
-    assert row["mde_pp"] == pytest.approx(power.paired_mde(sd, 4, alpha=0.05, power=0.8))
-    assert row["seeds_for_observed"] == power.seeds_needed(statistics.fmean(diffs), sd, alpha=0.05, power=0.8)
+    # Planned at the observed sd's one-sided 80 % upper confidence bound (3 df): sd x sqrt(3 / chi2_0.2(3)).
+    plan = sd * math.sqrt(3 / stats.chi2.ppf(0.2, 3))
+    assert row["planning_sd_pp"] == pytest.approx(plan) and "80 % upper bound, 3 df" in row["sd_basis"]
+    assert row["mde_pp"] == pytest.approx(power.paired_mde(plan, 4, alpha=0.05, power=0.8))
+    assert row["seeds_for_observed"] == power.seeds_needed(statistics.fmean(diffs), plan, alpha=0.05, power=0.8)
     assert row["seeds_for_target"] is None
+
+
+def test_two_close_seeds_do_not_plan_a_tiny_gap_on_their_one_df_sd():
+    """The cifar10-cpu case: two paired differences 0.05 pp apart (observed sd 0.035 pp, one df) must not
+    say that 2 seed pairs resolve He et al.'s 0.24 pp: the stated seed sd (0.16 pp) is the larger planning
+    sd, and without it the observed sd's upper bound (x 3.95 at one df) still asks for more than two."""
+    diffs = [3.086, 3.136]
+    stated = power.power_row(diffs, acc_v1=0.57, acc_v2=0.60, n_test=10_000, target_pp=0.24, seed_sd_pp=0.16,
+                             alpha=0.05, power=0.8)
+    assert stated["planning_sd_pp"] == pytest.approx(math.sqrt(2) * 0.16) and stated["sd_basis"].startswith("stated")
+    assert stated["seeds_for_target"] == power.seeds_needed(0.24, math.sqrt(2) * 0.16, alpha=0.05, power=0.8) == 10
+    alone = power.power_row(diffs, acc_v1=0.57, acc_v2=0.60, n_test=10_000, target_pp=0.24, seed_sd_pp=None,
+                            alpha=0.05, power=0.8)
+    assert alone["planning_sd_pp"] == pytest.approx(statistics.stdev(diffs) * math.sqrt(1 / stats.chi2.ppf(0.2, 1)))
+    assert alone["seeds_for_target"] > 2 and alone["mde_pp"] > 0.24
 
 
 # ---- the compute plan -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from conftest import venv_env
 from resnet_bench import config as cfg
 from resnet_bench.data import prepare as prep
 from resnet_bench.env import code_fingerprint
+from resnet_bench.outputs import MANIFEST
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "results" / "smoke"
@@ -150,3 +151,26 @@ def test_verify_refuses_results_of_another_config_schema_in_one_line(tmp_path, c
     assert verify.main(["--results", str(results), "--sample", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expected_cells.json" in err[0] and "make repro" in err[0], err
+
+
+@pytest.mark.parametrize("experiment", sorted(p.parent.name for p in (REPO / "reports").glob("*/report.md")))
+def test_committed_reports_are_what_this_code_writes_from_the_committed_results(experiment, tmp_path):
+    """reports/<experiment> byte for byte (text, tables, figures) as the report stage writes it
+    now from results/<experiment> with params.yaml's report settings: a report-code change that is not
+    followed by regenerating the committed reports fails here."""
+    out = tmp_path / experiment
+    proc = subprocess.run([sys.executable, "-m", "resnet_bench.report", "--params", str(REPO / "params.yaml"),
+                           "--results", str(REPO / "results" / experiment), "--out", str(out)],
+                          cwd=tmp_path, env=venv_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    committed = REPO / "reports" / experiment
+    tracked = subprocess.run(["git", "ls-files", "-z", "."], cwd=committed, capture_output=True, text=True,
+                             check=True).stdout.split("\0")
+    files = sorted(f for f in tracked if f)
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                     if p.is_file() and p.name != MANIFEST)  # the output policy's own list, git-ignored
+    assert files == written, f"rerun the report stage for {experiment} and commit reports/{experiment}"
+    stale = [f for f in files if (committed / f).read_bytes() != (out / f).read_bytes()]
+    assert not stale, (f"reports/{experiment}: {stale} differ from what this code writes; rerun `python -m "
+                       f"resnet_bench.report --params params.yaml --results results/{experiment} --out "
+                       f"reports/{experiment}` and commit it")

@@ -138,7 +138,10 @@ def check_rerun_identical(project: Path, env: dict, kept: dict, prepared: Path, 
 def test_ctrl_c_to_dvc_repro_stops_the_sweep_on_loopback_and_a_rerun_is_identical(tmp_path, env, prepared_digits,
                                                                                   uninterrupted):
     project = make_project(tmp_path / "p", EXPERIMENT, git=True)
-    proc = dvc(project, env, "repro", "sweep")
+    # DVC runs a stage as `$SHELL -c CMD`, or `/bin/sh -c CMD` where SHELL is unset (as under CI). bash
+    # execs a lone command, so DVC sees the sweep's own exit status; dash (Debian's /bin/sh) stays
+    # between, gets the same Ctrl-C and dies of it once the sweep has exited (DVC: "exited with -2").
+    proc = dvc(project, {**env, "SHELL": shutil.which("bash")}, "repro", "sweep")
     wait_for(mid_second_cell(project), proc)
     procs = tree(proc.pid)
     # A local sweep's Ray (GCS, raylet, object manager, workers, driver) listens on 127.0.0.1 only.
@@ -150,7 +153,7 @@ def test_ctrl_c_to_dvc_repro_stops_the_sweep_on_loopback_and_a_rerun_is_identica
     rc = proc.wait(timeout=120)
     assert not wait_gone(procs), "sweep processes outlived Ctrl-C"
     log = (project / "dvc-0.log").read_text()
-    assert rc != 0 and "exited with 130" in log, log
+    assert rc != 0 and "exited with 130" in log, log  # 128 + SIGINT, from the sweep itself
     assert "[sweep] stopped (SIGINT): 1/2 cell(s) finished and kept" in log and "[sweep] bench:" not in log, log
     assert "FAILED" not in log and not leftovers(project, env), log
     kept = records(project)
@@ -160,7 +163,10 @@ def test_ctrl_c_to_dvc_repro_stops_the_sweep_on_loopback_and_a_rerun_is_identica
 
 def test_sigterm_to_dvc_alone_stops_the_orphaned_sweep(tmp_path, env, prepared_digits, uninterrupted):
     project = make_project(tmp_path / "p", EXPERIMENT, git=True)
-    proc = dvc(project, env, "repro", "sweep")
+    # DVC runs a stage as `$SHELL -c CMD`, or `/bin/sh -c CMD` where SHELL is unset (as under CI). bash
+    # execs a lone command, so DVC sees the sweep's own exit status; dash (Debian's /bin/sh) stays
+    # between, gets the same Ctrl-C and dies of it once the sweep has exited (DVC: "exited with -2").
+    proc = dvc(project, {**env, "SHELL": shutil.which("bash")}, "repro", "sweep")
     wait_for(mid_second_cell(project), proc)
     procs = tree(proc.pid)
     os.kill(proc.pid, signal.SIGTERM)  # `kill <dvc pid>`: DVC dies at once, its command is orphaned

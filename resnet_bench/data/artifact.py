@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_bench.data.sources import DatasetError, _clean
+from resnet_bench.outputs import fsync_path
 
 ARRAY_KEYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 # Written only by a train store that keeps aspect ratios (image_size > 0): int32 N x 3, per train
@@ -97,24 +98,16 @@ def clean_leftovers(out: Path) -> list[Path]:
     return removed
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def commit_artifact(tmp: Path, out: Path) -> None:
     """fsync every file and the folder, then swap `tmp` in for `out`: a kill leaves one whole artifact."""
     for f in tmp.iterdir():
-        _fsync_path(f)
-    _fsync_path(tmp)
+        fsync_path(f)
+    fsync_path(tmp)
     old = out.with_name(f".{out.name}.old{os.getpid()}")
     if out.exists():
         os.replace(out, old)
     os.replace(tmp, out)
-    _fsync_path(out.parent)
+    fsync_path(out.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -10,7 +10,7 @@ from resnet_bench import power
 from resnet_bench.report.escape import md_text
 from resnet_bench.report.stats import PANEL_KEYS, accuracy_by_depth, ok_cells, paired_values, version_cells
 
-POWER_COLS = [*PANEL_KEYS, "depth", "n_seeds", "observed_pp", "paired_sd_pp", "sd_basis", "mde_pp", "mde_basis",
+POWER_COLS = [*PANEL_KEYS, "depth", "n_seeds", "observed_pp", "paired_sd_pp", "planning_sd_pp", "sd_basis", "mde_pp", "mde_basis",
               "seeds_for_observed", "target_pp", "seeds_for_target", "alpha", "power"]
 
 
@@ -59,7 +59,10 @@ def power_lines(table: pd.DataFrame, target) -> list[str]:
                       else "needs a paired sd: run two seeds or state target.seed_sd_pp"))
         mde = (f"detects {_num(r.mde_pp, '.2f')} pp ({md_text(r.mde_basis)})" if not pd.isna(r.mde_pp)
                else "detects nothing yet (no paired sd)")
-        out.append(f"- {md_text(r.dataset)}, depth {r.depth}: {r.n_seeds} seed(s) {mde}{seeds}{tgt}.")
+        sd = "" if r.planning_sd_pp is None or pd.isna(r.planning_sd_pp) else (
+            f" at a planning sd of {r.planning_sd_pp:.2f} pp ({md_text(r.sd_basis)}"
+            + (f"; observed paired sd {r.paired_sd_pp:.2f} pp" if not pd.isna(r.paired_sd_pp) else "") + ")")
+        out.append(f"- {md_text(r.dataset)}, depth {r.depth}: {r.n_seeds} seed(s) {mde}{sd}{seeds}{tgt}.")
     return out
 
 
@@ -117,8 +120,9 @@ def section(cells: pd.DataFrame, experiment: dict | None) -> list[str]:
     target = target_of(experiment)
     md = ["## Resolution: what these numbers can tell apart", "",
           f"Accuracy: a two-sided paired t-test at {target.alpha:g} with power {target.power:g} (exact, noncentral "
-          "t) on the per-seed v2 − v1 differences; with one seed, the floor set by the test set's binomial "
-          "sampling error alone.", ""]
+          "t) on the per-seed v2 − v1 differences, planned at the larger of the observed paired sd's 80 % upper "
+          "confidence bound (a few seeds estimate an sd poorly) and √2 × the experiment's stated seed sd; with one "
+          "seed, the floor set by the test set's binomial sampling error alone.", ""]
     pt = power_table(cells, experiment)
     md += power_lines(pt, target) or ["No depth has both v1 and v2 ok."]
     md += [""]

@@ -98,14 +98,16 @@ def power_lines(exp: cfg.Experiment, done: list[cfg.Cell], cells_dir: Path | Non
                                   seed_sd_pp=t.seed_sd_pp, alpha=t.alpha, power=t.power)
             if not t.effect_pp:
                 need = "no target.effect_pp stated"
-            elif row["paired_sd_pp"] is None:
+            elif row["planning_sd_pp"] is None:
                 need = f"target {t.effect_pp:g} pp needs a paired sd: state target.seed_sd_pp or run two seeds first"
             else:
                 need = (f"target {t.effect_pp:g} pp needs {row['seeds_for_target']} seed pairs"
                         if row["seeds_for_target"] else f"target {t.effect_pp:g} pp needs over 100,000 seed pairs")
             seen = (f"; {len(diffs)} pair(s) done, observed {row['observed_pp']:+.2f} pp"
-                    + (f", sd {row['paired_sd_pp']:.2f} pp ({row['sd_basis']})" if row["paired_sd_pp"] else "")
+                    + (f", paired sd {row['paired_sd_pp']:.2f} pp" if row["paired_sd_pp"] else "")
                     if diffs else "")
+            plan = (f", planning sd {row['planning_sd_pp']:.2f} pp: {row['sd_basis']}" if row["planning_sd_pp"]
+                    else "")
             lines.append(f"[sweep] power: {ds} depth {depth}: {n_grid} seed(s) in the grid; {need} (paired t, "
-                         f"alpha {t.alpha:g}, power {t.power:g}){seen}")
+                         f"alpha {t.alpha:g}, power {t.power:g}{plan}){seen}")
     return lines
