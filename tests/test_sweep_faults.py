@@ -6,6 +6,7 @@ finish with the numbers of an uninterrupted run.
 """
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -163,10 +164,7 @@ def test_ctrl_c_to_dvc_repro_stops_the_sweep_on_loopback_and_a_rerun_is_identica
 
 def test_sigterm_to_dvc_alone_stops_the_orphaned_sweep(tmp_path, env, prepared_digits, uninterrupted):
     project = make_project(tmp_path / "p", EXPERIMENT, git=True)
-    # DVC runs a stage as `$SHELL -c CMD`, or `/bin/sh -c CMD` where SHELL is unset (as under CI). bash
-    # execs a lone command, so DVC sees the sweep's own exit status; dash (Debian's /bin/sh) stays
-    # between, gets the same Ctrl-C and dies of it once the sweep has exited (DVC: "exited with -2").
-    proc = dvc(project, {**env, "SHELL": shutil.which("bash")}, "repro", "sweep")
+    proc = dvc(project, env, "repro", "sweep")
     wait_for(mid_second_cell(project), proc)
     procs = tree(proc.pid)
     os.kill(proc.pid, signal.SIGTERM)  # `kill <dvc pid>`: DVC dies at once, its command is orphaned
@@ -395,3 +393,35 @@ def test_a_sweep_under_a_shell_stops_when_the_shell_s_parent_dies(tmp_path):
         assert time.monotonic() < deadline + 60, "the driver did not notice its parent's parent exit"
         time.sleep(0.05)
     assert f"stopped: its parent process {outer.pid} (python" in out.read_text() and out.read_text().endswith(" 143\n")
+
+
+def test_parent_death_signals_from_each_exiting_thread_of_the_parent_are_one_parent_exit(tmp_path):
+    """PR_SET_PDEATHSIG fires when the *thread* that forked the driver exits: the driver is handed to a
+    sibling thread of the same process (getppid() unchanged) and signalled, and again when the last thread
+    exits. DVC is multi-threaded, so a `kill <dvc pid>` can do that: the driver must read both SIGTERMs as
+    its parent's exit, not as a user's SIGTERM and then a second one ("again: stopping at once")."""
+    out = tmp_path / "out"
+    driver_like = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+                   "from resnet_bench.sweep import lifecycle\n"
+                   "with lifecycle.guarded() as stop:\n"
+                   "    print('ready', flush=True); t = time.time()\n"
+                   "    while not stop and time.time() - t < 60: time.sleep(0.05)\n"
+                   "    time.sleep(3)  # stopping takes a while (Tune, Ray): the second signal comes meanwhile\n"
+                   "    print('stopped:', stop.reason, stop.exit_code, stop.signals, flush=True)\n")
+    (tmp_path / "driver.py").write_text(driver_like)
+    # The parent: its main thread forks the driver, then exits alone (pthread_exit; ctypes drops the GIL
+    # for the call) while a second thread lives 1.5 s longer and ends the process.
+    parent = ("import ctypes, os, subprocess, sys, threading, time\n"
+              f"out = open({str(out)!r}, 'w')\n"
+              f"subprocess.Popen([sys.executable, {str(tmp_path / 'driver.py')!r}], stdout=out)\n"
+              f"while 'ready' not in open({str(out)!r}).read(): time.sleep(0.05)\n"
+              "threading.Thread(target=lambda: (time.sleep(1.5), os._exit(0))).start()\n"
+              "ctypes.CDLL(None).pthread_exit(None)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent])
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while not (out.exists() and "stopped:" in out.read_text()):
+        assert time.monotonic() < deadline, f"the driver did not stop cleanly: {out.read_text()!r}"
+        time.sleep(0.05)
+    assert re.search(rf"stopped: its parent process {proc.pid} \(python[^)]*\) exited 143 0\n", out.read_text()), \
+        out.read_text()

@@ -59,15 +59,32 @@ STOP = Stop()
 
 def _on_signal(signum, frame) -> None:
     name = signal.Signals(signum).name
+    parent = STOP.parent
+    if signum == signal.SIGTERM and parent and _parent_gone(parent[0]):
+        # The kernel's parent-death signal (PR_SET_PDEATHSIG). It comes once per exiting thread of the
+        # parent: a thread that dies hands us to a sibling thread (same pid) and signals us, the last one to
+        # init. So it is not a user's second request, and while the parent is still dying getppid() can
+        # still be its pid: ask whether the parent is gone or a zombie instead.
+        _parent_exited(*parent)
+        return
     STOP.signals += 1
     if STOP.signals > 1:
         raise KeyboardInterrupt(f"{name} again: stopping at once")
-    parent = STOP.parent
-    if signum == signal.SIGTERM and parent and os.getppid() != parent[0]:  # PR_SET_PDEATHSIG: reparented
-        _parent_exited(*parent)
-    elif STOP.request(name, 128 + signum):
+    if STOP.request(name, 128 + signum):
         print(f"[sweep] {name}: stopping the sweep (no new trials, no bench pass; running trials are stopped); "
               f"{'Ctrl-C' if signum == signal.SIGINT else name} again stops at once", file=sys.stderr, flush=True)
+
+
+def _parent_gone(pid: int) -> bool:
+    """The process that started the sweep has exited or is exiting (its leader thread a zombie)."""
+    import psutil
+
+    if os.getppid() != pid:
+        return True
+    try:
+        return _gone(psutil.Process(pid))
+    except psutil.Error:
+        return True
 
 
 def _parent_exited(pid: int, name: str) -> None:
