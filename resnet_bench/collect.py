@@ -49,8 +49,8 @@ from resnet_bench.config import Cell
 from resnet_bench.inputs import InputError, user_path
 from resnet_bench.outputs import OutputDir, OutputError, guard_frame
 from resnet_bench.sweep import records as records_io
-from resnet_bench.sweep.records import (COLLECT_LAYOUT, DVC_FILES, REQUIRED_OK_METRICS, SWEEP_KEEP, SWEEP_LAYOUT,
-                                        CellRecord, Metrics, RecordError, parse_record, read_record)
+from resnet_bench.sweep.records import REQUIRED_OK_METRICS, CellRecord, Metrics, RecordError, parse_record, read_record
+from resnet_bench.sweep.results_dir import COLLECT_LAYOUT, DVC_FILES, SWEEP_KEEP, SWEEP_LAYOUT
 from resnet_bench.vocab import CELL_STATUSES as STATUSES
 from resnet_bench.vocab import RECORD_STATUSES as RESULT_STATUSES  # noqa: F401  (what a result file may say)
 from resnet_bench.vocab import UNITS as UNIT_ORDER  # noqa: F401  (He et al. 2016 Fig. 4 order (a)-(e); report uses it)

@@ -130,7 +130,7 @@ def test_the_disk_estimate_counts_the_tensor_bytes_exactly_and_bounds_the_header
 
 def test_the_planner_retrains_an_ok_cell_whose_model_file_is_gone(kept, tmp_path):
     from resnet_bench import config as cfg
-    from resnet_bench.sweep.records import plan
+    from resnet_bench.sweep.results_dir import plan
 
     results = results_folder(kept, tmp_path)
     cell = cfg.Cell.model_validate(kept[1]["config"])

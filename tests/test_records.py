@@ -15,6 +15,7 @@ from test_collect import make_config, make_record
 
 from resnet_bench import config as cfg
 from resnet_bench.sweep import records
+from resnet_bench.sweep import results_dir
 from resnet_bench.sweep.records import CellRecord, Metrics
 
 
@@ -47,7 +48,7 @@ def test_what_training_writes_is_a_valid_record_that_reads_back_the_same(last_ba
     cell, rec = last_batch_of_one
     typed = records.parse_record(rec, "train_cell")
     assert typed.config == cell and typed.metrics.test_acc == rec["metrics"]["test_acc"]
-    path = records.write_record(tmp_path, typed)
+    path = results_dir.write_record(tmp_path, typed)
     assert path.name == f"{cell.cell_id}.json" and records.read_record(path) == typed
     # A diverged loss stays the JSON token NaN, and reads back as NaN.
     raw = {**rec, "status": "diverged", "error": "train loss is nan at epoch 1"}
@@ -55,7 +56,7 @@ def test_what_training_writes_is_a_valid_record_that_reads_back_the_same(last_ba
     raw["metrics"] = {**rec["metrics"], "final_train_loss": float("nan")}
     diverged = records.parse_record(raw, "diverged")
     assert "NaN" in diverged.to_json()
-    back = records.read_record(records.write_record(tmp_path, diverged))
+    back = records.read_record(results_dir.write_record(tmp_path, diverged))
     assert math.isnan(back.epochs[0].train_loss) and back.status == "diverged"
 
 
@@ -95,17 +96,17 @@ def _record(seed: int = 0) -> CellRecord:
 
 def test_a_read_only_cells_folder_keeps_the_record_and_the_next_sweep_moves_it_in(readonly, tmp_path):
     rec, keep = _record(), tmp_path / "kept"
-    with pytest.raises(records.RecordNotWritten) as err:
-        records.write_record(readonly, rec, keep_dirs=[keep])
+    with pytest.raises(results_dir.RecordNotWritten) as err:
+        results_dir.write_record(readonly, rec, keep_dirs=[keep])
     assert err.value.kept == keep / f"{rec.cell_id}.json"
     assert "Read-only file system" in str(err.value) or "Permission denied" in str(err.value)
     assert records.read_record(err.value.kept) == rec and not list(readonly.iterdir())
     subprocess.run(["mount", "-o", "remount,bind,rw", str(readonly)], capture_output=True)
     if os.geteuid() != 0:
         readonly.chmod(0o755)
-    (moved,) = records.adopt_kept_records([keep], readonly, {rec.cell_id})
+    (moved,) = results_dir.adopt_kept_records([keep], readonly, {rec.cell_id})
     assert records.read_record(moved) == rec and not list(keep.iterdir())
-    done, pending = records.plan([rec.config], readonly)
+    done, pending = results_dir.plan([rec.config], readonly)
     assert done == [rec.config] and not pending
 
 

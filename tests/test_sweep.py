@@ -15,6 +15,7 @@ import yaml
 from conftest import TINY_EXPERIMENT, make_project, strip_timing, train_in_fresh_process, venv_env
 from resnet_bench.sweep import driver, progress
 from resnet_bench.sweep import records as record_files
+from resnet_bench.sweep import results_dir
 from resnet_bench.sweep import storage as ckpt_storage
 
 pytestmark = pytest.mark.slow
@@ -160,20 +161,20 @@ def test_plan_splits_done_and_pending_and_refuses_a_record_it_cannot_trust(tmp_p
                for seed in range(5)]
     cells = [cfg.Cell.model_validate(c) for c in configs]
     for cell, config, status in zip(cells, configs, ("ok", "failed", "diverged")):
-        record_files.write_record(tmp_path, record_files.parse_record(
+        results_dir.write_record(tmp_path, record_files.parse_record(
             make_record(config, acc=0.9, status=status, n_epochs=2 if status == "diverged" else None), "test"))
-    done, pending = record_files.plan(cells, tmp_path)
+    done, pending = results_dir.plan(cells, tmp_path)
     assert [c.cell_id for c in done] == [cells[0].cell_id, cells[2].cell_id]
     assert [c.cell_id for c in pending] == [c.cell_id for c in cells[1:2] + cells[3:]]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
     # A record that is not valid is neither trusted (done) nor silently retrained over: one line naming it.
     (tmp_path / f"{cells[3].cell_id}.json").write_text("{truncated")
     with pytest.raises(record_files.RecordError, match=rf"{cells[3].cell_id}\.json: not valid JSON"):
-        record_files.plan(cells, tmp_path)
+        results_dir.plan(cells, tmp_path)
     # A valid record copied under another cell's name is refused too.
     (tmp_path / f"{cells[3].cell_id}.json").write_bytes((tmp_path / f"{cells[0].cell_id}.json").read_bytes())
     with pytest.raises(record_files.RecordError, match=f"holds cell {cells[0].cell_id}, not {cells[3].cell_id}"):
-        record_files.plan(cells, tmp_path)
+        results_dir.plan(cells, tmp_path)
 
 
 def test_gpu_trial_on_a_cluster_without_gpus_fails_up_front(tmp_path, prepared_digits):

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import TINY_EXPERIMENT, make_project, strip_timing, train_in_fresh_process, venv_env
 from test_sweep import records, trained_count
-from resnet_bench.sweep import records as record_files
+from resnet_bench.sweep import results_dir
 from resnet_bench.sweep import storage as ckpt_storage
 from resnet_bench.sweep import trials
 
@@ -183,8 +183,8 @@ def test_sigterm_to_dvc_alone_stops_the_orphaned_sweep(tmp_path, env, prepared_d
 def test_kill_between_record_write_and_rename_leaves_no_temp_in_cells(tmp_path, env, prepared_digits):
     exp = {**TINY_EXPERIMENT, "grid": {**TINY_EXPERIMENT["grid"], "versions": ["v2"]}}
     project = make_project(tmp_path / "p", exp)
-    cells, staging = project / "results" / "tiny" / "cells", project / "results" / "tiny" / record_files.STAGING
-    hooked = {**env, record_files.STOP_BEFORE_RENAME: "/cells/"}  # the driver stops itself right there
+    cells, staging = project / "results" / "tiny" / "cells", project / "results" / "tiny" / results_dir.STAGING
+    hooked = {**env, results_dir.STOP_BEFORE_RENAME: "/cells/"}  # the driver stops itself right there
     proc = subprocess.Popen([sys.executable, "-m", "resnet_bench.sweep", "--prepared-dir", str(prepared_digits)],
                             cwd=project, env=hooked, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -360,12 +360,12 @@ def test_work_dirs_of_dead_trials_are_removed_and_live_ones_kept(tmp_path):
 
 def test_a_write_into_a_mount_point_keeps_its_temp_on_that_disk(tmpfs):
     disk = tmpfs("disk", "1m")  # `--results` a mount point: its parent is another disk
-    assert record_files.staging_dir(disk / "expected_cells.json") == disk
-    record_files.staged_write(disk / "expected_cells.json", b'{"cells": 2}')
+    assert results_dir.staging_dir(disk / "expected_cells.json") == disk
+    results_dir.staged_write(disk / "expected_cells.json", b'{"cells": 2}')
     assert json.loads((disk / "expected_cells.json").read_text()) == {"cells": 2}
-    assert not list(disk.glob(".*")) and not (disk.parent / record_files.STAGING).exists()
+    assert not list(disk.glob(".*")) and not (disk.parent / results_dir.STAGING).exists()
     (disk / "cells").mkdir()
-    assert record_files.staging_dir(disk / "cells" / "x.json") == disk / record_files.STAGING
+    assert results_dir.staging_dir(disk / "cells" / "x.json") == disk / results_dir.STAGING
 
 
 def test_a_sweep_under_a_shell_stops_when_the_shell_s_parent_dies(tmp_path):

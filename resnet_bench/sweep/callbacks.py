@@ -8,8 +8,8 @@ from pathlib import Path
 
 from resnet_bench.sweep.lifecycle import STOP
 from resnet_bench.sweep.progress import Progress, _cause_line, _label, _short, _trial_error
-from resnet_bench.sweep.records import (DONE_STATUSES, EPOCH_KEYS, CellRecord, RecordError, RecordNotWritten,
-                                        failure_record, parse_record, write_record)
+from resnet_bench.sweep.records import DONE_STATUSES, EPOCH_KEYS, CellRecord, RecordError, failure_record, parse_record
+from resnet_bench.sweep.results_dir import RecordNotWritten, write_record
 from resnet_bench.sweep.storage import drop_checkpoints
 
 

@@ -18,9 +18,9 @@ from resnet_bench.sweep.cluster import (RayUnavailable, check_address, check_das
 from resnet_bench.sweep.estimate import DatasetSize, estimate_gpu_hours, format_estimate, reference_rate
 from resnet_bench.sweep.phases import bench_groups, run_bench_phase, run_train_phase
 from resnet_bench.sweep.progress import Progress, trial_slots
-from resnet_bench.sweep.records import (COLLECT_LAYOUT, DVC_FILES, STAGING, SWEEP_KEEP, SWEEP_LAYOUT, RecordError,
-                                        adopt_kept_records, experiment_summary, keep_dirs_for, plan,
-                                        read_record_if_any)
+from resnet_bench.sweep.records import RecordError, experiment_summary, read_record_if_any
+from resnet_bench.sweep.results_dir import (COLLECT_LAYOUT, DVC_FILES, STAGING, SWEEP_KEEP, SWEEP_LAYOUT,
+                                            adopt_kept_records, keep_dirs_for, plan)
 from resnet_bench.sweep.storage import storage_uri
 from resnet_bench.sweep.trials import WORKDIR_PREFIX, remove_stale_workdirs
 
@@ -242,7 +242,7 @@ def run(args, params: cfg.Params, exp: cfg.Experiment, cells: list[cfg.Cell], *,
     results_dir = out.root
     cells_dir = results_dir / "cells"
     # What killed runs left (the results folder is locked: no other sweep writes here): record
-    # temps (records.staging_dir; in cells/ too, where older versions wrote them); trial work
+    # temps (results_dir.staging_dir; in cells/ too, where older versions wrote them); trial work
     # dirs in this machine's TMPDIR (each trial does the same on its own node).
     lifecycle.clean_stale_temps([results_dir / STAGING, results_dir, cells_dir])
     remove_stale_workdirs()

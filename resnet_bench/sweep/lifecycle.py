@@ -235,26 +235,6 @@ def lock_results(results_dir: Path):
     return f  # keep it open: closing it releases the lock
 
 
-# ---- writes that must not fail silently ------------------------------------------------------------
-
-
-def save_or_stop(path: Path, obj, what: str = "the cell record") -> bool:
-    """atomic_write_json; when the write fails (a full disk, a read-only folder) the sweep stops
-    with one line naming the disk and path, instead of Tune wrapping the error in a traceback.
-    The cell's checkpoints stay in storage, so a rerun finishes it from there."""
-    from resnet_bench.outputs import disk_full_message, is_disk_full
-    from resnet_bench.sweep.records import atomic_write_json
-
-    try:
-        atomic_write_json(path, obj)
-        return True
-    except OSError as err:
-        line = disk_full_message(path, what) if is_disk_full(err) else \
-            f"cannot write {what} {path}: {err.strerror or err}"
-        STOP.request("a write failed", 1, error=line)
-        return False
-
-
 # ---- leftovers of killed runs --------------------------------------------------------------------
 
 
@@ -268,7 +248,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-# A record's temp file: `.<name>.<pid>.tmp` (sweep.records.atomic_write_json).
+# A record's temp file: `.<name>.<pid>.tmp` (resnet_bench.sweep.results_dir.staged_write).
 _TEMP = re.compile(r"^\.[^/]+\.(\d+)\.tmp$")
 
 

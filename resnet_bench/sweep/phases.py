@@ -12,7 +12,8 @@ from pathlib import Path
 from resnet_bench import config as cfg
 from resnet_bench.sweep.callbacks import _record_writer
 from resnet_bench.sweep.progress import _cause_line
-from resnet_bench.sweep.records import RecordNotWritten, read_record_if_any, write_record
+from resnet_bench.sweep.records import read_record_if_any
+from resnet_bench.sweep.results_dir import RecordNotWritten, write_record
 from resnet_bench.sweep.storage import adopt_prior_checkpoint
 from resnet_bench.sweep.trials import bench_trial, train_trial
 from resnet_bench.vocab import UNITS

@@ -189,7 +189,7 @@ def upload_models(storage: str, cell_id: str, local_dir: Path) -> None:
 def fetch_model(storage: str, cell_id: str, file: str, *, nbytes: int, sha256: str, target: Path) -> None:
     """A model file from storage into `target` (cells/<file>) atomically, through the record's staging
     folder; ValueError when its size or SHA-256 is not what the trial reported (nothing is written)."""
-    from resnet_bench.sweep.records import staged_write
+    from resnet_bench.sweep.results_dir import staged_write
 
     fs, path = _fs(_join(models_uri(storage, cell_id), file))
 
