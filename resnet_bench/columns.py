@@ -195,7 +195,6 @@ EPOCH_COLUMNS: list[tuple[str, str, str, str]] = [
 # one Vega-Lite template (.dvc/plots/v1v2_curves.json) draws v1/v2 by colour, train/validation by dash and one
 # panel per depth in numeric order, whatever the grid (dvc plots show / diff).
 CURVE_VERSIONS = ("v1", "v2")
-CURVE_SPLITS = ("validation", "train")
 CURVE_COLUMNS: list[tuple[str, str, str, str]] = [
     ("experiment", "str", "-", "experiment name"),
     ("dataset", "str", "-", "prepared dataset name"),

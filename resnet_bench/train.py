@@ -29,10 +29,6 @@ from resnet_bench.env import environment, node_info, numeric_environment
 from resnet_bench.parallel import SINGLE, Ranks
 
 
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
 def utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -57,10 +57,6 @@ def require_source(path: str | Path | None, fmt: str) -> Path:
     return p
 
 
-def available_formats() -> list[str]:
-    return list(FORMATS)
-
-
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 

@@ -24,7 +24,6 @@ UNIT_LABELS = {"original": "(a) original", "bn_after_add": "(b) BN after additio
 # Widths in TeX points (1/72.27 in). \columnwidth of two-column templates: ICML 2024 / CVPR 3.25 in = 234.9 pt,
 # ACL 219.1 pt (7.7 cm); NeurIPS is one column, \textwidth 5.5 in = 397.5 pt. We size against the narrowest.
 COLUMNWIDTH_PT = 219.1
-TEXTWIDTH_PT = 397.5
 # Natural-width estimate at \small (9 pt Computer Modern): digits are 0.5 em = 4.5 pt wide, text averages about
 # 4.4 pt per character (cmr9 metrics); \tabcolsep is 6 pt on each side of a column (LaTeX default).
 CHAR_PT = 4.5
@@ -139,13 +138,6 @@ def models_display(summary: pd.DataFrame, multi: bool) -> pd.DataFrame:
                      "infer/s": fmt_num(r["infer_img_per_s"], 0) + ("*" if str(r.get("bench_unstable")) == "True" else ""),
                      "MiB": fmt_num(r["peak_mem_mib"], 0)})
     return pd.DataFrame(rows)
-
-
-def paired_display(diff: pd.DataFrame, multi: bool) -> pd.DataFrame:
-    return pd.DataFrame([{"data": panel_title(r["experiment"], r["dataset"], multi), "depth": str(r["depth"]),
-                          "pairs": str(r["n_pairs"]),
-                          "v2 − v1 (pp) [95% CI]": fmt_interval(r["diff_pp"], r["ci_low"], r["ci_high"]),
-                          "sd (pp)": fmt_num(r["std_pp"])} for _, r in diff.iterrows()])
 
 
 # ---- Markdown and LaTeX ---------------------------------------------------------------------------------------

@@ -120,13 +120,6 @@ def checkpoint_problem(uri: str, cell_id: str | None = None) -> str | None:
     return None
 
 
-def checkpoint_epoch(uri: str) -> int:
-    """The epoch a whole checkpoint (checkpoint_problem None) holds."""
-    fs, path = _fs(_join(uri, CKPT_META))
-    with fs.open_input_stream(path) as f:
-        return int(json.loads(f.readall())["epoch"])
-
-
 def cell_checkpoints(storage: str, cell_id: str) -> list[str]:
     """Every checkpoint of the cell in storage (Tune's trial dir and an adopted one), newest first."""
     dirs = _checkpoint_dirs(storage, cell_id)[::-1]
