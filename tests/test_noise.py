@@ -306,3 +306,37 @@ def test_figures_read_well_short_ticks_narrow_span_single_parentheses_and_labels
     assert len(boxes) == 4
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     plt.close("all")
+
+
+def test_a_depths_paper_variant_v1_and_v2_are_one_bench_set_and_other_sets_measurements_are_redone(tmp_path):
+    """`arch.variant: paper` resolves v1's shortcut to option A (zero padding) and v2's to projections:
+    still the two versions of one depth, timed interleaved, so the report has their v2/v1 ratio. A record
+    whose measurement was interleaved with other models (or none: an older, separate set) is measured
+    again with its set; one measured with exactly its set's other members is not."""
+    from test_collect import contract_cell_id, make_config, make_record
+
+    from resnet_bench import config as cfg
+    from resnet_bench.sweep import phases
+    from resnet_bench.sweep.records import parse_record
+    from resnet_bench.sweep.results_dir import write_record
+
+    meta = {"channels": 3, "height": 32, "width": 32, "num_classes": 10}
+    cells = []
+    for version, unit, shortcut in (("v1", "original", "zero_pad"), ("v2", "full_preact", "projection")):
+        for seed in (0, 1):
+            c = make_config("t", "cifar10_jpeg", version, unit, 20, seed, device="cpu")
+            c["arch"].update(variant="paper", shortcut=shortcut, bottleneck_stride="1x1")
+            c["cell_id"] = contract_cell_id(c)
+            cells.append(cfg.Cell.model_validate(c))
+
+    def write(interleaved):
+        for cell in cells:
+            rec = make_record(cell.to_dict(), acc=0.6)
+            rec["bench"]["interleaved_with"] = interleaved[cell.version]
+            write_record(tmp_path, parse_record(rec, "test"))
+
+    write({"v1": [], "v2": []})  # each version measured alone, as separate sets
+    (only,) = phases.bench_groups(cells, tmp_path, {"cifar10_jpeg": meta}).values()
+    assert [[c.model for c in g] for g in only.values()] == [["resnet20_v1"] * 2, ["resnet20_v2"] * 2]
+    write({"v1": ["resnet20_v2"], "v2": ["resnet20_v1"]})  # measured together: nothing to redo
+    assert phases.bench_groups(cells, tmp_path, {"cifar10_jpeg": meta}) == {}

@@ -18,8 +18,16 @@ from resnet_bench.sweep.storage import adopt_prior_checkpoint
 from resnet_bench.sweep.trials import bench_trial, train_trial
 from resnet_bench.vocab import UNITS
 
-def _key(cell: cfg.Cell, meta: dict, fields: set[str]) -> str:
+# Arch fields a network variant resolves per version (`arch.variant: paper`: v1 with option A zero-padding
+# shortcuts, v2 with projections; resnet_bench.architectures.resolve_arch). The grid has no axis over
+# them, so within one sweep they differ only between the versions of a depth, which a bench set compares.
+VERSION_RESOLVED_ARCH = {"shortcut", "bottleneck_stride"}
+
+
+def _key(cell: cfg.Cell, meta: dict, fields: set[str], *, set_of_versions: bool = False) -> str:
     payload = cell.model_dump(mode="json", include=fields | {"arch", "bench"})
+    if set_of_versions:
+        payload["arch"] = {k: v for k, v in payload["arch"].items() if k not in VERSION_RESOLVED_ARCH}
     payload["runtime"] = cell.runtime.model_dump(mode="json", include={"device", "amp", "channels_last", "compile",
                                                                        "compile_mode", "tf32"})
     payload["input"] = [meta["channels"], meta["height"], meta["width"], meta["num_classes"]]
@@ -33,8 +41,8 @@ def bench_key(cell: cfg.Cell, meta: dict) -> str:
 
 def bench_set_key(cell: cfg.Cell, meta: dict) -> str:
     """Architectures measured together, interleaved: the versions (or residual units) of one depth with
-    the same other settings and input shape."""
-    return _key(cell, meta, {"depth"})
+    the same other settings and input shape (the paper variants' v1 and v2 too, whose shortcuts differ)."""
+    return _key(cell, meta, {"depth"}, set_of_versions=True)
 
 
 def reference_first(cell: cfg.Cell) -> tuple:
@@ -163,19 +171,26 @@ BenchSets = dict[str, dict[str, list[cfg.Cell]]]  # {set key: {arch key: the cel
 
 
 def bench_groups(cells: list[cfg.Cell], cells_dir: Path, metas: dict[str, dict]) -> BenchSets:
-    """Bench sets with an ok cell still lacking a measurement; such a set is measured whole (its
+    """Bench sets with an ok cell still lacking a measurement of this set, i.e. none, or one timed
+    interleaved with other models (an earlier version's sets); such a set is measured whole (its
     measured members again too), so that every ratio in it comes from one interleaved run."""
     sets: BenchSets = {}
-    lacking: set[str] = set()
+    measured_with: dict[str, list[tuple[str, object]]] = {}  # set key: (arch key, the record's bench)
     for cell in sorted(cells, key=reference_first):
         rec = read_record_if_any(cells_dir / f"{cell.cell_id}.json")
         if not rec or rec.status != "ok" or not cell.bench.enabled:
             continue
         meta = metas[cell.dataset]
-        skey = bench_set_key(cell, meta)
-        sets.setdefault(skey, {}).setdefault(bench_key(cell, meta), []).append(cell)
-        if rec.metrics.bench_train_img_per_s is None:
-            lacking.add(skey)
+        skey, akey = bench_set_key(cell, meta), bench_key(cell, meta)
+        sets.setdefault(skey, {}).setdefault(akey, []).append(cell)
+        measured_with.setdefault(skey, []).append((akey, rec.bench if rec.metrics.bench_train_img_per_s else None))
+    lacking = set()
+    for skey, arch in sets.items():
+        models = {akey: group[0].model for akey, group in arch.items()}
+        for akey, bench in measured_with[skey]:
+            others = sorted(m for k, m in models.items() if k != akey)
+            if bench is None or sorted(getattr(bench, "interleaved_with", None) or []) != others:
+                lacking.add(skey)
     return {k: v for k, v in sets.items() if k in lacking}
 
 
