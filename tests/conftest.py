@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,28 @@ def train_in_fresh_process(config: dict, prepared: Path, workdir: Path) -> dict:
     subprocess.run([sys.executable, "-c", script, str(workdir / "cell.json"), str(prepared),
                     str(workdir / "record.json")], env=env, check=True, timeout=600)
     return json.loads((workdir / "record.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A head node with 1 CPU, shared by a module's tests, Ray's files in a private temp dir.
+
+    Cluster writes <RAY_TMPDIR>/ray/ray_current_cluster, which a bare `ray.init()` anywhere on
+    this machine would join (Ray's convention), so the dir is private to this test. It is short
+    because Ray's Unix sockets live under it (107-byte limit on socket paths).
+    """
+    from ray.cluster_utils import Cluster
+
+    tmp = tempfile.mkdtemp(prefix="rb-", dir="/tmp")
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(tmp, ignore_errors=True)

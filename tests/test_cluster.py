@@ -8,12 +8,9 @@ looks like to Ray), and checks that Tune retried the trial on the head node from
 """
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 
 import pytest
@@ -28,31 +25,6 @@ pytestmark = pytest.mark.slow
 # epoch (one epoch of the width-4 net on digits takes ~0.25 s on one core; the kill ~0.1 s).
 EPOCHS = 12
 EPOCH_LINE = re.compile(r"\| (?P<label>\S+): epoch (?P<epoch>\d+)/\d+ on \S+ \(node (?P<node>[0-9a-f]{8})\)")
-
-
-@pytest.fixture(scope="module")
-def ray_head():
-    """A head node with 1 CPU, shared by this module's tests, Ray's files in a private temp dir.
-
-    Cluster writes <RAY_TMPDIR>/ray/ray_current_cluster, which a bare `ray.init()` anywhere on
-    this machine would join (Ray's convention), so the dir is private to this test. It is short
-    because Ray's Unix sockets live under it (107-byte limit on socket paths).
-    """
-    from ray.cluster_utils import Cluster
-
-    tmp = tempfile.mkdtemp(prefix="rb-", dir="/tmp")
-    saved = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    try:
-        yield cluster
-    finally:
-        cluster.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

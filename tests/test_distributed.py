@@ -11,10 +11,8 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -109,26 +107,6 @@ def test_two_idle_gpus_are_refused_before_ray_starts(tmp_path, prepared_digits, 
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "gpus_per_trial 2 with workers_per_trial 1" in lines[0], err
     assert "sit idle" in lines[0] and "Traceback" not in err
-
-
-@pytest.fixture(scope="module")
-def ray_head():
-    """A 1-CPU head node in a private Ray temp dir (see tests/test_cluster.py for why)."""
-    from ray.cluster_utils import Cluster
-
-    tmp = tempfile.mkdtemp(prefix="rb-", dir="/tmp")
-    saved = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    try:
-        yield cluster
-    finally:
-        cluster.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_two_workers_span_two_nodes_and_a_lost_node_resumes_bit_identical(tmp_path, prepared_digits, ray_head,

@@ -368,18 +368,24 @@ def test_a_write_into_a_mount_point_keeps_its_temp_on_that_disk(tmpfs):
     assert results_dir.staging_dir(disk / "cells" / "x.json") == disk / results_dir.STAGING
 
 
+def write_driver_like(path: Path, stopping_s: float = 0) -> None:
+    """A script that runs as the sweep driver does (lifecycle.guarded) until a stop: prints `ready`, then
+    `stopped: <reason> <exit code> <signals counted>` after `stopping_s` of simulated stopping."""
+    path.write_text(f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+                    "from resnet_bench.sweep import lifecycle\n"
+                    "with lifecycle.guarded() as stop:\n"
+                    "    print('ready', flush=True); t = time.time()\n"
+                    "    while not stop and time.time() - t < 60: time.sleep(0.05)\n"
+                    f"    time.sleep({stopping_s})\n"
+                    "    print('stopped:', stop.reason, stop.exit_code, stop.signals, flush=True)\n")
+
+
 def test_a_sweep_under_a_shell_stops_when_the_shell_s_parent_dies(tmp_path):
     """DVC runs `$SHELL -c CMD`; a shell that does not exec CMD stays between DVC and the driver,
     so the kernel's parent-death signal never comes (the shell lives on): the driver's watch of
     its parent chain sees DVC go."""
     out = tmp_path / "out"
-    driver_like = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
-                   "from resnet_bench.sweep import lifecycle\n"
-                   "with lifecycle.guarded() as stop:\n"
-                   "    print('ready', flush=True); t = time.time()\n"
-                   "    while not stop and time.time() - t < 60: time.sleep(0.05)\n"
-                   "    print('stopped:', stop.reason, stop.exit_code, flush=True)\n")
-    (tmp_path / "driver.py").write_text(driver_like)
+    write_driver_like(tmp_path / "driver.py")
     # outer ("dvc") -> sh -c "python driver.py; true" (the `; true` keeps sh from exec-ing) -> driver
     outer = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])",
                               "sh", "-c", f"{sys.executable} {tmp_path / 'driver.py'} > {out}; true"])
@@ -392,7 +398,7 @@ def test_a_sweep_under_a_shell_stops_when_the_shell_s_parent_dies(tmp_path):
     while "stopped:" not in out.read_text():
         assert time.monotonic() < deadline + 60, "the driver did not notice its parent's parent exit"
         time.sleep(0.05)
-    assert f"stopped: its parent process {outer.pid} (python" in out.read_text() and out.read_text().endswith(" 143\n")
+    assert f"stopped: its parent process {outer.pid} (python" in out.read_text() and out.read_text().endswith(" 143 0\n")
 
 
 def test_parent_death_signals_from_each_exiting_thread_of_the_parent_are_one_parent_exit(tmp_path):
@@ -401,14 +407,8 @@ def test_parent_death_signals_from_each_exiting_thread_of_the_parent_are_one_par
     exits. DVC is multi-threaded, so a `kill <dvc pid>` can do that: the driver must read both SIGTERMs as
     its parent's exit, not as a user's SIGTERM and then a second one ("again: stopping at once")."""
     out = tmp_path / "out"
-    driver_like = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
-                   "from resnet_bench.sweep import lifecycle\n"
-                   "with lifecycle.guarded() as stop:\n"
-                   "    print('ready', flush=True); t = time.time()\n"
-                   "    while not stop and time.time() - t < 60: time.sleep(0.05)\n"
-                   "    time.sleep(3)  # stopping takes a while (Tune, Ray): the second signal comes meanwhile\n"
-                   "    print('stopped:', stop.reason, stop.exit_code, stop.signals, flush=True)\n")
-    (tmp_path / "driver.py").write_text(driver_like)
+    # stopping takes a while (Tune, Ray): the second signal comes meanwhile
+    write_driver_like(tmp_path / "driver.py", stopping_s=3)
     # The parent: its main thread forks the driver, then exits alone (pthread_exit; ctypes drops the GIL
     # for the call) while a second thread lives 1.5 s longer and ends the process.
     parent = ("import ctypes, os, subprocess, sys, threading, time\n"
