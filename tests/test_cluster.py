@@ -109,7 +109,6 @@ def test_worker_node_lost_mid_training_cells_resume_on_head(tmp_path, prepared_d
     assert strip_timing(moved) == strip_timing(uninterrupted)
 
 
-
 def test_cell_out_of_retries_is_recorded_failed_and_the_sweep_goes_on(tmp_path, prepared_digits, two_node_cluster):
     cluster, worker = two_node_cluster
     exp = {**TINY_EXPERIMENT, "recipe": {**TINY_EXPERIMENT["recipe"], "epochs": EPOCHS}}
