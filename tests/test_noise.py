@@ -39,10 +39,12 @@ def test_ratio_interval_is_the_t_interval_of_log_ratios():
         noise.ratio_interval([1.0], [1.0, 2.0])
 
 
-def test_interleaved_bench_of_two_identical_models_has_a_ratio_interval_containing_one():
-    """Same architecture, same weights: whatever the machine does, a paired ratio interval holds 1.
-    The record's 95 % interval is recomputed from its own repeats; the check is at 99 % (and the record's
-    interval at 95 % would make the test fail one run in twenty by chance alone)."""
+def test_bench_ratios_are_the_paired_interval_of_the_records_own_repeats():
+    """The real bench of two models: the second's ratio fields are the paired interval of the two records'
+    per-repeat rates, the first (the reference) has none. Nothing here depends on how fast the machine
+    ran: two builds of one network are not one timing subject (their tensors sit at different addresses),
+    and millisecond steps on a shared CI machine have heavy-tailed noise, so whether the interval holds 1
+    is a property of the machine, not of the code (the deterministic test below checks the protocol)."""
     def same():  # the same weights every build (the bench builds each model more than once)
         torch.manual_seed(0)
         return tiny()
@@ -54,12 +56,48 @@ def test_interleaved_bench_of_two_identical_models_has_a_ratio_interval_containi
     for kind in ("train", "infer"):
         ra, rb = a[f"{kind}_img_per_s_repeats"], b[f"{kind}_img_per_s_repeats"]
         assert len(ra) == len(rb) == 10
-        same = noise.ratio_interval(ra, rb)
-        assert (b[f"{kind}_ratio_lo"], b[f"{kind}_ratio"], b[f"{kind}_ratio_hi"]) == (same["lo"], same["ratio"],
-                                                                                      same["hi"])
-        wide = noise.ratio_interval(ra, rb, level=0.99)
-        assert wide["lo"] <= 1.0 <= wide["hi"], (kind, wide)
+        got = noise.ratio_interval(ra, rb)
+        assert (b[f"{kind}_ratio_lo"], b[f"{kind}_ratio"], b[f"{kind}_ratio_hi"]) == (got["lo"], got["ratio"],
+                                                                                      got["hi"])
+        assert b[f"{kind}_ratio_lo"] < b[f"{kind}_ratio"] < b[f"{kind}_ratio_hi"] and b["ratio_pairs"] == 10
     assert a["train_img_per_s_cv"] >= 0 and a["unstable"] is False  # cv_max 10: nothing is unstable
+
+
+class Machine:
+    """A deterministic machine for the timing protocol: repeat r runs at a speed that drifts (every third
+    repeat 3x slower, as a frequency drop or a neighbour makes it) and the callable that runs second in a
+    repeat pays 25 % (a cache the first one warmed for itself, then lost). Both callables are one
+    workload: a protocol that is right must find their ratio 1."""
+
+    def __init__(self, n: int):
+        self.n, self.calls = n, 0
+
+    def timer(self, step, n_steps: int) -> float:
+        repeat, position = divmod(self.calls, self.n)
+        self.calls += 1
+        step()
+        return n_steps * 0.01 * (3.0 if repeat % 3 == 2 else 1.0) * (1.25 if position else 1.0)
+
+
+def test_interleaved_protocol_cancels_drift_and_run_order_for_one_workload():
+    order = []
+    steps = [lambda: order.append("a"), lambda: order.append("b")]
+    m = Machine(2)
+    secs = noise.time_interleaved(steps, repeats=6, steps_per_repeat=2, timer=m.timer)
+    assert order == ["a", "b", "b", "a"] * 3  # counterbalanced: neither always runs first
+    rates = [[4 / s for s in per] for per in secs]
+    got = noise.ratio_interval(*rates)
+    # The drift is shared by each pair and cancels in its ratio; the order penalty alternates sign in the
+    # log-ratios and cancels in their mean: the ratio is 1, with an interval around it.
+    assert got["ratio"] == pytest.approx(1.0) and got["lo"] < 1.0 < got["hi"]
+    # The same machine timed in a fixed order (a always first) reports b 20 % slower, with certainty.
+    fixed = Machine(2)
+    a, b = [], []
+    for _ in range(6):
+        a.append(4 / (fixed.timer(lambda: None, 2) / 2))
+        b.append(4 / (fixed.timer(lambda: None, 2) / 2))
+    biased = noise.ratio_interval(a, b)
+    assert biased["ratio"] == pytest.approx(0.8) and biased["hi"] == pytest.approx(0.8)
 
 
 class Disturbed(nn.Module):
