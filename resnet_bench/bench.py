@@ -204,7 +204,8 @@ def benchmark_models(model_fns: dict[str, Callable[[], nn.Module]], *, batch_siz
                      in_channels: int = 3, num_classes: int = 10, device="cpu", amp="none", channels_last=False,
                      compile=False, compile_mode: str = "default", compile_backend: str = "inductor",
                      tf32: bool = False, warmup=3, repeats=5, steps_per_repeat=2, cv_max: float = 0.1,
-                     remeasure: int = 2, min_batch: int = 1) -> dict[str, dict]:
+                     remeasure: int = 2, min_batch: int = 1,
+                     timer: Callable[[Callable[[], None], int], float] | None = None) -> dict[str, dict]:
     """One record per model (keyed as `model_fns`): throughput, memory and FLOPs of fresh models timed
     interleaved (resnet_bench.noise: repeat r of every model before repeat r + 1 of any, re-measured
     while a throughput CV exceeds `cv_max`, at most `remeasure` times). The first model is the reference:
@@ -215,6 +216,10 @@ def benchmark_models(model_fns: dict[str, Callable[[], nn.Module]], *, batch_siz
     attempt's memory is released after its `except` block ends (its traceback holds the attempt's
     frames until then). Below `min_batch` it raises runtime.DoesNotFit: one line naming the models,
     the batch and the device's memory.
+
+    `timer(step, n)` returns the seconds of n calls of step; by default the device's clock, synchronised
+    at both ends (as timeit takes a timer: a caller with its own clock, or a test of the protocol on a
+    machine whose drift it controls).
     """
     device = torch.device(device)
     rt.set_tf32(tf32)
@@ -230,7 +235,7 @@ def benchmark_models(model_fns: dict[str, Callable[[], nn.Module]], *, batch_siz
             try:
                 records = _benchmark_once(model_fns, batch, img_size, in_channels, num_classes, device, amp,
                                           channels_last, compile, compile_mode, compile_backend, warmup, repeats,
-                                          steps_per_repeat, cv_max, remeasure)
+                                          steps_per_repeat, cv_max, remeasure, timer or _time(device))
                 break
             except Exception as err:
                 if not rt.is_out_of_memory(err):
@@ -318,10 +323,9 @@ def _time(device):
     return timer
 
 
-def _phase(subjects: list[dict], kind: str, batch: int, device, repeats, steps, cv_max, remeasure) -> dict:
+def _phase(subjects: list[dict], kind: str, batch: int, repeats, steps, cv_max, remeasure, timer) -> dict:
     return noise.stable_interleaved([s[kind] for s in subjects], batch_size=batch, repeats=repeats,
-                                    steps_per_repeat=steps, cv_max=cv_max, remeasure=remeasure,
-                                    timer=_time(device))
+                                    steps_per_repeat=steps, cv_max=cv_max, remeasure=remeasure, timer=timer)
 
 
 def _stability(kind: str, phase: dict, secs: list[float], batch: int) -> dict:
@@ -343,7 +347,7 @@ def _ratios(kind: str, ref: list[float], secs: list[float], batch: int) -> dict:
 
 
 def _benchmark_once(model_fns, batch, img, in_ch, ncls, device, amp, channels_last, compile_, compile_mode,
-                    compile_backend, warmup, repeats, steps, cv_max, remeasure) -> dict[str, dict]:
+                    compile_backend, warmup, repeats, steps, cv_max, remeasure, timer) -> dict[str, dict]:
     warmup = max(1, warmup)
     labels = list(model_fns)
     # Compiled together, the models' train and eval graphs all count against dynamo's per-code-object
@@ -356,12 +360,12 @@ def _benchmark_once(model_fns, batch, img, in_ch, ncls, device, amp, channels_la
     with limit:
         subjects = [_prepare(model_fns[name], batch, img, in_ch, ncls, device, amp, channels_last, compile_,
                              compile_mode, compile_backend, warmup, fresh=i == 0) for i, name in enumerate(labels)]
-        train = _phase(subjects, "train", batch, device, repeats, steps, cv_max, remeasure)
+        train = _phase(subjects, "train", batch, repeats, steps, cv_max, remeasure, timer)
         for s in subjects:
             s["model"].eval()
             for _ in range(warmup):
                 s["infer"]()
-        infer = _phase(subjects, "infer", batch, device, repeats, steps, cv_max, remeasure)
+        infer = _phase(subjects, "infer", batch, repeats, steps, cv_max, remeasure, timer)
         for s in subjects:
             s["model"].train()
             s["compiled"].check()

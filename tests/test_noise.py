@@ -100,6 +100,23 @@ def test_interleaved_protocol_cancels_drift_and_run_order_for_one_workload():
     assert biased["ratio"] == pytest.approx(0.8) and biased["hi"] == pytest.approx(0.8)
 
 
+def test_interleaved_bench_of_two_identical_models_on_a_drifting_machine_has_a_ratio_interval_containing_one():
+    """The whole bench (both phases, re-measurement, the ratio plumbing) of two identical models on the
+    deterministic machine above: its steps run for real, its clock is the machine's."""
+    def same():
+        torch.manual_seed(0)
+        return tiny()
+
+    m = Machine(2)
+    recs = bench.benchmark_models({"a": same, "b": same}, batch_size=4, img_size=8, warmup=1, repeats=6,
+                                  steps_per_repeat=1, cv_max=10.0, remeasure=0, timer=m.timer)
+    assert m.calls == 2 * 6 * 2  # train then inference, 6 repeats of each model
+    b = recs["b"]
+    for kind in ("train", "infer"):
+        assert b[f"{kind}_ratio"] == pytest.approx(1.0) and b[f"{kind}_ratio_lo"] < 1.0 < b[f"{kind}_ratio_hi"]
+        assert recs["a"][f"{kind}_img_per_s"] == b[f"{kind}_img_per_s"]  # the same rates, each position
+
+
 class Disturbed(nn.Module):
     """A model whose every other timed training step is preempted for 30 ms (a real pause in the timed
     region, as a competing process or a frequency drop makes one)."""
