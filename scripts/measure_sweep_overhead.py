@@ -31,8 +31,8 @@ from resnet_bench import config as cfg  # noqa: E402
 from resnet_bench.data import prepare as data  # noqa: E402
 from resnet_bench.env import hardware  # noqa: E402
 from resnet_bench.env import code_fingerprint  # noqa: E402
-from resnet_bench.sweep.records import parse_record
-from resnet_bench.sweep.results_dir import write_record
+from resnet_bench.sweep.records import parse_record  # noqa: E402
+from resnet_bench.sweep.results_dir import write_record  # noqa: E402
 from resnet_bench.train import train_cell  # noqa: E402
 
 

@@ -6,8 +6,8 @@ finish with the numbers of an uninterrupted run.
 """
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess

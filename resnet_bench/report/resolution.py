@@ -10,8 +10,8 @@ from resnet_bench import power
 from resnet_bench.report.escape import md_text
 from resnet_bench.report.stats import PANEL_KEYS, accuracy_by_depth, ok_cells, paired_values, version_cells
 
-POWER_COLS = [*PANEL_KEYS, "depth", "n_seeds", "observed_pp", "paired_sd_pp", "planning_sd_pp", "sd_basis", "mde_pp", "mde_basis",
-              "seeds_for_observed", "target_pp", "seeds_for_target", "alpha", "power"]
+POWER_COLS = [*PANEL_KEYS, "depth", "n_seeds", "observed_pp", "paired_sd_pp", "planning_sd_pp", "sd_basis", "mde_pp",
+              "mde_basis", "seeds_for_observed", "target_pp", "seeds_for_target", "alpha", "power"]
 
 
 def target_of(experiment: dict | None):

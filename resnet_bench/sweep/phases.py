@@ -175,7 +175,7 @@ def bench_groups(cells: list[cfg.Cell], cells_dir: Path, metas: dict[str, dict])
     interleaved with other models (an earlier version's sets); such a set is measured whole (its
     measured members again too), so that every ratio in it comes from one interleaved run."""
     sets: BenchSets = {}
-    measured_with: dict[str, list[tuple[str, object]]] = {}  # set key: (arch key, the record's bench)
+    timed_with: dict[str, list[tuple[str, list[str] | None]]] = {}  # set key: (arch key, models it was timed with)
     for cell in sorted(cells, key=reference_first):
         rec = read_record_if_any(cells_dir / f"{cell.cell_id}.json")
         if not rec or rec.status != "ok" or not cell.bench.enabled:
@@ -183,15 +183,13 @@ def bench_groups(cells: list[cfg.Cell], cells_dir: Path, metas: dict[str, dict])
         meta = metas[cell.dataset]
         skey, akey = bench_set_key(cell, meta), bench_key(cell, meta)
         sets.setdefault(skey, {}).setdefault(akey, []).append(cell)
-        measured_with.setdefault(skey, []).append((akey, rec.bench if rec.metrics.bench_train_img_per_s else None))
-    lacking = set()
-    for skey, arch in sets.items():
-        models = {akey: group[0].model for akey, group in arch.items()}
-        for akey, bench in measured_with[skey]:
-            others = sorted(m for k, m in models.items() if k != akey)
-            if bench is None or sorted(getattr(bench, "interleaved_with", None) or []) != others:
-                lacking.add(skey)
-    return {k: v for k, v in sets.items() if k in lacking}
+        # None: not measured; records of earlier versions may lack interleaved_with (BenchResult is open)
+        timed = sorted(getattr(rec.bench, "interleaved_with", None) or []) if rec.metrics.bench_train_img_per_s \
+            else None
+        timed_with.setdefault(skey, []).append((akey, timed))
+    return {skey: arch for skey, arch in sets.items()
+            if any(timed != sorted(group[0].model for k, group in arch.items() if k != akey)
+                   for akey, timed in timed_with[skey])}
 
 
 def run_bench_phase(sets: BenchSets, *, metas: dict[str, dict], cells_dir: Path,

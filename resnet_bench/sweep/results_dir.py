@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from resnet_bench import config as cfg
-from resnet_bench.outputs import atomic_write, fsync_path, make_dirs
+from resnet_bench.outputs import atomic_write, fsync_path, make_dirs, mount_of
 from resnet_bench.sweep.kept_models import models_missing
 from resnet_bench.sweep.records import DONE_STATUSES, CellRecord, read_record, read_record_if_any
 
@@ -109,8 +109,6 @@ def staging_dir(path: Path) -> Path:
     """Where `path`'s temporary file goes: `.staging` beside its folder, or, when that is another disk
     (the folder is a mount point: a rename cannot cross disks), the folder itself (as a hidden `.*.tmp`
     file, which .dvcignore keeps out of DVC)."""
-    from resnet_bench.outputs import mount_of
-
     folder = path.parent
     try:
         # a bind mount of the same file system has the same st_dev (and os.path.ismount misses it), but a
